@@ -1,2 +1,21 @@
-def main():
-    pass
+"""`seqvpr` command line: `seqvpr run` materialises the pipeline, `seqvpr synth` writes a mini-world."""
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv else "--help"
+    if command == "run":
+        from pipelines.run import main as run_main
+
+        return run_main(argv)
+    if command == "synth":
+        from seqvpr.synthetic.__main__ import main as synth_main
+
+        return synth_main(argv)
+    print("usage: seqvpr {run,synth} [options]   (seqvpr run --help)")
+    return 0 if command in ("--help", "-h") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Normalised frames (partitioned per traversal / map / season) and the per-dataset frame tables."""
+
+import base64
+import importlib
+import io
+import time
+from collections import Counter
+
+import pyarrow.compute as pc
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from pipelines.partitions import PARTITIONS
+from pipelines.resources import PipelineHome
+from seqvpr.datasets.frames import merge_tables, write_table
+from seqvpr.layout import DATASETS
+
+
+class NormaliseConfig(Config):
+    """Model input size: frames are resized once here, so embedding never re-decodes originals."""
+
+    size: int = 384
+
+
+def trajectory_plot(table) -> str:
+    """Markdown with an embedded PNG of every traversal's UTM trajectory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=80)
+    for traversal in sorted(set(table.column("traversal").to_pylist())):
+        rows = table.filter(pc.equal(table.column("traversal"), traversal))
+        ax.plot(rows.column("easting").to_numpy(), rows.column("northing").to_numpy(), ".", ms=2, label=traversal)
+    ax.set_xlabel("easting [m]")
+    ax.set_ylabel("northing [m]")
+    ax.set_aspect("equal", adjustable="datalim")
+    if table.num_rows:
+        ax.legend(fontsize=5, markerscale=3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return f"![trajectories](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def build_frame_assets(dataset: str):
+    """The partitioned `<dataset>_frames` asset and the merged `<dataset>_frame_table` asset."""
+    partitions = PARTITIONS[dataset]
+
+    @asset(
+        name=f"{dataset}_frames",
+        group_name="frames",
+        partitions_def=partitions,
+        deps=[AssetKey(f"{dataset}_raw")],
+        description=f"Normalised {dataset} frames and the partition's frame table.",
+        op_tags={"kind": "heavy"},
+    )
+    def frames_asset(context: AssetExecutionContext, config: NormaliseConfig, home: PipelineHome) -> MaterializeResult:
+        layout = home.layout()
+        partition = context.partition_key
+        normaliser = importlib.import_module(f"seqvpr.datasets.{dataset}")
+        context.log.info(f"normalising {dataset} partition {partition} at {config.size}px")
+        start = time.perf_counter()
+        result = normaliser.normalise_partition(
+            layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size
+        )
+        write_table(result.table, layout.partition_table(dataset, partition))
+        seconds = time.perf_counter() - start
+        conditions = Counter(result.table.column("condition").to_pylist())
+        context.log.info(f"{dataset}/{partition}: {result.table.num_rows} frames in {seconds:.1f}s, dropped {result.dropped}")
+        return MaterializeResult(
+            metadata={
+                "frames": result.table.num_rows,
+                "traversals": len(set(result.table.column("traversal").to_pylist())),
+                "per_condition": MetadataValue.json(dict(sorted(conditions.items()))),
+                "dropped": MetadataValue.json(dict(sorted(result.dropped.items()))),
+                "frames_per_second": round(result.table.num_rows / max(seconds, 1e-9), 2),
+                "table": MetadataValue.path(str(layout.partition_table(dataset, partition))),
+            }
+        )
+
+    @asset(
+        name=f"{dataset}_frame_table",
+        group_name="frames",
+        deps=[frames_asset],
+        description=f"The {dataset} frame table (schemas/frame_table.py), all partitions merged.",
+    )
+    def frame_table_asset(context: AssetExecutionContext, home: PipelineHome) -> MaterializeResult:
+        layout = home.layout()
+        paths = [layout.partition_table(dataset, p) for p in partitions.get_partition_keys()]
+        present = [p for p in paths if p.exists()]
+        missing = sorted(p.stem for p in paths if not p.exists())
+        if missing:
+            context.log.warning(f"{dataset}: partitions not normalised yet: {missing}")
+        table = merge_tables(present)
+        write_table(table, layout.frame_table(dataset))
+        per_traversal = Counter(table.column("traversal").to_pylist())
+        per_condition = Counter(table.column("condition").to_pylist())
+        return MaterializeResult(
+            metadata={
+                "frames": table.num_rows,
+                "per_traversal": MetadataValue.json(dict(sorted(per_traversal.items()))),
+                "per_condition": MetadataValue.json(dict(sorted(per_condition.items()))),
+                "missing_partitions": MetadataValue.json(missing),
+                "trajectories": MetadataValue.md(trajectory_plot(table)),
+                "path": MetadataValue.path(str(layout.frame_table(dataset))),
+            }
+        )
+
+    return [frames_asset, frame_table_asset]
+
+
+frame_assets = [a for dataset in DATASETS for a in build_frame_assets(dataset)]
