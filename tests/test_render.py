@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from seqvpr.synthetic.render import World, render_view
+
+ROUTE = np.stack([np.linspace(0, 200, 50), np.zeros(50)], axis=1)  # due east
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World([ROUTE], seed=3)
+
+
+def _view(world, x, condition="day", seed=0, heading=90.0):
+    return render_view(world, x, 0.0, heading, condition, 160, 120, rng=np.random.default_rng(seed)).astype(np.float32)
+
+
+def _zncc(a, b):
+    a, b = a.mean(axis=2).ravel(), b.mean(axis=2).ravel()
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+def test_same_place_looks_alike_across_traversals(world):
+    here_a, here_b = _view(world, 80.0, seed=1), _view(world, 80.5, seed=2)
+    elsewhere = _view(world, 150.0, seed=3)
+    assert _zncc(here_a, here_b) > _zncc(here_a, elsewhere) + 0.2
+
+
+def test_night_is_darker_and_noisier(world):
+    day, night = _view(world, 80.0), _view(world, 80.0, "night")
+    assert night.mean() < 0.5 * day.mean()
+    assert np.abs(np.diff(night, axis=1)).mean() > 0
+
+
+def test_winter_is_brighter_below_horizon(world):
+    summer, winter = _view(world, 80.0, "summer"), _view(world, 80.0, "winter")
+    assert winter[90:].mean() > summer[90:].mean() + 30
+
+
+def test_deterministic_for_same_rng(world):
+    assert np.array_equal(_view(world, 40.0, seed=7), _view(world, 40.0, seed=7))
+
+
+def test_rejects_unknown_condition(world):
+    with pytest.raises(ValueError, match="unknown condition 'dusk'"):
+        render_view(world, 0, 0, 0, "dusk", 10, 10)
