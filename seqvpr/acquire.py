@@ -77,7 +77,7 @@ from typing import Callable, Iterable
 import requests
 import urllib3
 
-from seqvpr.atomic import atomic_write_text
+from seqvpr.atomic import atomic_dir, atomic_write_text
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
 from seqvpr.errors import DataError
 from seqvpr.layout import DATASETS
@@ -388,8 +388,8 @@ def _merge_into(src: Path, dst: Path) -> None:
             os.replace(entry.path, target)
 
 
-def extract(archive: str | Path, target: str | Path) -> bool:
-    """Safely unpack ``archive`` into ``target``; returns False when it was already extracted."""
+def extract(archive: str | Path, target: str | Path, subfolder: str = "") -> bool:
+    """Safely unpack ``archive`` into ``target`` (or its ``subfolder``); False when already extracted."""
     archive, target = Path(archive), Path(target)
     if not archive.is_file():
         raise DataError(archive, "archive not found")
@@ -407,8 +407,8 @@ def extract(archive: str | Path, target: str | Path) -> bool:
             raise DataError(archive, f"unsafe member refused: {exc}") from exc
         except _CORRUPT as exc:
             raise DataError(archive, f"truncated or corrupt archive: {exc}") from exc
-        entries = sorted(os.listdir(tmp))
-        _merge_into(tmp, target)
+        entries = sorted(posixpath.join(subfolder, name) for name in os.listdir(tmp))
+        _merge_into(tmp, target / subfolder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     st = archive.stat()
@@ -467,12 +467,12 @@ def _top_level_names(archive: Path) -> set[str]:
     return {posixpath.normpath(n).split("/")[0] for n in names}
 
 
-def _archive_target(archive: Path, dest: Path, dataset: str) -> Path:
-    """Where an archive's members go: the dataset root, or a season folder for bare Nordland frames."""
+def _archive_subfolder(archive: Path, dataset: str) -> str:
+    """Where in the dataset root an archive's members go: the root, or a season folder for bare Nordland frames."""
     if dataset != "nordland":
-        return dest
+        return ""
     season = _nordland_season(archive)
-    return dest if _top_level_names(archive) == {season} else dest / season
+    return "" if _top_level_names(archive) == {season} else season
 
 
 def _real_dir(dest: Path) -> None:
@@ -488,8 +488,11 @@ def extract_archives(archives: Iterable[Path], dest: str | Path, dataset: str) -
     _real_dir(dest)
     report = IngestReport("extracted")
     for archive in sorted(Path(a) for a in archives):
-        did = extract(archive, _archive_target(archive, dest, dataset))
-        (report.extracted if did else report.skipped).append(archive.name)
+        # checked first so a re-run does not read the archive just to find its subfolder
+        if _already_extracted(archive, dest) or not extract(archive, dest, _archive_subfolder(archive, dataset)):
+            report.skipped.append(archive.name)
+        else:
+            report.extracted.append(archive.name)
     return report
 
 
@@ -515,6 +518,15 @@ def link_in_place(src: Path, dest: Path) -> None:
         shutil.rmtree(marker_dir)  # earlier extractions no longer describe dest
 
 
+def _link_loose(files: Iterable[Path], dest: Path, report: IngestReport) -> None:
+    """Symlink non-archive files/folders (camera models, GPS files) into ``dest``, keeping what is there."""
+    for loose in files:
+        link = dest / loose.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(loose.resolve(), target_is_directory=loose.is_dir())
+            report.linked.append(loose.name)
+
+
 def ingest_local(src: str | Path, dest: str | Path, dataset: str) -> IngestReport:
     """Use a local copy: link a folder that is already in the dataset layout, else extract its archives."""
     src, dest = Path(src), Path(dest)
@@ -523,16 +535,138 @@ def ingest_local(src: str | Path, dest: str | Path, dataset: str) -> IngestRepor
     if in_dataset_layout(src, dataset):
         link_in_place(src, dest)
         return IngestReport("linked", linked=[str(src.resolve())])
-    entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in src.iterdir()
+                     if not p.name.startswith(".") and not p.name.endswith((".part", ".verified.json")))
     archives = [p for p in entries if p.is_file() and is_archive(p)]
     if not archives:
         raise DataError(src, f"neither a {dataset} folder layout nor a folder of {dataset} archives")
     report = extract_archives(archives, dest, dataset)
-    for loose in entries:
-        if loose in archives or loose.name.endswith((".part", ".verified.json")):
-            continue
-        link = dest / loose.name
-        if not link.exists() and not link.is_symlink():
-            link.symlink_to(loose.resolve(), target_is_directory=loose.is_dir())
-            report.linked.append(loose.name)
+    _link_loose([p for p in entries if p not in archives], dest, report)
     return report
+
+
+# --------------------------------------------------------------------------- the raw-data stage
+
+
+SOURCES = ("synthetic", "local", "url")
+
+
+def _stamp_path(raw: Path) -> Path:
+    return raw.parent / f".{raw.name}.source.json"
+
+
+def _generator_digest() -> str:
+    """Digest of the synthetic generator's code, so a changed generator regenerates the world."""
+    digest = hashlib.sha256()
+    for src in sorted((Path(__file__).parent / "synthetic").glob("*.py")):
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _claim(raw: Path, wanted: dict) -> bool:
+    """Prepare ``raw`` for the source described by ``wanted``; True if it already holds exactly that.
+
+    Whatever an earlier, different source left there is removed, but a folder the pipeline did not
+    write (no stamp) is never deleted.
+    """
+    stamp = _stamp_path(raw)
+    current = json.loads(stamp.read_text()) if stamp.exists() else None
+    if current == wanted:
+        return True
+    if current is None and raw.is_dir() and not raw.is_symlink() and any(raw.iterdir()):
+        raise DataError(raw, "exists but was not written by this pipeline (no source stamp); move it away, "
+                             "or use source=local with path pointing at it")
+    for stale in (raw, raw.parent / f".{raw.name}.extracted", stamp):
+        _remove(stale)
+    return False
+
+
+def _tree_size(root: Path) -> tuple[int, int]:
+    """(files, bytes) below ``root``, following ``root`` itself if it is a symlink but no links inside."""
+    files = size = 0
+    for folder, _, names in os.walk(root.resolve()):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(folder, name)).st_size
+    return files, size
+
+
+def _progress_logger(log_info: Callable[[str], None], name: str, every_s: float = 10.0) -> Progress:
+    last = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or done == total:
+            last[0] = now
+            share = f" ({100 * done / total:.1f}%)" if total else ""
+            log_info(f"{name}: {done / 2**20:.1f} MiB{share}")
+
+    return report
+
+
+def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth: str | Path,
+                    source: str = "synthetic", path: str = "", manifest: str = "", seed: int = 0,
+                    log_info: Callable[[str], None] = log.info, **download_kw) -> dict:
+    """Put ``dataset`` at ``raw`` from one source; returns a summary for the asset's metadata.
+
+    synthetic: `seqvpr.synthetic.generate` into a temporary folder swapped in whole (ground truth
+        to ``truth``); skipped when a stamp says the same seed and generator code made it.
+    local: `ingest_local(path, raw, dataset)`.
+    url: `download_manifest(manifest, downloads)`, then the archives are extracted into ``raw``
+        and other files linked in.
+    """
+    raw, downloads, truth = Path(raw), Path(downloads), Path(truth)
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    summary = {"dataset": dataset, "source": source, "checksums_verified": 0, "archives_extracted": 0,
+               "archives_skipped": 0, "linked": 0, "skipped": False}
+    if source == "synthetic":
+        wanted = {"source": source, "seed": seed, "generator": _generator_digest()}
+        if _claim(raw, wanted):
+            log_info(f"{dataset}: synthetic world for seed {seed} already generated at {raw}")
+            summary["skipped"] = True
+        else:
+            from seqvpr.synthetic import generate
+
+            log_info(f"{dataset}: generating the synthetic world (seed {seed}) into {raw}")
+            with atomic_dir(raw) as tmp_raw, atomic_dir(truth) as tmp_truth:
+                generate(dataset, tmp_raw, seed=seed, truth_root=tmp_truth)
+    elif source == "local":
+        if not path:
+            raise ValueError("source=local needs path (the folder holding your copy of the dataset)")
+        wanted = {"source": source, "path": str(Path(path).resolve())}
+        _claim(raw, wanted)
+        log_info(f"{dataset}: ingesting the local copy at {path}")
+        report = ingest_local(path, raw, dataset)
+        summary.update(archives_extracted=len(report.extracted), archives_skipped=len(report.skipped),
+                       linked=len(report.linked), mode=report.mode)
+    elif source == "url":
+        if not manifest:
+            raise ValueError("source=url needs manifest (a JSON list of {url, filename, size, sha256})")
+        entries = load_manifest(manifest)
+        wanted = {"source": source, "manifest": sha256_file(Path(manifest))}
+        _claim(raw, wanted)
+        paths = []
+        for entry in entries:
+            log_info(f"{dataset}: downloading {entry.filename} ({entry.size or '?'} bytes)")
+            paths.append(download(entry.url, downloads / entry.filename, sha256=entry.sha256, size=entry.size,
+                                  progress=_progress_logger(log_info, entry.filename), **download_kw))
+        archives = [p for p in paths if is_archive(p)]
+        report = extract_archives(archives, raw, dataset)
+        _link_loose([p for p in paths if p not in archives], raw, report)
+        summary.update(checksums_verified=sum(e.sha256 is not None for e in entries),
+                       archives_extracted=len(report.extracted), archives_skipped=len(report.skipped),
+                       linked=len(report.linked), downloaded=len(paths))
+    else:
+        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    atomic_write_text(_stamp_path(raw), json.dumps(wanted, indent=1, sort_keys=True))
+    summary["files"], summary["bytes"] = _tree_size(raw)
+    log_info(f"{dataset}: {summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB at {raw}")
+    return summary

@@ -1,0 +1,54 @@
+"""The raw datasets (`robotcar_raw`, `nuscenes_raw`, `nordland_raw`): synthetic, a local copy, or downloads.
+
+Thin wrappers over `seqvpr.acquire.acquire_dataset`; the dataset lands at `layout.raw(dataset)` in
+its exact distributed format, archives being downloaded go to `layout.downloads(dataset)`.
+"""
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from pipelines.resources import PipelineHome
+from seqvpr.acquire import acquire_dataset
+from seqvpr.layout import DATASETS
+
+
+class SourceConfig(Config):
+    """Where the raw dataset comes from.
+
+    source: "synthetic" (default: a generated mini-world), "local" (`path` = your copy, either
+    unpacked or a folder of the distributed archives) or "url" (`manifest` = JSON list of
+    {url, filename, size, sha256}; resumable, checksummed downloads).
+    """
+
+    source: str = "synthetic"
+    path: str = ""
+    manifest: str = ""
+    seed: int = 0
+
+
+def build_source_asset(dataset: str):
+    @asset(
+        name=f"{dataset}_raw",
+        group_name="sources",
+        description=f"The {dataset} dataset in its distributed on-disk format (synthetic, local copy or download).",
+    )
+    def source_asset(context: AssetExecutionContext, config: SourceConfig, home: PipelineHome) -> MaterializeResult:
+        layout = home.layout()
+        summary = acquire_dataset(
+            dataset,
+            raw=layout.raw(dataset),
+            downloads=layout.downloads(dataset),
+            truth=layout.data_root / "truth" / dataset,
+            source=config.source,
+            path=config.path,
+            manifest=config.manifest,
+            seed=config.seed,
+            log_info=context.log.info,
+        )
+        metadata = {key: value for key, value in summary.items() if key != "dataset"}
+        metadata["path"] = MetadataValue.path(str(layout.raw(dataset)))
+        return MaterializeResult(metadata=metadata)
+
+    return source_asset
+
+
+source_assets = [build_source_asset(dataset) for dataset in DATASETS]
