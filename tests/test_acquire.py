@@ -131,6 +131,22 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     assert server.behaviour.requests == ["bytes=1000-"]
 
 
+def test_part_file_already_complete_is_finished_by_416(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD)  # size unknown to the caller
+    download(url_of(server), dest, sha256=PAYLOAD_SHA)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.behaviour.requests == [f"bytes={len(PAYLOAD)}-"]
+    assert server.behaviour.served_bytes == 0
+
+
+def test_cuts_that_make_progress_do_not_use_up_retries(server, tmp_path):
+    server.behaviour.cut_after = [100_000] * 6
+    download(url_of(server), tmp_path / "data.bin", sha256=PAYLOAD_SHA, retries=0, backoff_s=0.001)
+    assert len(server.behaviour.requests) == 7
+    assert server.behaviour.served_bytes == len(PAYLOAD)
+
+
 def test_checksum_mismatch_deletes_file_and_names_it(server, tmp_path):
     server.behaviour.corrupt = True
     dest = tmp_path / "data.bin"
@@ -267,13 +283,17 @@ def test_refuses_symlink_that_escapes_through_another_link(tmp_path):
     assert err.value.path == str(arc)
 
 
-def test_refuses_zip_members_outside(tmp_path):
+@pytest.mark.parametrize("name, problem", [("../evil.txt", "'../evil.txt' escapes"),
+                                           ("/abs/evil.txt", "'/abs/evil.txt' has an absolute path")])
+def test_refuses_zip_members_outside(tmp_path, name, problem):
     arc = tmp_path / "evil.zip"
     with zipfile.ZipFile(arc, "w") as zf:
         zf.writestr("fine.txt", b"x")
-        zf.writestr("../evil.txt", b"x")
-    with pytest.raises(DataError, match="'../evil.txt' escapes"):
+        zf.writestr(zipfile.ZipInfo(name), b"x")
+    with pytest.raises(DataError, match=problem) as err:
         extract(arc, tmp_path / "raw")
+    assert err.value.path == str(arc)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_truncated_tar_and_gzip_raise_data_error(tmp_path):
