@@ -555,6 +555,10 @@ def _stamp_path(raw: Path) -> Path:
     return raw.parent / f".{raw.name}.source.json"
 
 
+def _write_source_stamp(raw: Path, wanted: dict) -> None:
+    atomic_write_text(_stamp_path(raw), json.dumps(wanted, indent=1, sort_keys=True))
+
+
 def _generator_digest() -> str:
     """Digest of the synthetic generator's code, so a changed generator regenerates the world."""
     digest = hashlib.sha256()
@@ -578,7 +582,7 @@ def _claim(raw: Path, wanted: dict) -> bool:
     """
     stamp = _stamp_path(raw)
     current = json.loads(stamp.read_text()) if stamp.exists() else None
-    if current == wanted:
+    if current == wanted and raw.is_dir():
         return True
     if current is None and raw.is_dir() and not raw.is_symlink() and any(raw.iterdir()):
         raise DataError(raw, "exists but was not written by this pipeline (no source stamp); move it away, "
@@ -643,6 +647,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
             raise ValueError("source=local needs path (the folder holding your copy of the dataset)")
         wanted = {"source": source, "path": str(Path(path).resolve())}
         _claim(raw, wanted)
+        _write_source_stamp(raw, wanted)  # ingest is resumable: a failed run may be continued
         log_info(f"{dataset}: ingesting the local copy at {path}")
         report = ingest_local(path, raw, dataset)
         summary.update(archives_extracted=len(report.extracted), archives_skipped=len(report.skipped),
@@ -653,6 +658,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
         entries = load_manifest(manifest)
         wanted = {"source": source, "manifest": sha256_file(Path(manifest))}
         _claim(raw, wanted)
+        _write_source_stamp(raw, wanted)  # downloads and extraction resume: a failed run may be continued
         paths = []
         for entry in entries:
             log_info(f"{dataset}: downloading {entry.filename} ({entry.size or '?'} bytes)")
@@ -666,7 +672,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
                        linked=len(report.linked), downloaded=len(paths))
     else:
         raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-    atomic_write_text(_stamp_path(raw), json.dumps(wanted, indent=1, sort_keys=True))
+    _write_source_stamp(raw, wanted)
     summary["files"], summary["bytes"] = _tree_size(raw)
     log_info(f"{dataset}: {summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB at {raw}")
     return summary

@@ -150,3 +150,23 @@ def test_synthetic_generates_once_per_seed(tmp_path):
     assert second["skipped"] is True and second["files"] == first["files"]
     assert {p: p.stat().st_mtime_ns for p in raw.rglob("*") if p.is_file()} == before
     assert json.loads((raw.parent / ".nordland.source.json").read_text())["seed"] == 3
+
+
+def test_failed_ingest_can_be_continued(tmp_path):
+    from seqvpr.acquire import acquire_dataset
+
+    src = tmp_path / "archives"
+    src.mkdir()
+    (src / "summer.tar.gz").write_bytes(tgz({"images-00001.png": b"s"}))
+    good_winter = tgz({"images-00001.png": b"w"})
+    (src / "winter.tar.gz").write_bytes(good_winter[: len(good_winter) // 2])  # still downloading
+    raw = tmp_path / "raw"
+    args = ("nordland", raw, tmp_path / "dl", tmp_path / "truth")
+    with pytest.raises(DataError, match="truncated or corrupt") as err:
+        acquire_dataset(*args, source="local", path=str(src))
+    assert err.value.path == str(src / "winter.tar.gz")
+    (src / "winter.tar.gz").write_bytes(good_winter)
+    summary = acquire_dataset(*args, source="local", path=str(src))
+    assert (summary["archives_extracted"], summary["archives_skipped"]) == (1, 1)
+    assert (raw / "winter" / "images-00001.png").read_bytes() == b"w"
+    assert (raw / "summer" / "images-00001.png").read_bytes() == b"s"
