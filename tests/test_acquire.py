@@ -362,3 +362,24 @@ def test_ingest_rejects_folder_without_layout_or_archives(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither a robotcar folder layout"):
         ingest_local(tmp_path / "empty", tmp_path / "raw", "robotcar")
+
+
+def test_ingest_robotcar_chunks_and_sdk_models(tmp_path):
+    run = "2014-12-16-18-44-24"
+    src = tmp_path / "downloads"
+    (src / "models").mkdir(parents=True)
+    (src / "models" / "stereo_narrow_left.txt").write_text("fx fy cx cy\n")
+    make_tar(src / f"{run}_stereo_centre_01.tar", [(f"{run}/stereo/centre/1418756721000000.png", b"a"),
+                                                   (f"{run}/stereo.timestamps", b"1418756721000000 1\n")])
+    make_tar(src / f"{run}_stereo_centre_02.tar", [(f"{run}/stereo/centre/1418756722000000.png", b"b")])
+    make_tar(src / f"{run}_gps.tar", [(f"{run}/gps/ins.csv", b"timestamp\n")])
+    (src / f"{run}_stereo_centre_03.tar.part").write_bytes(b"partial download, ignored")
+    dest = tmp_path / "raw"
+    report = ingest_local(src, dest, "robotcar")
+    assert report.extracted == [f"{run}_gps.tar", f"{run}_stereo_centre_01.tar", f"{run}_stereo_centre_02.tar"]
+    assert report.linked == ["models"]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        f"{run}/gps/ins.csv", f"{run}/stereo.timestamps",
+        f"{run}/stereo/centre/1418756721000000.png", f"{run}/stereo/centre/1418756722000000.png"]
+    assert (dest / "models").is_symlink()
+    assert (dest / "models" / "stereo_narrow_left.txt").read_text() == "fx fy cx cy\n"
