@@ -53,6 +53,13 @@ Local copies
     folder, a nuScenes ``v1.0-*`` table folder, Nordland season folders) the destination becomes a
     symlink to it (nothing is copied); otherwise every archive in it is extracted into the
     destination and other top-level entries (camera models, GPS files) are symlinked in.
+
+The raw-data stage
+    `acquire_dataset` (what the `*_raw` assets call) records which source filled ``raw/<dataset>``
+    in ``raw/.<dataset>.source.json`` (source plus seed and generator-code digest, local path, or
+    manifest digest). The same source again is a no-op (synthetic) or an idempotent resume
+    (local, url); a different source replaces the folder; a folder without a stamp (put there by
+    hand) is never deleted.
 """
 from __future__ import annotations
 
