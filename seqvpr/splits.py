@@ -1,0 +1,309 @@
+"""Benchmarks: which frames form the train/val/test database and query sets, and their pairs.
+
+A benchmark picks traversals (RobotCar runs, Nordland seasons) or conditions (nuScenes day/night)
+per split and role, subsamples every traversal by distance travelled (frames for Nordland),
+restricts splits to route sections (RobotCar) or place-index ranges (Nordland), computes
+sequence bounds and pairs, and produces the split table (schemas/split_table.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from schemas.frame_table import FRAME_TABLE_SCHEMA
+from schemas.split_table import ROLES, SPLIT_TABLE_SCHEMA, SPLITS
+from seqvpr.errors import DataError
+from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
+from seqvpr.pairs import PairRules, Pairs, compute_pairs
+from seqvpr.seqbounds import run_bounds
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split: the database and query traversals (or conditions), optionally restricted to
+    route sections (1-based) or to a ``[start, end)`` fraction of the place-index span."""
+
+    split: str
+    db: tuple[str, ...]
+    query: tuple[str, ...]
+    sections: tuple[int, ...] = ()
+    index_range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Everything that defines a benchmark's frames and pairs.
+
+    ``separation`` and the radii are metres, or frames when ``uses_place_index`` (Nordland, whose
+    positions are the 1-D place_index: radius 0 pairs frame i with frame i only). A run of a
+    sequence ends where consecutive selected frames are more than ``max_step`` apart.
+    """
+
+    name: str
+    dataset: str
+    select_by: str  # frame-table column naming the sets: "traversal" or "condition"
+    splits: tuple[SplitSpec, ...]
+    separation: float
+    rules: PairRules
+    uses_place_index: bool = False
+    n_sections: int = 0
+    route_reference: str | None = None
+    max_step: float = 20.0
+    struct_stem: str = ""
+    struct_dataset: str | None = None
+
+    def split(self, name: str) -> SplitSpec | None:
+        return next((s for s in self.splits if s.split == name), None)
+
+
+# Defaults follow the Adapt-STformer paper and the seqNet struct files. Nordland ranges are
+# fractions of each season (seqNet: train 0-15000, test 15100-18100, val 18200-21200 of ~27.6k).
+BENCHMARKS: dict[str, Benchmark] = {
+    "nordland": Benchmark(
+        name="nordland",
+        dataset="nordland",
+        select_by="condition",
+        splits=(
+            SplitSpec("train", ("summer",), ("winter",), index_range=(0.0, 0.6)),
+            SplitSpec("val", ("summer",), ("winter",), index_range=(0.62, 0.78)),
+            SplitSpec("test", ("spring",), ("fall",), index_range=(0.8, 1.0)),
+        ),
+        separation=1,
+        rules=PairRules(radius=0, nontrivial_radius=0, negative_radius=10),
+        uses_place_index=True,
+        max_step=1,
+        struct_stem="nordland",
+    ),
+    "oxford_easy": Benchmark(
+        name="oxford_easy",
+        dataset="robotcar",
+        select_by="traversal",
+        splits=(
+            SplitSpec("train", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(1, 2, 3, 6)),
+            SplitSpec("test", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(4, 5)),
+        ),
+        separation=2.0,
+        rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
+        n_sections=6,
+        route_reference="2015-03-17-11-08-44",
+        struct_stem="oxford-v1.0",
+    ),
+    "oxford_hard": Benchmark(
+        name="oxford_hard",
+        dataset="robotcar",
+        select_by="traversal",
+        splits=(
+            SplitSpec("train", ("2014-11-18-13-20-12",), ("2014-12-16-18-44-24",), sections=(1, 2)),
+            SplitSpec("test", ("2014-12-16-09-14-09",), ("2014-12-17-18-18-43",), sections=(3, 4)),
+        ),
+        separation=1.0,
+        rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
+        n_sections=6,
+        route_reference="2015-03-17-11-08-44",
+        struct_stem="oxford-hard",
+    ),
+    "nuscenes": Benchmark(
+        name="nuscenes",
+        dataset="nuscenes",
+        select_by="condition",
+        splits=(SplitSpec("test", ("day",), ("night",)),),
+        separation=0.0,
+        rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0, max_heading_deg=30.0),
+        struct_stem="nuscenes",
+        # Adapt-STformer's get_positives loads saved_positives/nuscene_positives_<dataset>.pkl
+        # (the heading-aware positives) only for this dataset name.
+        struct_dataset="nuscene_large",
+    ),
+}
+
+
+def config_fields(bench: Benchmark) -> dict[str, tuple[type, object]]:
+    """Flat, user-facing settings of a benchmark: name -> (type, default). The Dagster Config of
+    each `<benchmark>_split` asset is generated from this."""
+    rules = bench.rules
+    fields: dict[str, tuple[type, object]] = {
+        "frame_separation": (float, float(bench.separation)),
+        "radius": (float, float(rules.radius)),
+        "nontrivial_radius": (float, float(rules.nontrivial_radius)),
+        "negative_radius": (float, float(rules.negative_radius)),
+        "max_heading_deg": (float | None, rules.max_heading_deg),
+        "negatives_per_query": (int, rules.negatives_per_query),
+        "seed": (int, rules.seed),
+        "max_step": (float, float(bench.max_step)),
+        "n_sections": (int, bench.n_sections),
+    }
+    for spec in bench.splits:
+        fields[f"{spec.split}_db"] = (list[str], list(spec.db))
+        fields[f"{spec.split}_query"] = (list[str], list(spec.query))
+        if bench.n_sections:
+            fields[f"{spec.split}_sections"] = (list[int], list(spec.sections))
+        if spec.index_range is not None:
+            fields[f"{spec.split}_range"] = (list[float], list(spec.index_range))
+    return fields
+
+
+def configure(bench: Benchmark, values: dict) -> Benchmark:
+    """The benchmark with the settings of ``config_fields`` replaced by ``values``."""
+    rules = dataclasses.replace(
+        bench.rules,
+        radius=values.get("radius", bench.rules.radius),
+        nontrivial_radius=values.get("nontrivial_radius", bench.rules.nontrivial_radius),
+        negative_radius=values.get("negative_radius", bench.rules.negative_radius),
+        max_heading_deg=values.get("max_heading_deg", bench.rules.max_heading_deg),
+        negatives_per_query=values.get("negatives_per_query", bench.rules.negatives_per_query),
+        seed=values.get("seed", bench.rules.seed),
+    )
+    splits = []
+    for spec in bench.splits:
+        s = spec.split
+        index_range = values.get(f"{s}_range", spec.index_range)
+        splits.append(
+            SplitSpec(
+                split=s,
+                db=tuple(values.get(f"{s}_db", spec.db)),
+                query=tuple(values.get(f"{s}_query", spec.query)),
+                sections=tuple(values.get(f"{s}_sections", spec.sections)),
+                index_range=tuple(index_range) if index_range is not None else None,
+            )
+        )
+    return dataclasses.replace(
+        bench,
+        splits=tuple(splits),
+        rules=rules,
+        separation=values.get("frame_separation", bench.separation),
+        max_step=values.get("max_step", bench.max_step),
+        n_sections=values.get("n_sections", bench.n_sections),
+    )
+
+
+@dataclass
+class SplitResult:
+    """The split table plus each split's pairs (negatives are kept out of the table: they are
+    num_queries x negatives_per_query)."""
+
+    table: pa.Table
+    pairs: dict[str, Pairs] = field(default_factory=dict)
+
+
+def _validate(frames: pd.DataFrame, source: Path | str) -> None:
+    missing = [f.name for f in FRAME_TABLE_SCHEMA if f.name not in frames.columns]
+    if missing:
+        raise DataError(source, f"frame table lacks columns {missing}")
+    if frames["frame_id"].duplicated().any():
+        dup = frames.loc[frames["frame_id"].duplicated(), "frame_id"].iloc[0]
+        raise DataError(source, f"duplicate frame_id {dup!r}")
+    numeric = frames[["easting", "northing", "heading_deg"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(numeric).all():
+        raise DataError(source, "non-finite easting/northing/heading_deg")
+
+
+def _travelled(frames: pd.DataFrame, uses_place_index: bool) -> np.ndarray:
+    """Distance along each traversal (frames sorted by traversal, time)."""
+    travelled = np.zeros(len(frames))
+    for _, rows in frames.groupby("traversal", sort=False).indices.items():
+        if uses_place_index:
+            travelled[rows] = frames["place_index"].to_numpy()[rows].astype(np.float64)
+        else:
+            travelled[rows] = cumulative_distance(frames[["easting", "northing"]].to_numpy()[rows])
+    return travelled
+
+
+def _keep_separated(frames: pd.DataFrame, travelled: np.ndarray, separation: float) -> np.ndarray:
+    keep = np.zeros(len(frames), dtype=bool)
+    for _, rows in frames.groupby("traversal", sort=False).indices.items():
+        keep[rows[subsample_by_distance(travelled[rows], separation)]] = True
+    return keep
+
+
+def _sections(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
+    if not bench.n_sections:
+        return np.zeros(len(frames), dtype=np.int32)
+    reference = frames[frames["traversal"] == bench.route_reference]
+    if reference.empty:
+        raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames")
+    reference_xy = reference[["easting", "northing"]].to_numpy()
+    sections = assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_sections(reference_xy, bench.n_sections))
+    return sections.astype(np.int32)
+
+
+def _in_index_range(frames: pd.DataFrame, index_range: tuple[float, float]) -> np.ndarray:
+    """Rows whose place_index lies in the fraction ``[f0, f1)`` of its traversal's index span."""
+    inside = np.zeros(len(frames), dtype=bool)
+    place = frames["place_index"].to_numpy()
+    for _, rows in frames.groupby("traversal", sort=False).indices.items():
+        first, count = place[rows].min(), place[rows].max() - place[rows].min() + 1
+        lo, hi = first + int(np.floor(index_range[0] * count)), first + int(np.floor(index_range[1] * count))
+        inside[rows] = (place[rows] >= lo) & (place[rows] < hi)
+    return inside
+
+
+def _positions(rows: pd.DataFrame, uses_place_index: bool) -> np.ndarray:
+    if uses_place_index:
+        return rows["place_index"].to_numpy(dtype=np.float64).reshape(-1, 1)
+    return rows[["easting", "northing"]].to_numpy(dtype=np.float64)
+
+
+def _role_rows(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, names: tuple[str, ...], source) -> pd.DataFrame:
+    unknown = sorted(set(names) - set(frames[bench.select_by]))
+    if unknown:
+        raise DataError(source, f"{bench.name}/{spec.split}: no frames with {bench.select_by} in {unknown}")
+    mask = frames["_keep"].to_numpy() & frames[bench.select_by].isin(names).to_numpy()
+    if spec.sections:
+        mask &= np.isin(frames["section"].to_numpy(), spec.sections)
+    if spec.index_range is not None:
+        mask &= _in_index_range(frames, spec.index_range)
+    rows = frames[mask].reset_index(drop=True)
+    travelled = rows["travelled"].to_numpy()
+    steps = np.abs(np.diff(travelled, prepend=travelled[:1])) if len(rows) else travelled
+    bounds = run_bounds(list(zip(rows["traversal"], rows["section"])), steps, bench.max_step)
+    rows["seq_start"], rows["seq_end"] = bounds[:, 0], bounds[:, 1]
+    rows["order"] = np.arange(len(rows), dtype=np.int64)
+    return rows
+
+
+def build_split(frames: pa.Table | pd.DataFrame, bench: Benchmark, source: Path | str = "<frame table>") -> SplitResult:
+    """Select, subsample, section and pair the frames of ``bench``; ``source`` names the frame
+    table in error messages."""
+    frames = frames.to_pandas() if isinstance(frames, pa.Table) else frames.copy()
+    _validate(frames, source)
+    frames = frames.sort_values(["traversal", "timestamp_us", "frame_index"], kind="stable").reset_index(drop=True)
+    frames["travelled"] = _travelled(frames, bench.uses_place_index)
+    frames["_keep"] = _keep_separated(frames, frames["travelled"].to_numpy(), bench.separation)
+    frames["section"] = _sections(frames, bench, source)
+
+    parts, pairs = [], {}
+    for split in SPLITS:
+        spec = bench.split(split)
+        if spec is None:
+            continue
+        db = _role_rows(frames, bench, spec, spec.db, source)
+        query = _role_rows(frames, bench, spec, spec.query, source)
+        split_pairs = compute_pairs(
+            _positions(db, bench.uses_place_index),
+            _positions(query, bench.uses_place_index),
+            bench.rules,
+            db_heading=db["heading_deg"].to_numpy(),
+            query_heading=query["heading_deg"].to_numpy(),
+        )
+        pairs[split] = split_pairs
+        empty = [np.zeros(0, dtype=np.int64)] * len(db)
+        db["positives"], db["nontrivial_positives"] = empty, empty
+        query["positives"] = split_pairs.positives
+        query["nontrivial_positives"] = split_pairs.nontrivial_positives
+        for role, rows in zip(ROLES, (db, query)):
+            rows["benchmark"], rows["split"], rows["role"] = bench.name, split, role
+            parts.append(rows)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SPLIT_TABLE_SCHEMA.names)
+    return SplitResult(pa.Table.from_pandas(table[SPLIT_TABLE_SCHEMA.names], schema=SPLIT_TABLE_SCHEMA, preserve_index=False), pairs)
+
+
+def role_rows(table: pa.Table, split: str, role: str) -> pd.DataFrame:
+    """The rows of one (split, role) of a split table, in ``order``."""
+    df = table.to_pandas()
+    rows = df[(df["split"] == split) & (df["role"] == role)]
+    return rows.sort_values("order").reset_index(drop=True)
