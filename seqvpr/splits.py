@@ -8,15 +8,19 @@ sequence bounds and pairs, and produces the split table (schemas/split_table.py)
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from schemas.frame_table import FRAME_TABLE_SCHEMA
 from schemas.split_table import ROLES, SPLIT_TABLE_SCHEMA, SPLITS
+from seqvpr.atomic import atomic_path
+from seqvpr.datasets.frames import write_table
 from seqvpr.errors import DataError
 from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
 from seqvpr.pairs import PairRules, Pairs, compute_pairs
@@ -307,3 +311,46 @@ def role_rows(table: pa.Table, split: str, role: str) -> pd.DataFrame:
     df = table.to_pandas()
     rows = df[(df["split"] == split) & (df["role"] == role)]
     return rows.sort_values("order").reset_index(drop=True)
+
+
+CONFIG_METADATA_KEY = b"seqvpr.benchmark"
+
+
+def write_split(result: SplitResult, bench_name: str, values: dict, table_path: Path) -> list[Path]:
+    """Write the split table (with the benchmark name and settings in its parquet metadata, so
+    later stages rebuild the exact Benchmark) and one ``<benchmark>_negatives_<split>.npy`` per
+    split beside it. Returns the paths written."""
+    table_path = Path(table_path)
+    meta = json.dumps({"benchmark": bench_name, "config": values}, sort_keys=True).encode()
+    write_table(result.table.replace_schema_metadata({CONFIG_METADATA_KEY: meta}), table_path)
+    written = [table_path]
+    for split, pairs in sorted(result.pairs.items()):
+        path = negatives_path(table_path, split)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, pairs.negatives, allow_pickle=False)
+        written.append(path)
+    return written
+
+
+def negatives_path(table_path: Path, split: str) -> Path:
+    """num_queries x negatives_per_query int64 (-1 padded) negative candidates of one split."""
+    table_path = Path(table_path)
+    return table_path.with_name(f"{table_path.stem}_negatives_{split}.npy")
+
+
+def read_split(table_path: Path) -> tuple[pa.Table, Benchmark]:
+    """The split table and the Benchmark (with the settings) that produced it."""
+    table_path = Path(table_path)
+    if not table_path.exists():
+        raise DataError(table_path, "split table missing: materialise the split asset first")
+    table = pq.read_table(table_path)
+    if table.schema.names != SPLIT_TABLE_SCHEMA.names:
+        raise DataError(table_path, f"columns {table.schema.names} differ from the split table schema")
+    meta = (table.schema.metadata or {}).get(CONFIG_METADATA_KEY)
+    if meta is None:
+        raise DataError(table_path, "no benchmark settings in the parquet metadata")
+    info = json.loads(meta)
+    if info["benchmark"] not in BENCHMARKS:
+        raise DataError(table_path, f"unknown benchmark {info['benchmark']!r}")
+    return table.cast(SPLIT_TABLE_SCHEMA), configure(BENCHMARKS[info["benchmark"]], info["config"])

@@ -1,0 +1,184 @@
+"""Benchmark splits and seqNet struct files: `<benchmark>_split` and `<benchmark>_struct_files`.
+
+One factory builds both assets and their checks for every benchmark in seqvpr.splits.BENCHMARKS;
+each split asset's Config is generated from the benchmark's defaults (seqvpr.splits.config_fields)
+so the Dagster UI shows them.
+"""
+
+import base64
+import io
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from pipelines.resources import PipelineHome
+from schemas.split_table import SPLITS
+from seqvpr.atomic import atomic_dir
+from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, read_split, role_rows, write_split
+from seqvpr.structfile import write_struct_files
+
+
+def split_config_class(benchmark: str) -> type[Config]:
+    """A Config subclass whose fields and defaults are the benchmark's settings."""
+    fields = config_fields(BENCHMARKS[benchmark])
+    annotations = {name: (Optional[float] if kind == float | None else kind) for name, (kind, _) in fields.items()}
+    namespace = {"__annotations__": annotations, "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames)."}
+    namespace.update({name: default for name, (_, default) in fields.items()})
+    return type(f"{''.join(p.title() for p in benchmark.split('_'))}SplitConfig", (Config,), namespace)
+
+
+def pairs_plot(table, max_pairs_per_split: int = 8) -> str:
+    """Markdown with an embedded PNG: db/query trajectories per split and a few positive pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = [s for s in SPLITS if s in set(table.column("split").to_pylist())]
+    fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(4 * max(len(splits), 1), 3.5), dpi=80, squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        db, query = role_rows(table, split, "db"), role_rows(table, split, "query")
+        ax.plot(db["easting"], db["northing"], ".", ms=2, label=f"db ({len(db)})")
+        ax.plot(query["easting"], query["northing"], ".", ms=2, label=f"query ({len(query)})")
+        with_pos = [i for i, p in enumerate(query["positives"]) if len(p)]
+        for i in with_pos[:: max(1, len(with_pos) // max_pairs_per_split)][:max_pairs_per_split]:
+            j = query["positives"][i][0]
+            ax.plot([query["easting"][i], db["easting"][j]], [query["northing"][i], db["northing"][j]], "k-", lw=1)
+        ax.set_title(split)
+        ax.set_xlabel("easting [m]")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(fontsize=6, markerscale=3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return f"![pairs](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def _counts(table) -> dict:
+    return dict(sorted(Counter(f"{s}/{r}" for s, r in zip(table.column("split").to_pylist(), table.column("role").to_pylist())).items()))
+
+
+def _without_positives(table) -> dict:
+    return {
+        split: int(sum(1 for p in role_rows(table, split, "query")["positives"] if len(p) == 0))
+        for split in SPLITS
+        if split in set(table.column("split").to_pylist())
+    }
+
+
+def build_split_assets(benchmark: str):
+    """`<benchmark>_split`, `<benchmark>_struct_files` and the split's asset checks."""
+    bench = BENCHMARKS[benchmark]
+    SplitConfig = split_config_class(benchmark)
+
+    @asset(
+        name=f"{benchmark}_split",
+        group_name="splits",
+        deps=[AssetKey(f"{bench.dataset}_frame_table")],
+        description=f"{benchmark}: frames per split and role, sequence bounds and pairs (schemas/split_table.py).",
+    )
+    def split_asset(context: AssetExecutionContext, config: SplitConfig, home: PipelineHome) -> MaterializeResult:
+        layout = home.layout()
+        source = layout.frame_table(bench.dataset)
+        values = config.model_dump()
+        result = build_split(pq.read_table(source), configure(bench, values), source)
+        written = write_split(result, benchmark, values, layout.split_table(benchmark))
+        missing = _without_positives(result.table)
+        context.log.info(f"{benchmark}: {_counts(result.table)}, queries without positives {missing}")
+        return MaterializeResult(
+            metadata={
+                "counts": MetadataValue.json(_counts(result.table)),
+                "queries_without_positives": MetadataValue.json(missing),
+                "pairs": MetadataValue.md(pairs_plot(result.table)),
+                "path": MetadataValue.path(str(written[0])),
+            }
+        )
+
+    @asset(
+        name=f"{benchmark}_struct_files",
+        group_name="splits",
+        deps=[split_asset],
+        description=f"{benchmark}: seqNet struct files, seqBounds, splitInds (schemas/struct_file.py).",
+    )
+    def struct_asset(context: AssetExecutionContext, home: PipelineHome) -> MaterializeResult:
+        layout = home.layout()
+        table, configured = read_split(layout.split_table(benchmark))
+        out_dir = layout.struct_files(benchmark)
+        # The whole folder is swapped in at once, so files named for old thresholds never linger.
+        with atomic_dir(out_dir) as tmp:
+            outputs = write_struct_files(table, configured, tmp)
+        files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+        context.log.info(f"{benchmark}: wrote {files}")
+        return MaterializeResult(
+            metadata={
+                "struct_files": MetadataValue.json([p.name for p in outputs.struct_files]),
+                "files": MetadataValue.json(files),
+                "path": MetadataValue.path(str(out_dir)),
+            }
+        )
+
+    @asset_check(asset=split_asset, name="every_query_has_a_positive")
+    def positives_check(home: PipelineHome) -> AssetCheckResult:
+        table, _ = read_split(home.layout().split_table(benchmark))
+        missing = _without_positives(table)
+        return AssetCheckResult(
+            passed=not any(missing.values()),
+            severity=AssetCheckSeverity.WARN,
+            metadata={"queries_without_positives": MetadataValue.json(missing)},
+        )
+
+    @asset_check(asset=split_asset, name="sequences_within_bounds")
+    def bounds_check(home: PipelineHome) -> AssetCheckResult:
+        table, _ = read_split(home.layout().split_table(benchmark))
+        bad = {}
+        for split in sorted(set(table.column("split").to_pylist())):
+            for role in ("db", "query"):
+                rows = role_rows(table, split, role)
+                order = rows["order"].to_numpy()
+                start, end = rows["seq_start"].to_numpy(), rows["seq_end"].to_numpy()
+                broken = (start > order) | (end <= order) | (end > len(rows))
+                # Every row of a run must report the same run.
+                broken |= (start[np.clip(start, 0, len(rows) - 1)] != start) | (end[np.clip(end - 1, 0, len(rows) - 1)] != end)
+                if broken.any():
+                    bad[f"{split}/{role}"] = int(broken.sum())
+        return AssetCheckResult(passed=not bad, metadata={"rows_outside_bounds": MetadataValue.json(bad)})
+
+    @asset_check(asset=split_asset, name="counts_match_frame_table")
+    def counts_check(home: PipelineHome) -> AssetCheckResult:
+        layout = home.layout()
+        table, configured = read_split(layout.split_table(benchmark))
+        frames = pq.read_table(layout.frame_table(bench.dataset))
+        known = set(frames.column("frame_id").to_pylist())
+        unknown = sorted(set(table.column("frame_id").to_pylist()) - known)
+        expected = _counts(build_split(frames, configured, layout.frame_table(bench.dataset)).table)
+        actual = _counts(table)
+        return AssetCheckResult(
+            passed=not unknown and expected == actual,
+            metadata={
+                "frames_not_in_frame_table": MetadataValue.json(unknown[:20]),
+                "expected_counts": MetadataValue.json(expected),
+                "counts": MetadataValue.json(actual),
+            },
+        )
+
+    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check]
+
+
+split_assets, split_checks = [], []
+for _name in BENCHMARKS:
+    _assets, _checks = build_split_assets(_name)
+    split_assets += _assets
+    split_checks += _checks
