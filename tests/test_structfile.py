@@ -12,11 +12,11 @@ from seqvpr.datasets.frames import frame_table
 from seqvpr.seqbounds import read_seqbounds
 from seqvpr.splits import BENCHMARKS, build_split, configure, role_rows
 from seqvpr.structfile import write_struct_files
+from conftest import REFERENCE_DIR
 from test_splits import frame_rows, nordland_frames, robotcar_frames
 
-REFERENCE = "/work/shared/reference/seqnet_struct_files"
-OXFORD_REF = f"{REFERENCE}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
-NORDLAND_REF = f"{REFERENCE}/nordland_test_d-1_d2-1.db"
+OXFORD_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
+NORDLAND_REF = f"{REFERENCE_DIR}/nordland_test_d-1_d2-1.db"
 
 
 def struct(path):
@@ -115,7 +115,7 @@ def test_same_input_twice_gives_byte_identical_files(oxford, tmp_path):
 
 def test_split_inds_layout_matches_reference(oxford):
     table, _, out, outputs = oxford
-    ref = np.load(f"{REFERENCE}/oxford-v1.0_splitInds.npz", allow_pickle=True)
+    ref = np.load(f"{REFERENCE_DIR}/oxford-v1.0_splitInds.npz", allow_pickle=True)
     ours = np.load(outputs.split_inds, allow_pickle=True)
     assert sorted(ours.files) == sorted(ref.files)
     n_train_db = len(role_rows(table, "train", "db"))
