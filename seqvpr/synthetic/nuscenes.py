@@ -68,9 +68,11 @@ LOG_DATES = {
 LOG_START = {"day": (11, 22, 45), "night": (20, 5, 12)}
 SINGAPORE_UTC_OFFSET_S = 8 * 3600
 # The first two scenes of a map drive the same stretch by day and by night; further scenes take
-# the opposite direction or the cross street (rotated per map so every map gets a different one).
+# the opposite direction or the cross street. The first extra scene is a day one (the opposite
+# direction on even maps, the cross street on odd ones), so the day database holds places seen with
+# other headings near every night query, which only the 30 degree rule tells apart.
 REFERENCE_SCENES = (("loop", 1, "day"), ("loop", 1, "night"))
-EXTRA_SCENES = (("loop", -1, "day"), ("cross", 1, "night"), ("loop", -1, "night"), ("cross", -1, "day"))
+EXTRA_SCENES = (("loop", -1, "day"), ("cross", 1, "day"), ("loop", -1, "night"), ("cross", -1, "night"))
 DESCRIPTION_PARTS = (
     "big street", "bus stop", "peds crossing", "parked cars", "wait at intersection", "turn left",
     "following a truck", "construction", "narrow road", "overtaking bicycle", "high speed", "rain",
@@ -177,7 +179,7 @@ def _plan_scenes(seed: int, scenes_per_location: int) -> list[ScenePlan]:
         for k in range(scenes_per_location):
             route, direction, condition = (
                 REFERENCE_SCENES[k] if k < len(REFERENCE_SCENES)
-                else EXTRA_SCENES[(k - len(REFERENCE_SCENES) + i) % len(EXTRA_SCENES)]
+                else EXTRA_SCENES[(k - len(REFERENCE_SCENES) + i % 2) % len(EXTRA_SCENES)]
             )
             number += 1
             parts = ", ".join(rng.choice(DESCRIPTION_PARTS, size=3, replace=False))
