@@ -16,13 +16,15 @@ class SourceConfig(Config):
 
     source: "synthetic" (default: a generated mini-world), "local" (`path` = your copy, either
     unpacked or a folder of the distributed archives) or "url" (`manifest` = JSON list of
-    {url, filename, size, sha256}; resumable, checksummed downloads).
+    {url, filename, size, sha256}; resumable, checksummed downloads). seed and scale (the
+    generator's size parameters, e.g. {"frames_per_traversal": 100}) apply to "synthetic".
     """
 
     source: str = "synthetic"
     path: str = ""
     manifest: str = ""
     seed: int = 0
+    scale: dict[str, int] = {}
 
 
 def build_source_asset(dataset: str):
@@ -42,6 +44,7 @@ def build_source_asset(dataset: str):
             path=config.path,
             manifest=config.manifest,
             seed=config.seed,
+            scale=config.scale,
             log_info=context.log.info,
         )
         metadata = {key: value for key, value in summary.items() if key != "dataset"}

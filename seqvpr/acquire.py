@@ -624,11 +624,12 @@ def _progress_logger(log_info: Callable[[str], None], name: str, every_s: float 
 
 def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth: str | Path,
                     source: str = "synthetic", path: str = "", manifest: str = "", seed: int = 0,
-                    log_info: Callable[[str], None] = log.info, **download_kw) -> dict:
+                    scale: dict | None = None, log_info: Callable[[str], None] = log.info, **download_kw) -> dict:
     """Put ``dataset`` at ``raw`` from one source; returns a summary for the asset's metadata.
 
-    synthetic: `seqvpr.synthetic.generate` into a temporary folder swapped in whole (ground truth
-        to ``truth``); skipped when a stamp says the same seed and generator code made it.
+    synthetic: `seqvpr.synthetic.generate` (``scale``: the generator's size parameters) into a
+        temporary folder swapped in whole (ground truth to ``truth``); skipped when a stamp says
+        the same seed, scale and generator code made it.
     local: `ingest_local(path, raw, dataset)`.
     url: `download_manifest(manifest, downloads)`, then the archives are extracted into ``raw``
         and other files linked in.
@@ -639,7 +640,8 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
     summary = {"dataset": dataset, "source": source, "checksums_verified": 0, "archives_extracted": 0,
                "archives_skipped": 0, "linked": 0, "skipped": False}
     if source == "synthetic":
-        wanted = {"source": source, "seed": seed, "generator": _generator_digest()}
+        wanted = {"source": source, "seed": seed, "scale": dict(sorted((scale or {}).items())),
+                  "generator": _generator_digest()}
         if _claim(raw, wanted):
             log_info(f"{dataset}: synthetic world for seed {seed} already generated at {raw}")
             summary["skipped"] = True
@@ -648,7 +650,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
 
             log_info(f"{dataset}: generating the synthetic world (seed {seed}) into {raw}")
             with atomic_dir(raw) as tmp_raw, atomic_dir(truth) as tmp_truth:
-                generate(dataset, tmp_raw, seed=seed, truth_root=tmp_truth)
+                generate(dataset, tmp_raw, seed=seed, truth_root=tmp_truth, **(scale or {}))
     elif source == "local":
         if not path:
             raise ValueError("source=local needs path (the folder holding your copy of the dataset)")

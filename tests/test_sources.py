@@ -137,19 +137,28 @@ def test_bad_source_is_a_clear_error(tmp_path):
         acquire_dataset("nordland", tmp_path / "raw", tmp_path / "dl", tmp_path / "t", source="local")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("seqvpr.synthetic.nordland") is None,
-                    reason="the synthetic Nordland generator has not landed yet")
+GENERATED = [d for d in ("nuscenes", "nordland", "robotcar") if importlib.util.find_spec(f"seqvpr.synthetic.{d}")]
+TINY = {"nuscenes": {"scenes_per_location": 1, "samples_per_scene": 3, "width": 64, "height": 48},
+        "nordland": {"frames": 5, "width": 64, "height": 48},
+        "robotcar": {"frames_per_traversal": 5, "width": 64, "height": 48}}
+
+
+@pytest.mark.skipif(not GENERATED, reason="no synthetic generator has landed yet")
 def test_synthetic_generates_once_per_seed(tmp_path):
+    dataset = GENERATED[0]
     home = tmp_path / "home"
-    first = run("nordland_raw", home, seed=3)
-    raw = home / "data" / "raw" / "nordland"
+    first = run(f"{dataset}_raw", home, seed=3, scale=TINY[dataset])
+    raw = home / "data" / "raw" / dataset
     assert first["skipped"] is False and first["files"] > 0
+    assert any((home / "data" / "truth" / dataset).iterdir())
     assert not any(p.name.endswith(".partial") for p in raw.parent.iterdir())
     before = {p: p.stat().st_mtime_ns for p in raw.rglob("*") if p.is_file()}
-    second = run("nordland_raw", home, seed=3)
+    second = run(f"{dataset}_raw", home, seed=3, scale=TINY[dataset])
     assert second["skipped"] is True and second["files"] == first["files"]
     assert {p: p.stat().st_mtime_ns for p in raw.rglob("*") if p.is_file()} == before
-    assert json.loads((raw.parent / ".nordland.source.json").read_text())["seed"] == 3
+    assert json.loads((raw.parent / f".{dataset}.source.json").read_text())["seed"] == 3
+    third = run(f"{dataset}_raw", home, seed=4, scale=TINY[dataset])
+    assert third["skipped"] is False
 
 
 def test_failed_ingest_can_be_continued(tmp_path):
