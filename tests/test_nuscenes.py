@@ -189,6 +189,15 @@ def test_dangling_token_names_the_table(tmp_path, field):
     assert broken["token"] in err.value.problem and "f" * 32 in err.value.problem and field in err.value.problem
 
 
+def test_corrupt_table_names_the_file(tmp_path):
+    raw = small_world(tmp_path)
+    path = raw / "v1.0-mini" / "ego_pose.json"
+    path.write_text(path.read_text()[:-40])
+    with pytest.raises(DataError) as err:
+        loader.normalise_partition(raw, MAPS[0], tmp_path / "frames", tmp_path)
+    assert err.value.path == str(path.resolve()) and "not valid JSON" in err.value.problem
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_bad_jpeg_names_the_file(tmp_path, damage):
     raw = small_world(tmp_path)

@@ -14,6 +14,11 @@ map of about 3 km this ignores grid convergence (about 0.03 degrees at 103.8 E, 
 scale factor (under 0.04 %), i.e. errors around a metre at the far side of the map, well below the
 10 m positive radius and equal for every traversal of the same place.
 
+Rows. One per CAM_FRONT key frame (sweeps are not used): traversal = scene name, frame_index =
+order among the scene's key frames, frame_id = ``<scene name>_<first 12 hex of the sample token>``,
+timestamp_us = the sample's timestamp, condition "night" when the scene description mentions
+night (the real night scenes start with "Night, "), else "day"; place_index is -1.
+
 Version. The metadata folder is found in the dataset root: ``v1.0-trainval`` if present (it
 contains the mini scenes), else ``v1.0-mini``, else ``v1.0-test``. The loaded ``NuScenes`` object is
 cached per process (loading trainval takes tens of seconds) and reloaded when a table changes.
