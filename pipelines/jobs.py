@@ -17,11 +17,10 @@ heavy_jobs = [
     define_asset_job(
         f"{dataset}_{stage}_job",
         selection=AssetSelection.assets(f"{dataset}_{stage}"),
-        partitions_def=partitions,
         executor_def=dask_executor,
         description=f"{dataset} {stage}, one partition per run, on a Dask cluster.",
     )
-    for dataset, partitions in PARTITIONS.items()
+    for dataset in PARTITIONS
     for stage in HEAVY_STAGES
 ]
 
