@@ -1,86 +1,209 @@
 """Nordland: the synthetic season folders read back with PIL, and the loader's table and errors."""
+import csv
+import math
+import shutil
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-import utm
+import scipy.io
 from PIL import Image
 
+from conftest import REFERENCE_DIR
+from schemas.frame_table import FRAME_TABLE_SCHEMA
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
-from seqvpr.datasets.nordland import normalise_partition
+from seqvpr.datasets.frames import write_table
+from seqvpr.datasets.nordland import discover_partitions, normalise_partition, track_headings
 from seqvpr.errors import DataError
 from seqvpr.synthetic import generate
+from seqvpr.synthetic.nordland import real_track
+
+FRAMES = 7  # the real track repeats a GPS fix at its 5th/6th frames (19163, 19164)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("nordland")
     raw = base / "data" / "raw" / "nordland"
-    summary = generate("nordland", raw, seed=1, truth_root=base / "truth", frames=6, width=64, height=48)
+    summary = generate("nordland", raw, seed=1, truth_root=base / "truth", frames=FRAMES, width=64, height=48)
     return base, raw, summary
+
+
+@pytest.fixture(scope="module")
+def fall(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fall")
+    return out, normalise_partition(world[1], "fall", out / "frames" / "nordland" / "fall", out, size=32).table.to_pylist()
+
+
+def _copy_world(raw, tmp_path):
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    return copy
+
+
+def _haversine_m(lat1, lon1, lat2, lon2):
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371008.8 * math.asin(math.sqrt(a))
+
+
+def test_shipped_track_is_the_reference_struct_file_track():
+    db = scipy.io.loadmat(REFERENCE_DIR / "nordland_test_d-1_d2-1.db")["dbStruct"][0, 0]
+    names = [str(n[0]) for n in db["dbImageFns"][:, 0]]
+    frames, latlon = real_track()
+    assert [f"images-{f:05d}.png" for f in frames] == names[: len(frames)]
+    np.testing.assert_array_equal(latlon.T, db["gpsDb"][:, : len(frames)])
 
 
 def test_seasons_have_identical_frame_numbers(world):
     _, raw, summary = world
     names = {season: sorted(p.name for p in (raw / season).iterdir()) for season in NORDLAND_SEASONS}
     assert len({tuple(v) for v in names.values()}) == 1
-    assert names["summer"][0] == f"images-{summary['first_frame']:05d}.png" == "images-19159.png"
-    with Image.open(raw / "winter" / names["winter"][0]) as img:
-        assert img.size == (64, 48) and img.mode == "RGB"
+    assert names["summer"] == [f"images-{f}.png" for f in range(19159, 19166)]
+    assert (summary["first_frame"], summary["last_frame"]) == (19159, 19165)
+    assert discover_partitions(raw) == list(NORDLAND_SEASONS)
+    pixels = []
+    for season in NORDLAND_SEASONS:
+        with Image.open(raw / season / "images-19161.png") as img:
+            assert img.size == (64, 48) and img.mode == "RGB"
+            pixels.append(np.asarray(img, dtype=np.float32))
+    assert all(np.abs(a - b).mean() > 5 for a, b in zip(pixels, pixels[1:]))  # seasons look different
 
 
-def test_normalised_table_matches_hand_computed_utm(world, tmp_path):
+def test_gps_files_hold_the_real_fixes_and_truth_follows_the_track(world):
     base, raw, _ = world
-    result = normalise_partition(raw, "fall", tmp_path / "frames", tmp_path, size=32)
-    rows = result.table.to_pylist()
-    assert [r["place_index"] for r in rows] == [r["frame_index"] for r in rows]
+    with open(raw / "gps" / "winter.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0] == {"frame": "19159", "latitude": "65.71706", "longitude": "13.21312"}
+    assert rows[4]["latitude"] == rows[5]["latitude"] == "65.71791"  # the real dropout is kept
+    with open(base / "truth" / "camera_poses.csv", newline="") as fh:
+        truth = [r for r in csv.DictReader(fh) if r["season"] == "winter"]
+    xy = np.array([[float(r["easting"]), float(r["northing"])] for r in truth])
+    steps = np.hypot(*np.diff(xy, axis=0).T)
+    assert steps.min() > 15  # the camera keeps moving through the dropout (about 25 m per frame)
+    heading = np.array([float(r["heading_deg"]) for r in truth])
+    assert np.all((heading > 330) & (heading < 360))  # north-north-west at the start of the test track
+
+
+def test_normalised_table_matches_hand_computed_utm(fall):
+    out, rows = fall
+    assert [r["place_index"] for r in rows] == [r["frame_index"] for r in rows] == list(range(19159, 19166))
     first = rows[0]
-    easting, northing, zone, band = utm.from_latlon(65.71706, 13.21312)  # first row of the real track
-    assert (first["lat"], first["lon"]) == (65.71706, 13.21312)
-    assert first["easting"] == pytest.approx(easting, abs=1e-6) and first["northing"] == pytest.approx(northing, abs=1e-6)
-    assert (first["utm_zone"], first["utm_band"]) == (zone, band) == (33, "W")
-    # the track runs roughly north-north-west at the start: bearing from frame 0 to frame 1
-    second = rows[1]
-    expected = np.degrees(np.arctan2(second["easting"] - easting, second["northing"] - northing)) % 360
-    assert first["heading_deg"] == pytest.approx(expected)
+    assert (first["lat"], first["lon"]) == (65.71706, 13.21312)  # first row of the real track
+    # UTM 33W of (65.71706 N, 13.21312 E), worked out by hand with the Krueger series (WGS84, 3 terms)
+    assert first["easting"] == pytest.approx(418010.934, abs=0.01)
+    assert first["northing"] == pytest.approx(7289538.842, abs=0.01)
+    assert (first["utm_zone"], first["utm_band"]) == (33, "W")
+    last = rows[-1]
+    grid = math.hypot(last["easting"] - first["easting"], last["northing"] - first["northing"])
+    # a sphere's meridian is 0.3 % short at 65.7 N (the track runs north); UTM's scale here is 0.99968
+    assert grid == pytest.approx(_haversine_m(first["lat"], first["lon"], last["lat"], last["lon"]), rel=4e-3)
     assert first["timestamp_us"] == 19159 * 40_000
-    assert first["condition"] == "fall" and first["frame_id"] == "fall_19159"
-    with Image.open(tmp_path / first["image_path"]) as img:
+    assert first["condition"] == first["traversal"] == "fall" and first["location"] == "nordland"
+    assert first["frame_id"] == "fall_images-19159" and first["source_file"] == "fall/images-19159.png"
+    assert first["image_path"] == "frames/nordland/fall/fall_images-19159.png"
+    with Image.open(out / first["image_path"]) as img:
         assert img.size == (32, 32)
 
 
-def _copy_world(raw, tmp_path):
-    import shutil
+def test_heading_skips_repeated_gps_fixes(fall):
+    _, rows = fall
 
-    copy = tmp_path / "raw"
-    shutil.copytree(raw, copy)
-    return copy
+    def bearing(a, b):
+        return math.degrees(math.atan2(b["easting"] - a["easting"], b["northing"] - a["northing"])) % 360
+
+    headings = [r["heading_deg"] for r in rows]
+    assert headings[0] == pytest.approx(bearing(rows[0], rows[1]))
+    assert headings[2] == pytest.approx(bearing(rows[1], rows[3]))
+    # rows 4 and 5 share a fix: both look from row 3 to row 6
+    assert headings[4] == headings[5] == pytest.approx(bearing(rows[3], rows[6]))
+    assert headings[6] == pytest.approx(bearing(rows[5], rows[6]))
+    assert track_headings(np.array([[5.0, 5.0], [5.0, 5.0]])).tolist() == [0.0, 0.0]
+
+
+def test_table_round_trips_through_parquet_and_reruns_identically(world, fall, tmp_path):
+    _, rows = fall
+    again = normalise_partition(world[1], "fall", tmp_path / "frames", tmp_path, size=32).table
+    assert again.schema == FRAME_TABLE_SCHEMA
+    write_table(again, tmp_path / "fall.parquet")
+    assert pq.read_table(tmp_path / "fall.parquet").to_pylist() == again.to_pylist()
+    assert [r["easting"] for r in again.to_pylist()] == [r["easting"] for r in rows]
+
+
+def test_generator_is_deterministic(world, tmp_path):
+    base, raw, _ = world
+    generate("nordland", tmp_path / "raw", seed=1, truth_root=tmp_path / "truth", frames=FRAMES, width=64, height=48)
+    files = sorted(p.relative_to(raw) for p in raw.rglob("*") if p.is_file())
+    assert len(files) == 4 * FRAMES + 4
+    assert sorted(p.relative_to(tmp_path / "raw") for p in (tmp_path / "raw").rglob("*") if p.is_file()) == files
+    assert all((tmp_path / "raw" / f).read_bytes() == (raw / f).read_bytes() for f in files)
+    assert (tmp_path / "truth" / "camera_poses.csv").read_bytes() == (base / "truth" / "camera_poses.csv").read_bytes()
 
 
 def test_corrupt_image_is_named(world, tmp_path):
     raw = _copy_world(world[1], tmp_path)
-    bad = sorted((raw / "spring").iterdir())[2]
+    bad = raw / "spring" / "images-19161.png"
     bad.write_bytes(bad.read_bytes()[:40])
-    with pytest.raises(DataError, match=rf"{bad.name}: cannot decode image"):
+    with pytest.raises(DataError, match=rf"{bad}: cannot decode image"):
         normalise_partition(raw, "spring", tmp_path / "out", tmp_path)
+
+
+def test_zero_byte_image_is_named(world, tmp_path):
+    raw = _copy_world(world[1], tmp_path)
+    empty = raw / "summer" / "images-19162.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=rf"{empty}: empty image file"):
+        normalise_partition(raw, "summer", tmp_path / "out", tmp_path)
+
+
+def test_duplicate_frame_numbers_are_named(world, tmp_path):
+    raw = _copy_world(world[1], tmp_path)
+    shutil.copy(raw / "fall" / "images-19160.png", raw / "fall" / "images-019160.png")
+    with pytest.raises(DataError, match=r"images-19160.png: duplicate frame number 19160 \(also images-019160.png\)"):
+        normalise_partition(raw, "fall", tmp_path / "out", tmp_path)
 
 
 def test_frames_without_gps_are_an_error(world, tmp_path):
     raw = _copy_world(world[1], tmp_path)
     gps = raw / "gps" / "summer.csv"
     gps.write_text("".join(gps.read_text().splitlines(keepends=True)[:-2]))
-    with pytest.raises(DataError, match=r"summer.csv: no position for 2 frame\(s\)"):
+    with pytest.raises(DataError, match=rf"{gps}: no position for 2 frame\(s\), e.g. images-19164.png"):
         normalise_partition(raw, "summer", tmp_path / "out", tmp_path)
 
 
-def test_empty_season_is_an_error(world, tmp_path):
+def test_bad_gps_rows_are_named(world, tmp_path):
+    raw = _copy_world(world[1], tmp_path)
+    gps = raw / "gps" / "fall.csv"
+    lines = gps.read_text().splitlines(keepends=True)
+    gps.write_text("".join(lines[:3] + [lines[2]] + lines[3:]))
+    with pytest.raises(DataError, match=rf"{gps}: line 4: duplicate frame 19160"):
+        normalise_partition(raw, "fall", tmp_path / "out", tmp_path)
+    gps.write_text("".join(lines[:2] + ["19160,north,13.2\n"] + lines[3:]))
+    with pytest.raises(DataError, match=rf"{gps}: line 3: not a number"):
+        normalise_partition(raw, "fall", tmp_path / "out", tmp_path)
+    gps.unlink()
+    with pytest.raises(DataError, match=rf"{gps}: GPS file missing"):
+        normalise_partition(raw, "fall", tmp_path / "out", tmp_path)
+
+
+def test_empty_or_missing_season_is_an_error(world, tmp_path):
     raw = _copy_world(world[1], tmp_path)
     for p in (raw / "winter").iterdir():
         p.unlink()
     with pytest.raises(DataError, match=r"winter: season folder has no images"):
         normalise_partition(raw, "winter", tmp_path / "out", tmp_path)
+    assert discover_partitions(raw) == ["spring", "summer", "fall"]
+    shutil.rmtree(raw / "spring")
+    with pytest.raises(DataError, match=r"spring: season folder missing"):
+        normalise_partition(raw, "spring", tmp_path / "out", tmp_path)
+    with pytest.raises(ValueError, match="unknown Nordland season 'autumn'"):
+        normalise_partition(raw, "autumn", tmp_path / "out", tmp_path)
 
 
 def test_generator_rejects_impossible_world(tmp_path):
-    with pytest.raises(ValueError, match="frames must be at least 2"):
+    with pytest.raises(ValueError, match="frames must be at least 1"):
         generate("nordland", tmp_path / "raw", frames=0)
+    with pytest.raises(ValueError, match="outside the shipped track of 800 frames"):
+        generate("nordland", tmp_path / "raw", frames=10, start=795)
     with pytest.raises(ValueError, match="unknown dataset 'kitti'"):
         generate("kitti", tmp_path / "raw")
