@@ -1,0 +1,469 @@
+"""Bad-input corpus: tiny synthetic worlds, each case breaking exactly one thing.
+
+Every case first runs its stage on the intact copy (writing real outputs into a work folder), then
+breaks the input and runs the stage again: the call must raise DataError naming the broken file and
+the problem, and every output of the first run must still be there, byte for byte, with no
+temporary files left behind. Cases that the code under test does not yet handle are marked
+``xfail(strict=True)`` with the reason, so they turn into failures once fixed (and get unmarked).
+
+The test ids read as the corpus: ``<dataset>: <what is broken> -> <expected problem>``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from seqvpr.acquire import download_manifest, extract
+from seqvpr.datasets import nordland, nuscenes
+from seqvpr.datasets.frames import merge_tables, write_table
+from seqvpr.errors import DataError
+from seqvpr.splits import BENCHMARKS, build_split, read_split, write_split
+from seqvpr.structfile import write_struct_files
+from seqvpr.synthetic import generate
+
+NORDLAND_FRAMES = 7  # frames 19159..19165 of the shipped track, in every season
+NUSCENES_MAP = "singapore-onenorth"
+
+
+# --------------------------------------------------------------------------- worlds (once per module)
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> dict[str, Path]:
+    """Pristine inputs per kind; every case works on its own copy."""
+    base = tmp_path_factory.mktemp("worlds")
+    generate("nordland", base / "nordland", seed=5, truth_root=base / "nordland_truth",
+             frames=NORDLAND_FRAMES, width=64, height=48)
+    generate("nuscenes", base / "nuscenes", seed=5, truth_root=base / "nuscenes_truth",
+             scenes_per_location=1, samples_per_scene=3, sweeps_per_sample=1, width=96, height=64)
+    # Frame table of all four Nordland seasons, as the frame-table asset writes it.
+    tables = base / "tables"
+    for season in ("spring", "summer", "fall", "winter"):
+        result = nordland.normalise_partition(base / "nordland", season, base / "frames" / season, base, size=16)
+        write_table(result.table, tables / "nordland" / f"{season}.parquet")
+    write_table(merge_tables((tables / "nordland").glob("*.parquet")), base / "frame_table" / "nordland.parquet")
+    # Split table with its benchmark settings, as the split asset writes it.
+    split = build_split(pq.read_table(base / "frame_table" / "nordland.parquet"), BENCHMARKS["nordland"])
+    write_split(split, "nordland", {}, base / "split_table" / "nordland.parquet")
+    # Season archives as a user would download them.
+    archives = base / "archives"
+    archives.mkdir()
+    _tar(archives / "summer.tar.gz", base / "nordland", ["summer"])
+    return {"nordland": base / "nordland", "nuscenes": base / "nuscenes", "frame_table": base / "frame_table",
+            "split_table": base / "split_table", "archives": archives}
+
+
+def _tar(path: Path, root: Path, names: list[str], extra: Callable[[tarfile.TarFile], None] | None = None) -> None:
+    """A gzip tar of ``root/<name>`` folders with sorted members (plus ``extra`` members)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in names:
+            tar.add(root / name, arcname=name, filter=lambda info: info, recursive=True)
+        if extra is not None:
+            extra(tar)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes = b"x", linkname: str | None = None) -> None:
+    info = tarfile.TarInfo(name)
+    if linkname is not None:
+        info.type, info.linkname = tarfile.SYMTYPE, linkname
+        tar.addfile(info)
+    else:
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1: (folder, base url)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# --------------------------------------------------------------------------- stages under test
+
+
+def normalise_nordland(season: str):
+    def stage(inputs: Path, work: Path) -> None:
+        result = nordland.normalise_partition(inputs, season, work / "frames" / season, work, size=16)
+        write_table(result.table, work / "tables" / f"{season}.parquet")
+    return stage
+
+
+def normalise_nuscenes(inputs: Path, work: Path) -> None:
+    result = nuscenes.normalise_partition(inputs, NUSCENES_MAP, work / "frames" / NUSCENES_MAP, work, size=16)
+    write_table(result.table, work / "tables" / f"{NUSCENES_MAP}.parquet")
+
+
+def split_nordland(inputs: Path, work: Path) -> None:
+    path = inputs / "nordland.parquet"
+    write_split(build_split(pq.read_table(path), BENCHMARKS["nordland"], source=path), "nordland", {},
+                work / "splits" / "nordland.parquet")
+
+
+def struct_files_nordland(inputs: Path, work: Path) -> None:
+    table, bench = read_split(inputs / "nordland.parquet")
+    write_struct_files(table, bench, work / "struct_files" / "nordland")
+
+
+def extract_summer(inputs: Path, work: Path) -> None:
+    extract(inputs / "summer.tar.gz", work / "raw" / "nordland")
+
+
+def download_listed(inputs: Path, work: Path) -> None:
+    download_manifest(inputs / "manifest.json", work / "downloads", retries=0, backoff_s=0.0, timeout_s=5.0)
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def _rewrite_lines(path: Path, edit: Callable[[list[str]], list[str]]) -> Path:
+    path.write_text("".join(edit(path.read_text().splitlines(keepends=True))))
+    return path
+
+
+def _json_edit(path: Path, edit: Callable[[list[dict]], object]) -> Path:
+    records = json.loads(path.read_text())
+    edit(records)
+    path.write_text(json.dumps(records, indent=0))
+    return path
+
+
+def _nusc_key_frame(raw: Path, index: int = 0) -> dict:
+    """The ``index``-th CAM_FRONT key-frame sample_data record of the tested map's scene."""
+    tables = raw / "v1.0-mini"
+    logs = {r["token"] for r in json.loads((tables / "log.json").read_text()) if r["location"] == NUSCENES_MAP}
+    scenes = {r["token"] for r in json.loads((tables / "scene.json").read_text()) if r["log_token"] in logs}
+    samples = {r["token"] for r in json.loads((tables / "sample.json").read_text()) if r["scene_token"] in scenes}
+    records = [r for r in json.loads((tables / "sample_data.json").read_text())
+               if r["is_key_frame"] and r["sample_token"] in samples and "CAM_FRONT/" in r["filename"]]
+    return sorted(records, key=lambda r: r["timestamp"])[index]
+
+
+def _truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def _table_edit(path: Path, edit: Callable[[pa.Table], pa.Table]) -> Path:
+    table = pq.read_table(path)
+    pq.write_table(edit(table), path)
+    return path
+
+
+def _set_column(table: pa.Table, name: str, values) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
+
+
+# Each damage function breaks one thing in the copied inputs and returns the file the error must name.
+
+
+def nl_truncated_png(raw: Path) -> Path:
+    return _truncate(raw / "spring" / "images-19161.png", 60)
+
+
+def nl_zero_byte_png(raw: Path) -> Path:
+    return _truncate(raw / "spring" / "images-19162.png", 0)
+
+
+def nl_duplicate_frame(raw: Path) -> Path:
+    shutil.copy(raw / "spring" / "images-19160.png", raw / "spring" / "images-019160.png")
+    return raw / "spring" / "images-19160.png"
+
+
+def nl_missing_gps_rows(raw: Path) -> Path:
+    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: lines[:-3])
+
+
+def nl_nan_gps(raw: Path) -> Path:
+    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: lines[:3] + ["19161,nan,13.2\n"] + lines[4:])
+
+
+def nl_renamed_gps_column(raw: Path) -> Path:
+    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: ["frame,lat,longitude\n"] + lines[1:])
+
+
+def nl_gps_file_missing(raw: Path) -> Path:
+    (raw / "gps" / "spring.csv").unlink()
+    return raw / "gps" / "spring.csv"
+
+
+def nl_gps_not_utf8(raw: Path) -> Path:
+    path = raw / "gps" / "spring.csv"
+    path.write_bytes(path.read_bytes() + b"19999,65.7\xff,13.2\n")
+    return path
+
+
+def nl_empty_season(raw: Path) -> Path:
+    for image in (raw / "spring").iterdir():
+        image.unlink()
+    return raw / "spring"
+
+
+def ns_dangling_ego_pose(raw: Path) -> Path:
+    token = _nusc_key_frame(raw)["token"]
+    path = raw / "v1.0-mini" / "sample_data.json"
+    _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).update(ego_pose_token="e" * 32))
+    return path
+
+
+def ns_dangling_log(raw: Path) -> Path:
+    path = raw / "v1.0-mini" / "scene.json"
+    return _json_edit(path, lambda rs: rs[0].update(log_token="d" * 32))
+
+
+def ns_missing_jpeg(raw: Path) -> Path:
+    path = raw / _nusc_key_frame(raw, 1)["filename"]
+    path.unlink()
+    return path
+
+
+def ns_truncated_jpeg(raw: Path) -> Path:
+    return _truncate(raw / _nusc_key_frame(raw, 1)["filename"], 200)
+
+
+def ns_wrong_jpeg_size(raw: Path) -> Path:
+    from PIL import Image
+
+    path = raw / _nusc_key_frame(raw, 2)["filename"]
+    with Image.open(path) as image:
+        image.resize((image.width // 2, image.height // 2)).save(path, "JPEG")
+    return path
+
+
+def ns_table_not_json(raw: Path) -> Path:
+    return _truncate(raw / "v1.0-mini" / "ego_pose.json", 100)
+
+
+def ns_missing_map_mask(raw: Path) -> Path:
+    record = json.loads((raw / "v1.0-mini" / "map.json").read_text())[0]
+    (raw / record["filename"]).unlink()
+    return raw / record["filename"]
+
+
+def ns_nan_ego_pose(raw: Path) -> Path:
+    token = _nusc_key_frame(raw)["ego_pose_token"]
+    path = raw / "v1.0-mini" / "ego_pose.json"
+    # json writes NaN as the bare token NaN, which the devkit's json.load accepts.
+    return _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).update(translation=[float("nan"), 0.0, 0.0]))
+
+
+def ft_duplicate_frame_id(tables: Path) -> Path:
+    path = tables / "nordland.parquet"
+    return _table_edit(path, lambda t: _set_column(t, "frame_id", [t["frame_id"][0].as_py()] * 2 + t["frame_id"].to_pylist()[2:]))
+
+
+def ft_nan_easting(tables: Path) -> Path:
+    path = tables / "nordland.parquet"
+    return _table_edit(path, lambda t: _set_column(t, "easting", [float("nan")] + t["easting"].to_pylist()[1:]))
+
+
+def ft_missing_column(tables: Path) -> Path:
+    return _table_edit(tables / "nordland.parquet", lambda t: t.drop_columns(["heading_deg"]))
+
+
+def ft_empty_season(tables: Path) -> Path:
+    return _table_edit(tables / "nordland.parquet", lambda t: t.filter(pc.not_equal(t["condition"], "winter")))
+
+
+def st_no_settings(tables: Path) -> Path:
+    return _table_edit(tables / "nordland.parquet", lambda t: t.replace_schema_metadata(None))
+
+
+def st_renamed_column(tables: Path) -> Path:
+    return _table_edit(tables / "nordland.parquet", lambda t: t.rename_columns(
+        ["seq_begin" if n == "seq_start" else n for n in t.schema.names]))
+
+
+def _bad_archive(extra: Callable[[tarfile.TarFile], None]):
+    def damage(archives: Path) -> Path:
+        path = archives / "summer.tar.gz"
+        _tar(path, archives.parent / "nordland", ["summer"], extra)
+        return path
+    return damage
+
+
+ar_dotdot = _bad_archive(lambda tar: _add_member(tar, "summer/../../x.png"))
+ar_absolute = _bad_archive(lambda tar: _add_member(tar, "/tmp/seqvpr-bad-input.png"))
+ar_symlink_escape = _bad_archive(lambda tar: _add_member(tar, "summer/link.png", linkname="../../../etc/passwd"))
+ar_symlink_absolute = _bad_archive(lambda tar: _add_member(tar, "summer/abs.png", linkname="/etc/passwd"))
+
+
+def ar_truncated(archives: Path) -> Path:
+    path = archives / "summer.tar.gz"
+    return _truncate(path, path.stat().st_size * 2 // 3)
+
+
+def dl_corrupt(served: Path) -> Path:
+    """A second file joins the manifest with the right checksum, but the server's copy is corrupt."""
+    good = (served / "summer.tar.gz").read_bytes()
+    corrupt = bytearray(good)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    (served / "winter.tar.gz").write_bytes(bytes(corrupt))
+    manifest = json.loads((served / "manifest.json").read_text())
+    manifest.append({**manifest[0], "url": manifest[0]["url"].replace("summer", "winter"), "filename": "winter.tar.gz"})
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    return Path("downloads") / "winter.tar.gz"  # relative: the destination in the work folder
+
+
+def dl_short(served: Path) -> Path:
+    """The server's file is shorter than the manifest says (a cut-off upload)."""
+    path = served / "summer.tar.gz"
+    data = path.read_bytes()
+    (served / "fall.tar.gz").write_bytes(data[:-100])
+    manifest = json.loads((served / "manifest.json").read_text())
+    manifest.append({**manifest[0], "url": manifest[0]["url"].replace("summer", "fall"), "filename": "fall.tar.gz"})
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    return Path("downloads") / "fall.tar.gz"
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+@dataclass(frozen=True)
+class Case:
+    inputs: str  # key of the pristine world in ``worlds`` ("download" is served over HTTP)
+    damage: Callable[[Path], Path]
+    stage: Callable[[Path, Path], None]
+    problem: str  # regular expression the error's problem must match
+    xfail: str = ""
+
+
+CASES = {
+    # Nordland: season folders of images-<frame>.png plus gps/<season>.csv
+    "nordland: truncated PNG -> cannot decode": Case("nordland", nl_truncated_png, normalise_nordland("spring"), r"cannot decode image"),
+    "nordland: zero-byte PNG -> empty image file": Case("nordland", nl_zero_byte_png, normalise_nordland("spring"), r"empty image file \(0 bytes\)"),
+    "nordland: duplicate frame id -> duplicate frame number": Case("nordland", nl_duplicate_frame, normalise_nordland("spring"), r"duplicate frame number 19160"),
+    "nordland: missing GPS rows -> no position for 3 frames": Case("nordland", nl_missing_gps_rows, normalise_nordland("spring"), r"no position for 3 frame\(s\)"),
+    "nordland: NaN latitude in GPS -> invalid position": Case("nordland", nl_nan_gps, normalise_nordland("spring"), r"line 4: invalid position nan"),
+    "nordland: renamed GPS column -> missing column latitude": Case("nordland", nl_renamed_gps_column, normalise_nordland("spring"), r"missing column\(s\) latitude"),
+    "nordland: GPS file missing -> GPS file missing": Case("nordland", nl_gps_file_missing, normalise_nordland("spring"), r"GPS file missing"),
+    "nordland: GPS CSV not UTF-8 -> not a text file": Case(
+        "nordland", nl_gps_not_utf8, normalise_nordland("spring"), r"UTF-8|encoding|decode",
+        xfail="nordland.read_gps lets UnicodeDecodeError escape as a bare traceback (no file name)"),
+    "nordland: empty season folder -> no frames": Case("nordland", nl_empty_season, normalise_nordland("spring"), r"season folder has no images"),
+    # nuScenes: v1.0-mini JSON tables, samples/CAM_FRONT JPEGs, map masks
+    "nuscenes: dangling ego_pose_token -> names sample_data.json": Case("nuscenes", ns_dangling_ego_pose, normalise_nuscenes, r"ego_pose_token.*e{32}"),
+    "nuscenes: dangling log_token -> names scene.json": Case("nuscenes", ns_dangling_log, normalise_nuscenes, r"log_token.*d{32}"),
+    "nuscenes: missing JPEG -> image missing": Case("nuscenes", ns_missing_jpeg, normalise_nuscenes, r"image of sample_data \w+ is missing"),
+    "nuscenes: truncated JPEG -> corrupt JPEG": Case("nuscenes", ns_truncated_jpeg, normalise_nuscenes, r"corrupt or unreadable JPEG"),
+    "nuscenes: JPEG of the wrong size -> size differs from sample_data": Case("nuscenes", ns_wrong_jpeg_size, normalise_nuscenes, r"image is 48x32, sample_data.json says 96x64"),
+    "nuscenes: table cut short -> not valid JSON": Case("nuscenes", ns_table_not_json, normalise_nuscenes, r"not valid JSON"),
+    "nuscenes: map mask missing -> map mask missing": Case("nuscenes", ns_missing_map_mask, normalise_nuscenes, r"map mask of map \w+ in map.json is missing"),
+    "nuscenes: NaN ego translation -> non-finite pose": Case(
+        "nuscenes", ns_nan_ego_pose, normalise_nuscenes, r"(?i)nan|finite",
+        xfail="nuscenes.normalise_partition: a NaN ego_pose translation escapes as utm OutOfRangeError ('easting out of range'), no file name"),
+    # Frame table -> split (build_split / write_split)
+    "frame table: duplicate frame_id -> duplicate frame_id": Case("frame_table", ft_duplicate_frame_id, split_nordland, r"duplicate frame_id 'fall_images-19159'"),
+    "frame table: NaN easting -> non-finite": Case("frame_table", ft_nan_easting, split_nordland, r"non-finite easting"),
+    "frame table: missing heading_deg column -> lacks columns": Case("frame_table", ft_missing_column, split_nordland, r"lacks columns \['heading_deg'\]"),
+    "frame table: empty winter season -> no frames with condition winter": Case("frame_table", ft_empty_season, split_nordland, r"no frames with condition in \['winter'\]"),
+    # Split table -> struct files
+    "split table: benchmark settings stripped -> no settings": Case("split_table", st_no_settings, struct_files_nordland, r"no benchmark settings"),
+    "split table: renamed column -> differs from schema": Case("split_table", st_renamed_column, struct_files_nordland, r"differ from the split table schema"),
+    # Archives (extract)
+    "archive: member with '..' -> escapes the target": Case("archives", ar_dotdot, extract_summer, r"escapes the target with '\.\.'"),
+    "archive: absolute member -> absolute path": Case("archives", ar_absolute, extract_summer, r"has an absolute path"),
+    "archive: symlink climbing out -> links outside": Case("archives", ar_symlink_escape, extract_summer, r"links outside the target"),
+    "archive: symlink to absolute path -> links to absolute path": Case("archives", ar_symlink_absolute, extract_summer, r"links to the absolute path '/etc/passwd'"),
+    "archive: truncated tar.gz -> truncated or corrupt": Case("archives", ar_truncated, extract_summer, r"truncated or corrupt archive"),
+    # Downloads (manifest with sha256 and size)
+    "download: corrupt bytes -> sha256 mismatch": Case("download", dl_corrupt, download_listed, r"sha256 mismatch"),
+    "download: short file -> size mismatch": Case("download", dl_short, download_listed, r"transfer ended at byte|size mismatch"),
+}
+
+
+def _params() -> list:
+    return [pytest.param(case, id=name, marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=case.xfail)]
+                         if case.xfail else []) for name, case in CASES.items()]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file (temporary files included, so leftovers show)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _inputs(case: Case, worlds: dict[str, Path], tmp_path: Path, request) -> Path:
+    if case.inputs == "download":
+        served, url = request.getfixturevalue("http_folder")
+        shutil.copy(worlds["archives"] / "summer.tar.gz", served / "summer.tar.gz")
+        data = (served / "summer.tar.gz").read_bytes()
+        (served / "manifest.json").write_text(json.dumps([{"url": f"{url}/summer.tar.gz", "filename": "summer.tar.gz",
+                                                            "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]))
+        return served
+    copy = tmp_path / "inputs" / case.inputs
+    shutil.copytree(worlds[case.inputs], copy)
+    if case.inputs == "archives":
+        shutil.copytree(worlds["nordland"], copy.parent / "nordland")
+    return copy
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input_is_named_and_outputs_survive(case: Case, worlds, tmp_path, request):
+    inputs = _inputs(case, worlds, tmp_path, request)
+    work = tmp_path / "work"
+    case.stage(inputs, work)  # the intact input goes through
+    before = _snapshot(work)
+    assert before, "the intact run wrote nothing"
+    broken = case.damage(inputs)
+    expected = (work / broken) if not broken.is_absolute() else broken
+    try:
+        case.stage(inputs, work)
+    except DataError as err:
+        assert Path(err.path).resolve() == expected.resolve(), str(err)
+        assert str(err).startswith(err.path) and expected.name in str(err)
+        assert err.problem and re.search(case.problem, err.problem), str(err)
+    except Exception as err:  # a bare traceback is a defect of the stage, reported as a failed assertion
+        raise AssertionError(f"{type(err).__name__} instead of DataError: {err}") from err
+    else:
+        raise AssertionError("no error raised")
+    after = _snapshot(work)
+    assert {name: after.get(name) for name in before} == before, "an earlier output changed or vanished"
+    # Only a download may leave something new: its resumable ``.part`` file, never a final name.
+    assert all(name.endswith(".part") for name in set(after) - set(before)), sorted(set(after) - set(before))
+
+
+def test_scene_without_front_camera_key_frame_is_a_counted_skip(worlds, tmp_path):
+    """A sample whose CAM_FRONT record is not a key frame is dropped and counted, not an error."""
+    raw = tmp_path / "nuscenes"
+    shutil.copytree(worlds["nuscenes"], raw)
+    token = _nusc_key_frame(raw, 1)["token"]
+    _json_edit(raw / "v1.0-mini" / "sample_data.json",
+               lambda rs: next(r for r in rs if r["token"] == token).update(is_key_frame=False))
+    result = nuscenes.normalise_partition(raw, NUSCENES_MAP, tmp_path / "frames", tmp_path, size=16)
+    assert result.dropped == {"no_CAM_FRONT": 1}
+    assert result.table.num_rows == 2 and result.table["frame_index"].to_pylist() == [0, 1]
+
+
+def test_corpus_covers_every_stage_and_dataset():
+    """At least 20 cases, across the three datasets' loaders and the archive/download/split stages."""
+    kinds = {case.inputs for case in CASES.values()}
+    assert len(CASES) >= 20 and {"nordland", "nuscenes", "archives", "download", "frame_table"} <= kinds
