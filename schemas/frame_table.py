@@ -4,7 +4,7 @@ Conventions
 - ``frame_id``: unique within the dataset, only ``[A-Za-z0-9_-]`` (usable as a WebDataset key),
   built as ``<traversal>_<source stem>`` with dots replaced.
 - ``timestamp_us``: microseconds (RobotCar: UNIX time as in the file names; nuScenes: sample
-  timestamp; Nordland: frame number / 25 fps from the start of the season's video).
+  timestamp; Nordland: frame number in seconds, as the season folders are 1 fps extractions).
 - ``easting``/``northing`` in metres in UTM zone ``utm_zone`` (number) and ``utm_band`` (letter).
 - ``heading_deg``: compass bearing of the camera's forward axis, clockwise from north, in [0, 360).
 - ``place_index``: Nordland frame number (the 1-frame rule pairs equal indices); -1 elsewhere.

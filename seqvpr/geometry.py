@@ -38,17 +38,6 @@ def subsample_by_distance(travelled: np.ndarray, separation: float) -> np.ndarra
     return np.asarray(kept, dtype=np.int64)
 
 
-def bearing_along(xy: np.ndarray) -> np.ndarray:
-    """Compass bearing of travel at each point of a trajectory (forward difference; the last
-    point repeats the previous step's bearing)."""
-    xy = np.asarray(xy, dtype=np.float64)
-    if len(xy) < 2:
-        raise ValueError("a bearing needs at least two positions")
-    d = np.diff(xy, axis=0)
-    d = np.vstack([d, d[-1:]])
-    return np.degrees(np.arctan2(d[:, 0], d[:, 1])) % 360.0
-
-
 def heading_difference_deg(a, b) -> np.ndarray:
     """Smallest angle between compass bearings, in [0, 180]: 359 vs 1 is 2 degrees."""
     diff = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) % 360.0

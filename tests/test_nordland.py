@@ -98,7 +98,7 @@ def test_normalised_table_matches_hand_computed_utm(fall):
     grid = math.hypot(last["easting"] - first["easting"], last["northing"] - first["northing"])
     # a sphere's meridian is 0.3 % short at 65.7 N (the track runs north); UTM's scale here is 0.99968
     assert grid == pytest.approx(_haversine_m(first["lat"], first["lon"], last["lat"], last["lon"]), rel=4e-3)
-    assert first["timestamp_us"] == 19159 * 40_000
+    assert first["timestamp_us"] == 19159 * 1_000_000
     assert first["condition"] == first["traversal"] == "fall" and first["location"] == "nordland"
     assert first["frame_id"] == "fall_images-19159" and first["source_file"] == "fall/images-19159.png"
     assert first["image_path"] == "frames/nordland/fall/fall_images-19159.png"

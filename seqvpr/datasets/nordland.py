@@ -3,7 +3,7 @@
 Positions come from ``<root>/gps/<season>.csv`` (``frame,latitude,longitude``); see
 ``seqvpr.synthetic.nordland`` for the layout and why. The frame number is the place identity (the
 1-frame rule pairs equal frame numbers across seasons), so it is both ``frame_index`` and
-``place_index``; ``timestamp_us`` is the frame number at the videos' 25 fps.
+``place_index``; ``timestamp_us`` is the frame number in seconds: the season folders are 1 fps extractions.
 
 UTM. Every row is projected into zone 33 (``UTM_ZONE``), the band letter follows each row's
 latitude. The line runs from 10.4 E (zone 32) to 14.4 E (zone 33); one zone keeps every season in
@@ -33,7 +33,7 @@ from seqvpr.errors import DataError
 DATASET = "nordland"
 FRAME_NAME = re.compile(r"^images-(\d+)\.png$")
 GPS_COLUMNS = ("frame", "latitude", "longitude")
-VIDEO_FPS = 25
+FRAMES_PER_SECOND = 1
 UTM_ZONE = 33
 
 
@@ -151,7 +151,7 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
             "traversal": partition,
             "condition": partition,
             "frame_index": number,
-            "timestamp_us": number * 1_000_000 // VIDEO_FPS,
+            "timestamp_us": number * 1_000_000 // FRAMES_PER_SECOND,
             "image_path": target.relative_to(data_root).as_posix(),
             "source_file": path.relative_to(raw_root).as_posix(),
             "lat": float(latlon[i, 0]),
