@@ -275,6 +275,24 @@ def ns_nan_ego_pose(raw: Path) -> Path:
     return _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).update(translation=[float("nan"), 0.0, 0.0]))
 
 
+def ns_zero_quaternion(raw: Path) -> Path:
+    token = _nusc_key_frame(raw)["ego_pose_token"]
+    path = raw / "v1.0-mini" / "ego_pose.json"
+    return _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).update(rotation=[0.0, 0.0, 0.0, 0.0]))
+
+
+def ns_timestamp_not_a_number(raw: Path) -> Path:
+    token = _nusc_key_frame(raw)["sample_token"]
+    path = raw / "v1.0-mini" / "sample.json"
+    return _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).update(timestamp="noon"))
+
+
+def ns_record_without_filename(raw: Path) -> Path:
+    token = _nusc_key_frame(raw)["token"]
+    path = raw / "v1.0-mini" / "sample_data.json"
+    return _json_edit(path, lambda rs: next(r for r in rs if r["token"] == token).pop("filename"))
+
+
 def ft_duplicate_frame_id(tables: Path) -> Path:
     path = tables / "nordland.parquet"
     return _table_edit(path, lambda t: _set_column(t, "frame_id", [t["frame_id"][0].as_py()] * 2 + t["frame_id"].to_pylist()[2:]))
@@ -380,6 +398,15 @@ CASES = {
     "nuscenes: NaN ego translation -> non-finite pose": Case(
         "nuscenes", ns_nan_ego_pose, normalise_nuscenes, r"(?i)nan|finite",
         xfail="nuscenes.normalise_partition: a NaN ego_pose translation escapes as utm OutOfRangeError ('easting out of range'), no file name"),
+    "nuscenes: zero ego rotation quaternion -> invalid rotation": Case(
+        "nuscenes", ns_zero_quaternion, normalise_nuscenes, r"(?i)quaternion|rotation",
+        xfail="nuscenes.normalise_partition accepts a [0,0,0,0] ego_pose rotation and writes heading 0 (wrong output)"),
+    "nuscenes: sample timestamp not a number -> bad timestamp": Case(
+        "nuscenes", ns_timestamp_not_a_number, normalise_nuscenes, r"timestamp",
+        xfail="nuscenes.normalise_partition: int(sample['timestamp']) raises a bare ValueError, no file name"),
+    "nuscenes: sample_data record without filename -> missing field": Case(
+        "nuscenes", ns_record_without_filename, normalise_nuscenes, r"filename",
+        xfail="nuscenes.normalise_partition: sample_data['filename'] raises a bare KeyError, no file name"),
     # Frame table -> split (build_split / write_split)
     "frame table: duplicate frame_id -> duplicate frame_id": Case("frame_table", ft_duplicate_frame_id, split_nordland, r"duplicate frame_id 'fall_images-19159'"),
     "frame table: NaN easting -> non-finite": Case("frame_table", ft_nan_easting, split_nordland, r"non-finite easting"),
