@@ -11,7 +11,7 @@ from dagster_dask import dask_executor
 
 from pipelines.partitions import PARTITIONS
 
-HEAVY_STAGES = ("frames",)
+HEAVY_STAGES = ("frames", "embeddings")
 
 heavy_jobs = [
     define_asset_job(

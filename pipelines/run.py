@@ -70,7 +70,7 @@ def materialize_task(key: str, partition: str | None, home: str, run_config: dic
             selection=[AssetKey.from_user_string(key)],
             partition_key=partition,
             instance=instance,
-            resources={"home": PipelineHome(home=home)},
+            resources={**defs.resources, "home": PipelineHome(home=home)},
             run_config=_op_config(run_config, key),
             raise_on_error=False,
         )
@@ -100,12 +100,19 @@ def dask_task(key: str, partition: str, home: str, run_config: dict, address: st
     return f"{key}[{partition}] on dask in {time.perf_counter() - start:.1f}s"
 
 
+def _share_cores(workers: int) -> None:
+    """Each pool process gets its share of the cores, so parallel partitions do not oversubscribe."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def run(home: str, workers: int, run_config: dict, selection: list[str] | None = None, dask_address: str | None = None) -> None:
     waves = plan(selection)
     total = sum(len(w) for w in waves)
     done = 0
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=max(workers, 4)) as threads:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_share_cores, initargs=(workers,)) as pool, ThreadPoolExecutor(max_workers=max(workers, 4)) as threads:
         for wave in waves:
             futures = []
             for key, partition in wave:

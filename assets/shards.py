@@ -1,0 +1,109 @@
+"""WebDataset shards per benchmark split, from the split tables and the embedding cache."""
+import json
+import tarfile
+
+import numpy as np
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.embeddings import embedding_index_path
+from pipelines.partitions import PARTITIONS
+from pipelines.resources import FrameEncoder, PipelineHome
+from schemas.shard import MANIFEST
+from schemas.split_table import SPLITS
+from seqvpr.embed.embed import global_descriptor, load_tokens
+from seqvpr.errors import DataError
+from seqvpr.shards import Sample, verify_manifest, write_split_shards
+from seqvpr.splits import BENCHMARKS, read_split
+
+
+def _frame_digests(layout, model_id: str, dataset: str) -> dict[str, str]:
+    digests = {}
+    for partition in PARTITIONS[dataset].get_partition_keys():
+        path = embedding_index_path(layout, model_id, dataset, partition)
+        if path.exists():
+            digests.update(json.loads(path.read_text()))
+    return digests
+
+
+def _samples(rows, digests, cache, index_path):
+    for row in rows:
+        digest = digests.get(row["frame_id"])
+        if digest is None:
+            raise DataError(index_path, f"frame {row['frame_id']} has no embedding: materialise the embeddings first")
+        tokens = load_tokens(cache, digest)
+        yield Sample(key=row["frame_id"], tokens=tokens, descriptor=global_descriptor(tokens), row=row)
+
+
+def build_shard_assets(benchmark: str):
+    dataset = BENCHMARKS[benchmark].dataset
+
+    @asset(
+        name=f"{benchmark}_shards",
+        group_name="shards",
+        deps=[AssetKey(f"{benchmark}_split"), AssetKey(f"{dataset}_embeddings")],
+        description=f"WebDataset shards of every {benchmark} split (schemas/shard.py).",
+        op_tags={"kind": "heavy"},
+    )
+    def shards_asset(context: AssetExecutionContext, home: PipelineHome, encoder: FrameEncoder) -> MaterializeResult:
+        layout = home.layout()
+        table, _ = read_split(layout.split_table(benchmark))
+        model_id = encoder.model_id()
+        digests = _frame_digests(layout, model_id, dataset)
+        cache = layout.embeddings(model_id)
+        df = table.to_pandas()
+        metadata = {}
+        for split in SPLITS:
+            part = df[df["split"] == split]
+            if part.empty:
+                continue
+            part = part.sort_values(["role", "order"], key=lambda c: c.map({"db": 0, "query": 1}) if c.name == "role" else c)
+            rows = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in part.to_dict("records")]
+            manifest = write_split_shards(layout.shards(benchmark, split), benchmark, split,
+                                          _samples(rows, digests, cache, layout.embeddings(model_id) / "index" / dataset))
+            context.log.info(f"{benchmark}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s)")
+            metadata[f"{split}_samples"] = manifest["samples"]
+            metadata[f"{split}_shards"] = len(manifest["shards"])
+            metadata[f"{split}_bytes"] = sum(s["bytes"] for s in manifest["shards"])
+        metadata["path"] = MetadataValue.path(str(layout.shard_root / benchmark))
+        metadata["model_id"] = model_id
+        return MaterializeResult(metadata=metadata)
+
+    @asset_check(asset=shards_asset, name="one_sample_per_frame", description="Every split frame has exactly one sample.")
+    def one_sample_check(home: PipelineHome) -> AssetCheckResult:
+        layout = home.layout()
+        table, _ = read_split(layout.split_table(benchmark))
+        df = table.to_pandas()
+        problems = []
+        for split in sorted(set(df["split"])):
+            folder = layout.shards(benchmark, split)
+            keys = []
+            for shard in json.loads((folder / MANIFEST).read_text())["shards"]:
+                with tarfile.open(folder / shard["name"]) as tar:
+                    keys += [m.name.split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")]
+            expected = df[df["split"] == split]["frame_id"].tolist()
+            if sorted(keys) != sorted(expected):
+                problems.append(f"{split}: {len(keys)} samples for {len(expected)} frames")
+        return AssetCheckResult(passed=not problems, metadata={"problems": MetadataValue.json(problems)})
+
+    @asset_check(asset=shards_asset, name="manifest_hashes_match", description="Shard SHA-256s equal the manifest's.")
+    def manifest_check(home: PipelineHome) -> AssetCheckResult:
+        layout = home.layout()
+        table, _ = read_split(layout.split_table(benchmark))
+        problems = [p for split in sorted(set(table.column("split").to_pylist()))
+                    for p in verify_manifest(layout.shards(benchmark, split))]
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
+                                metadata={"problems": MetadataValue.json(problems)})
+
+    return [shards_asset, one_sample_check, manifest_check]
+
+
+shard_assets_and_checks = [x for benchmark in BENCHMARKS for x in build_shard_assets(benchmark)]

@@ -1,0 +1,1 @@
+"""CCT384 frame embeddings with a content-addressed cache."""
