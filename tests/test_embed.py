@@ -1,0 +1,64 @@
+"""CCT384 layout against the official checkpoint's keys, and the content-addressed cache."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqvpr.datasets.frames import save_frame
+from seqvpr.embed.cct import CCT384, build_cct384
+from seqvpr.embed.embed import FrameEmbedder, cache_file, global_descriptor, load_tokens
+
+OFFICIAL_KEYS = json.loads((Path(__file__).parent / "fixtures" / "cct_14_7x2_384_state_dict.json").read_text())
+
+
+def test_official_state_dict_loads_strictly(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(*shape, generator=generator) * 0.02 for k, shape in OFFICIAL_KEYS.items()}
+    checkpoint = tmp_path / "cct_14_7x2_384_imagenet.pth"
+    torch.save(state, checkpoint)
+    model, weights = build_cct384(num_layers=2, checkpoint=checkpoint)
+    assert len(weights) == 64
+    assert torch.equal(model.classifier.blocks[1].linear1.weight, state["classifier.blocks.1.linear1.weight"])
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 384, 384)).shape == (2, 576, 384)
+
+
+def test_missing_official_key_is_refused(tmp_path):
+    state = {k: torch.zeros(*s) for k, s in OFFICIAL_KEYS.items() if k != "classifier.norm.bias"}
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(RuntimeError, match="classifier.norm.bias"):
+        build_cct384(checkpoint=tmp_path / "partial.pth")
+
+
+def test_layer_truncation_changes_features_and_is_validated():
+    full, _ = build_cct384(num_layers=14)
+    truncated = CCT384(num_layers=3)
+    truncated.load_state_dict(full.state_dict())
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert not torch.allclose(full(x), truncated(x))
+    with pytest.raises(ValueError, match="num_layers must be in 1..14"):
+        CCT384(num_layers=15)
+
+
+def test_cache_embeds_each_frame_once(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"f{i}.png")
+        save_frame(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), paths[-1])
+    embedder = FrameEmbedder(num_layers=1, device="cpu")
+    calls = []
+    forward = embedder.model.forward
+    embedder.model.forward = lambda x: calls.append(len(x)) or forward(x)
+    digests, stats = embedder.embed_files(paths[:2], tmp_path / "cache", batch_size=8)
+    assert (stats.embedded, stats.cache_hits, calls) == (2, 0, [2])
+    digests2, stats2 = embedder.embed_files(paths, tmp_path / "cache", batch_size=8)
+    assert digests2[:2] == digests and (stats2.embedded, stats2.cache_hits, calls) == (1, 2, [2, 1])
+    tokens = load_tokens(tmp_path / "cache", digests[0])
+    assert tokens.shape == (576, 384) and tokens.dtype == np.float16
+    assert cache_file(tmp_path / "cache", digests[0]).parent.name == digests[0][:2]
+    desc = global_descriptor(tokens)
+    assert desc.shape == (384,) and np.linalg.norm(desc) == pytest.approx(1.0, abs=1e-5)
