@@ -111,3 +111,19 @@ def verify_manifest(out_dir: Path) -> list[str]:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != shard["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest")
     return problems
+
+
+def read_split_shards(out_dir: Path) -> tuple[list[dict], np.ndarray]:
+    """All samples of a split folder in shard order: the JSON rows and the stacked float16 tokens."""
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    rows, tokens = [], []
+    for shard in manifest["shards"]:
+        with tarfile.open(out_dir / shard["name"]) as tar:
+            for member in tar.getmembers():
+                data = tar.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    rows.append(json.loads(data))
+                elif member.name.endswith(".tokens.npy"):
+                    tokens.append(np.load(io.BytesIO(data)))
+    return rows, np.stack(tokens) if tokens else np.zeros((0, 576, 384), np.float16)
