@@ -4,8 +4,9 @@ Each stage runs in a real subprocess (``sys.executable -c``). The test watches t
 and sends SIGKILL as soon as the stage's first output appears under its final name, i.e. while the
 stage is still writing the rest. At that moment every file under a final name must already be
 complete (identical to the clean run's file of that name); temporary files may only carry the
-hidden ``.<name>.*.partial`` names of seqvpr.atomic (or a download's ``.part``). The rerun must then
-produce exactly the clean run's files, byte for byte.
+hidden ``.<name>.*.partial`` names of seqvpr.atomic (or a download's ``.part``); a shard folder,
+built whole under a temporary name, must not be visible at all. The rerun must then produce exactly
+the clean run's files, byte for byte.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def _final_files(folder: Path) -> dict[str, str]:
 
 
 def _temporary_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and (p.name.startswith(".") or p.name.endswith(".part")))
+    """Files under a hidden (temporary) name or inside a hidden folder, and download ``.part`` files."""
+    return sorted(rel.as_posix() for rel in (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+                  if any(part.startswith(".") for part in rel.parts) or rel.name.endswith(".part"))
 
 
 def _run(script: str, **kw) -> None:
@@ -221,3 +223,39 @@ def test_killed_struct_file_writing_reruns_to_identical_files(tmp_path):
 
     _run(STRUCT.format(split=str(split), out=str(killed_dir)))
     assert _final_files(killed_dir) == clean
+
+
+# --------------------------------------------------------------------------- shards
+
+
+SHARDS = """
+    import numpy as np
+    from pathlib import Path
+    from seqvpr.shards import Sample, write_split_shards
+    def samples():
+        rng = np.random.default_rng(7)
+        for i in range(120):
+            role = "db" if i < 60 else "query"
+            yield Sample(key=f"summer_images-{{i:05d}}", tokens=rng.standard_normal((576, 384)).astype(np.float16),
+                         descriptor=rng.standard_normal(384).astype(np.float32),
+                         row={{"split": "test", "role": role, "order": i % 60}})
+    write_split_shards(Path({out!r}), "nordland", "test", samples(), max_count=10)
+"""
+
+
+def test_killed_shard_writing_reruns_to_identical_shards(tmp_path):
+    clean_dir, killed_dir = tmp_path / "clean" / "test", tmp_path / "killed" / "test"
+    _run(SHARDS.format(out=str(clean_dir)))
+    clean = _final_files(clean_dir)
+    assert len([name for name in clean if name.endswith(".tar")]) == 12 and "manifest.json" in clean
+
+    def building() -> list[Path]:
+        return list(killed_dir.parent.glob(f".{killed_dir.name}.*.partial/*.tar")) if killed_dir.parent.exists() else []
+
+    _kill_when(SHARDS.format(out=str(killed_dir)), lambda: len(building()) >= 2)
+    assert not killed_dir.exists(), "a split folder with partial shards is visible under its final name"
+    assert building(), "the killed run's temporary folder is gone: the kill came too late"
+
+    _run(SHARDS.format(out=str(killed_dir)))
+    assert _final_files(killed_dir) == clean
+    assert _temporary_files(killed_dir.parent) == [], "the rerun left the killed run's temporary folder behind"
