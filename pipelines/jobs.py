@@ -5,6 +5,7 @@
   `execution.config.cluster.existing.address` at a lab's scheduler to scale out).
 - `prepare_job`: every unpartitioned dataset product (raw data, frame tables, splits, struct files,
   shards); partitioned stages run through their jobs or backfills, or all at once with `seqvpr run`.
+- `train_evaluate_job`: checkpoints and Table-II-like results tables from the shards.
 """
 from dagster import AssetSelection, define_asset_job
 from dagster_dask import dask_executor
@@ -26,11 +27,19 @@ heavy_jobs = [
 
 prepare_job = define_asset_job(
     "prepare_job",
-    selection=AssetSelection.all() - AssetSelection.assets(*[f"{d}_{s}" for d in PARTITIONS for s in HEAVY_STAGES]),
+    selection=AssetSelection.all()
+    - AssetSelection.assets(*[f"{d}_{s}" for d in PARTITIONS for s in HEAVY_STAGES])
+    - AssetSelection.groups("training"),
     description="Unpartitioned dataset products: raw data, frame tables, splits, struct files, shards.",
 )
 
-JOBS = [prepare_job, *heavy_jobs]
+train_evaluate_job = define_asset_job(
+    "train_evaluate_job",
+    selection=AssetSelection.groups("training"),
+    description="Train a sequence model per benchmark from the shards and write the results tables.",
+)
+
+JOBS = [prepare_job, train_evaluate_job, *heavy_jobs]
 
 
 def resolve_job(name: str):

@@ -29,7 +29,9 @@ def plan(selection: list[str] | None = None) -> list[list[tuple[str, str | None]
     """Waves of (asset key, partition key) tasks; every task's upstream assets are in earlier waves."""
     graph = _defs().resolve_asset_graph()
     keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
-    if selection:
+    if not selection:
+        keys = [k for k in keys if graph.get(k).group_name != "training"]
+    else:
         wanted = {k for k in keys if any(k.to_user_string().startswith(s) for s in selection)}
         frontier = list(wanted)
         while frontier:
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", default=os.environ.get("SEQVPR_HOME", "."), help="pipeline home (data/, struct_files/, shards/)")
     parser.add_argument("--workers", type=int, default=2, help="concurrent asset partitions")
     parser.add_argument("--config", type=Path, help="YAML run config: {ops: {<asset>: {config: {...}}}}")
-    parser.add_argument("--select", nargs="*", help="asset key prefixes to materialise (with their upstream assets)")
+    parser.add_argument("--select", nargs="*", help="asset key prefixes to materialise (with their upstream assets); "
+                        "default: every dataset product, without training/evaluation")
     parser.add_argument("--dask-address", help="run partitioned heavy assets on this Dask scheduler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
