@@ -24,13 +24,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from seqvpr.acquire import download_manifest, extract
-from seqvpr.datasets import nordland, nuscenes
+from seqvpr.datasets import nordland, nuscenes, robotcar
 from seqvpr.datasets.frames import merge_tables, write_table
 from seqvpr.errors import DataError
 from seqvpr.splits import BENCHMARKS, build_split, read_split, write_split
@@ -39,6 +40,7 @@ from seqvpr.synthetic import generate
 
 NORDLAND_FRAMES = 7  # frames 19159..19165 of the shipped track, in every season
 NUSCENES_MAP = "singapore-onenorth"
+ROBOTCAR_RUN = "2015-03-17-11-08-44"
 
 
 # --------------------------------------------------------------------------- worlds (once per module)
@@ -50,6 +52,8 @@ def worlds(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("worlds")
     generate("nordland", base / "nordland", seed=5, truth_root=base / "nordland_truth",
              frames=NORDLAND_FRAMES, width=64, height=48)
+    generate("robotcar", base / "robotcar", seed=5, truth_root=base / "robotcar_truth",
+             frames_per_traversal=6, width=32, height=24)
     generate("nuscenes", base / "nuscenes", seed=5, truth_root=base / "nuscenes_truth",
              scenes_per_location=1, samples_per_scene=3, sweeps_per_sample=1, width=96, height=64)
     # Frame table of all four Nordland seasons, as the frame-table asset writes it.
@@ -65,7 +69,7 @@ def worlds(tmp_path_factory) -> dict[str, Path]:
     archives = base / "archives"
     archives.mkdir()
     _tar(archives / "summer.tar.gz", base / "nordland", ["summer"])
-    return {"nordland": base / "nordland", "nuscenes": base / "nuscenes", "frame_table": base / "frame_table",
+    return {"nordland": base / "nordland", "robotcar": base / "robotcar", "nuscenes": base / "nuscenes", "frame_table": base / "frame_table",
             "split_table": base / "split_table", "archives": archives}
 
 
@@ -114,6 +118,11 @@ def normalise_nordland(season: str):
         result = nordland.normalise_partition(inputs, season, work / "frames" / season, work, size=16)
         write_table(result.table, work / "tables" / f"{season}.parquet")
     return stage
+
+
+def normalise_robotcar(inputs: Path, work: Path) -> None:
+    result = robotcar.normalise_partition(inputs, ROBOTCAR_RUN, work / "frames" / ROBOTCAR_RUN, work, size=16)
+    write_table(result.table, work / "tables" / f"{ROBOTCAR_RUN}.parquet")
 
 
 def normalise_nuscenes(inputs: Path, work: Path) -> None:
@@ -225,6 +234,60 @@ def nl_empty_season(raw: Path) -> Path:
     for image in (raw / "spring").iterdir():
         image.unlink()
     return raw / "spring"
+
+
+def _rc_image(raw: Path, index: int) -> Path:
+    """The ``index``-th image listed in the run's stereo.timestamps."""
+    stamp = (raw / ROBOTCAR_RUN / "stereo.timestamps").read_text().splitlines()[index].split()[0]
+    return raw / ROBOTCAR_RUN / "stereo" / "centre" / f"{stamp}.png"
+
+
+def rc_truncated_png(raw: Path) -> Path:
+    return _truncate(_rc_image(raw, 2), 50)
+
+
+def rc_zero_byte_png(raw: Path) -> Path:
+    return _truncate(_rc_image(raw, 3), 0)
+
+
+def rc_wrong_bayer_size(raw: Path) -> Path:
+    path = _rc_image(raw, 2)
+    bayer = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(path), bayer[: bayer.shape[0] // 2, : bayer.shape[1] // 2])
+    return path
+
+
+def rc_colour_not_bayer(raw: Path) -> Path:
+    path = _rc_image(raw, 4)
+    cv2.imwrite(str(path), cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BayerGR2BGR))
+    return path
+
+
+def rc_missing_png(raw: Path) -> Path:
+    path = _rc_image(raw, 1)
+    path.unlink()
+    return path
+
+
+def rc_timestamps_not_monotonic(raw: Path) -> Path:
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "stereo.timestamps", lambda lines: lines[:2] + [lines[3], lines[2]] + lines[4:])
+
+
+def rc_nan_ins_pose(raw: Path) -> Path:
+    def edit(lines: list[str]) -> list[str]:
+        fields = lines[3].split(",")
+        fields[6] = "nan"  # easting
+        return lines[:3] + [",".join(fields)] + lines[4:]
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", edit)
+
+
+def rc_renamed_ins_column(raw: Path) -> Path:
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", lambda lines: [lines[0].replace(",northing,", ",north,")] + lines[1:])
+
+
+def rc_ins_missing(raw: Path) -> Path:
+    (raw / ROBOTCAR_RUN / "gps" / "ins.csv").unlink()
+    return raw / ROBOTCAR_RUN / "gps" / "ins.csv"
 
 
 def ns_dangling_ego_pose(raw: Path) -> Path:
@@ -387,6 +450,16 @@ CASES = {
         "nordland", nl_gps_not_utf8, normalise_nordland("spring"), r"UTF-8|encoding|decode",
         xfail="nordland.read_gps lets UnicodeDecodeError escape as a bare traceback (no file name)"),
     "nordland: empty season folder -> no frames": Case("nordland", nl_empty_season, normalise_nordland("spring"), r"season folder has no images"),
+    # Oxford RobotCar: <run>/stereo.timestamps, stereo/centre/<timestamp>.png (Bayer), gps/ins.csv, models/
+    "robotcar: truncated Bayer PNG -> cannot decode": Case("robotcar", rc_truncated_png, normalise_robotcar, r"cannot decode image"),
+    "robotcar: zero-byte PNG -> cannot decode": Case("robotcar", rc_zero_byte_png, normalise_robotcar, r"cannot decode image"),
+    "robotcar: Bayer image of the wrong size -> size differs from the camera LUT": Case("robotcar", rc_wrong_bayer_size, normalise_robotcar, r"image is 16x12 but the camera model's LUT is for 32x24"),
+    "robotcar: colour PNG instead of Bayer -> not single-channel": Case("robotcar", rc_colour_not_bayer, normalise_robotcar, r"expected an 8-bit single-channel Bayer image"),
+    "robotcar: image listed in stereo.timestamps missing -> missing": Case("robotcar", rc_missing_png, normalise_robotcar, r"image listed in stereo.timestamps is missing"),
+    "robotcar: non-monotonic stereo.timestamps -> not increasing": Case("robotcar", rc_timestamps_not_monotonic, normalise_robotcar, r"not strictly increasing at line 4"),
+    "robotcar: NaN easting in ins.csv -> NaN pose": Case("robotcar", rc_nan_ins_pose, normalise_robotcar, r"NaN pose at line 4"),
+    "robotcar: renamed ins.csv column -> missing column northing": Case("robotcar", rc_renamed_ins_column, normalise_robotcar, r"missing column\(s\) northing"),
+    "robotcar: ins.csv missing -> INS file missing": Case("robotcar", rc_ins_missing, normalise_robotcar, r"INS file missing"),
     # nuScenes: v1.0-mini JSON tables, samples/CAM_FRONT JPEGs, map masks
     "nuscenes: dangling ego_pose_token -> names sample_data.json": Case("nuscenes", ns_dangling_ego_pose, normalise_nuscenes, r"ego_pose_token.*e{32}"),
     "nuscenes: dangling log_token -> names scene.json": Case("nuscenes", ns_dangling_log, normalise_nuscenes, r"log_token.*d{32}"),
@@ -493,4 +566,16 @@ def test_scene_without_front_camera_key_frame_is_a_counted_skip(worlds, tmp_path
 def test_corpus_covers_every_stage_and_dataset():
     """At least 20 cases, across the three datasets' loaders and the archive/download/split stages."""
     kinds = {case.inputs for case in CASES.values()}
-    assert len(CASES) >= 20 and {"nordland", "nuscenes", "archives", "download", "frame_table"} <= kinds
+    assert len(CASES) >= 20 and {"nordland", "robotcar", "nuscenes", "archives", "download", "frame_table"} <= kinds
+
+
+def test_robotcar_frames_after_the_ins_ends_are_a_counted_skip(worlds, tmp_path):
+    """An INS log that stops between frames 3 and 4 drops frames 4 and 5 (counted), it never extrapolates."""
+    raw = tmp_path / "robotcar"
+    shutil.copytree(worlds["robotcar"], raw)
+    stamps = [int(line.split()[0]) for line in (raw / ROBOTCAR_RUN / "stereo.timestamps").read_text().splitlines()]
+    _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv",
+                   lambda lines: lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < stamps[4]])
+    result = robotcar.normalise_partition(raw, ROBOTCAR_RUN, tmp_path / "frames", tmp_path, size=16)
+    assert len(stamps) == 6 and result.dropped == {"outside_ins_range": 2}
+    assert result.table["timestamp_us"].to_pylist() == stamps[:4]
