@@ -1,0 +1,151 @@
+"""Synthetic Oxford RobotCar in the dataset's layout (as read by the official SDK):
+
+    <root>/models/stereo_narrow_left.txt, stereo_narrow_left_distortion_lut.bin
+    <root>/<run>/stereo.timestamps             "<microsecond timestamp> <chunk>" per line
+    <root>/<run>/stereo/centre/<timestamp>.png  8-bit Bayer GBRG, distorted by the camera model
+    <root>/<run>/gps/ins.csv                    INS at 50 Hz (real columns; yaw in radians, NED)
+    <root>/<run>/gps/gps.csv                    GPS at 5 Hz (real columns)
+
+The route is a stretch of the real Oxford route (the UTM positions of seqNet's Oxford test struct
+file, shipped as `data/oxford_route.csv`). Every run drives it at its own varying speed with a small
+lateral offset; the INS of the first run starts after its first camera frames, so a loader has
+frames outside the INS time range to drop. Ground truth (true camera pose per frame and some
+undistorted frames) goes to `truth_root`.
+"""
+import csv
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+import utm
+
+from seqvpr.atomic import atomic_dir
+from seqvpr.camera_model import CENTRE_MODEL, distort, radial_lut, write_camera_model
+from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
+from seqvpr.geometry import cumulative_distance
+from seqvpr.synthetic.render import World, render_view
+
+INS_COLUMNS = ["timestamp", "ins_status", "latitude", "longitude", "altitude", "northing", "easting", "down",
+               "utm_zone", "velocity_north", "velocity_east", "velocity_down", "roll", "pitch", "yaw"]
+GPS_COLUMNS = ["timestamp", "num_satellites", "latitude", "longitude", "altitude", "latitude_sigma",
+               "longitude_sigma", "altitude_sigma", "northing", "easting", "down", "utm_zone"]
+ZONE, BAND = 30, "U"
+K1, K2 = -0.18, 0.03
+HFOV_DEG = 66.0
+TRUTH_EVERY = 10
+
+
+def real_route() -> np.ndarray:
+    """(N, 2) easting, northing of the real route shipped with the package."""
+    with resources.files("seqvpr.synthetic").joinpath("data/oxford_route.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    return np.array([[float(r["easting"]), float(r["northing"])] for r in rows])
+
+
+def _stretch(route_length_m: float) -> np.ndarray:
+    route = real_route()
+    travelled = cumulative_distance(route)
+    if route_length_m <= 10 or route_length_m > travelled[-1]:
+        raise ValueError(f"route_length_m must be in (10, {travelled[-1]:.0f}], got {route_length_m}")
+    return route[: int(np.searchsorted(travelled, route_length_m)) + 1]
+
+
+def _pose_at(route: np.ndarray, travelled: np.ndarray, s: np.ndarray, lateral: float):
+    """Position (lateral offset to the left) and compass heading at distances s along the route."""
+    x = np.interp(s, travelled, route[:, 0])
+    y = np.interp(s, travelled, route[:, 1])
+    ahead = np.minimum(s + 2.0, travelled[-1])
+    behind = np.maximum(s - 2.0, 0.0)
+    dx = np.interp(ahead, travelled, route[:, 0]) - np.interp(behind, travelled, route[:, 0])
+    dy = np.interp(ahead, travelled, route[:, 1]) - np.interp(behind, travelled, route[:, 1])
+    heading = np.degrees(np.arctan2(dx, dy)) % 360.0
+    h = np.radians(heading)
+    return x - np.cos(h) * lateral, y + np.sin(h) * lateral, heading
+
+
+def mosaic_gbrg(rgb: np.ndarray) -> np.ndarray:
+    """Bayer GBRG sampling of an RGB image: row 0 = G B G B..., row 1 = R G R G..."""
+    raw = np.empty(rgb.shape[:2], dtype=np.uint8)
+    raw[0::2, 0::2] = rgb[0::2, 0::2, 1]
+    raw[0::2, 1::2] = rgb[0::2, 1::2, 2]
+    raw[1::2, 0::2] = rgb[1::2, 0::2, 0]
+    raw[1::2, 1::2] = rgb[1::2, 1::2, 1]
+    return raw
+
+
+def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_per_traversal: int = 0,
+             route_length_m: float = 200.0, camera_hz: float = 8.0, width: int = 320, height: int = 240) -> dict:
+    """Write the five runs of catalog.ROBOTCAR_TRAVERSALS. frames_per_traversal > 0 caps each run."""
+    if frames_per_traversal < 0:
+        raise ValueError(f"frames_per_traversal must be >= 0 (0: whole route), got {frames_per_traversal}")
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise ValueError(f"image size must be even and at least 16x16, got {width}x{height}")
+    route = _stretch(route_length_m)
+    travelled = cumulative_distance(route)
+    world = World([route], seed=seed)
+    focal = (width / 2) / np.tan(np.radians(HFOV_DEG) / 2)
+    rng = np.random.default_rng(seed)
+    summary = {}
+    truth_lines = ["run,timestamp,easting,northing,heading_deg"]
+    root = Path(root)
+    with atomic_dir(root) as tmp:
+        write_camera_model(tmp / "models", CENTRE_MODEL, (focal, focal), (width / 2, height / 2),
+                           radial_lut(width, height, focal, K1, K2))
+        for run_index, (run, condition) in enumerate(sorted(ROBOTCAR_TRAVERSALS.items())):
+            start_us = int(1.4e15) + run_index * 86_400_000_000 + int(rng.integers(0, 10**9))
+            speed = 5.0 + 1.5 * np.sin(np.linspace(0, rng.uniform(2, 5), 2000) + rng.uniform(0, 6))
+            t = np.linspace(0, 2000 / 10.0, 2000)  # speed profile sampled at 10 Hz
+            s_of_t = np.concatenate([[0.0], np.cumsum(speed[1:] * np.diff(t))])
+            duration = float(np.interp(travelled[-1] - 1.0, s_of_t, t))
+            lateral = rng.uniform(-1.0, 1.0)
+            camera_t = np.arange(0.0, duration, 1.0 / camera_hz)
+            if frames_per_traversal:
+                camera_t = camera_t[:frames_per_traversal]
+            cam_x, cam_y, cam_h = _pose_at(route, travelled, np.interp(camera_t, t, s_of_t), lateral)
+            cam_h = (cam_h + rng.normal(0, 1.0, len(camera_t))) % 360.0
+            stamps = start_us + np.round(camera_t * 1e6).astype(np.int64)
+            folder = tmp / run / "stereo" / "centre"
+            folder.mkdir(parents=True)
+            for i, ts in enumerate(stamps):
+                rgb = render_view(world, cam_x[i], cam_y[i], cam_h[i], condition, width, height, HFOV_DEG,
+                                  rng=np.random.default_rng([seed, run_index, i]))
+                cv2.imwrite(str(folder / f"{ts}.png"), mosaic_gbrg(distort(rgb, focal, K1, K2)))
+                truth_lines.append(f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}")
+                if truth_root is not None and i % TRUTH_EVERY == 0:
+                    truth_dir = Path(truth_root) / run
+                    truth_dir.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(truth_dir / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            (tmp / run / "stereo.timestamps").write_text("".join(f"{ts} 1\n" for ts in stamps))
+            ins_start = camera_t[3] if run_index == 0 and len(camera_t) > 6 else 0.0
+            _write_ins_gps(tmp / run / "gps", route, travelled, t, s_of_t, lateral, start_us,
+                           ins_start, camera_t[-1] + 0.5)
+            summary[run] = {"condition": condition, "frames": len(stamps)}
+    if truth_root is not None:
+        Path(truth_root).mkdir(parents=True, exist_ok=True)
+        (Path(truth_root) / "camera_poses.csv").write_text("\n".join(truth_lines) + "\n")
+    return summary
+
+
+def _write_ins_gps(folder: Path, route, travelled, t, s_of_t, lateral, start_us, t0, t1) -> None:
+    folder.mkdir(parents=True)
+    ins_t = np.arange(t0, t1, 1 / 50.0)
+    x, y, heading = _pose_at(route, travelled, np.interp(ins_t, t, s_of_t), lateral)
+    yaw = np.radians(heading)
+    yaw = (yaw + np.pi) % (2 * np.pi) - np.pi
+    lat, lon = utm.to_latlon(x, y, ZONE, BAND)
+    vn, ve = np.gradient(y, ins_t), np.gradient(x, ins_t)
+    with open(folder / "ins.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(INS_COLUMNS)
+        for i, ts in enumerate(start_us + np.round(ins_t * 1e6).astype(np.int64)):
+            writer.writerow([ts, "INS_SOLUTION_GOOD", f"{lat[i]:.9f}", f"{lon[i]:.9f}", "110.0", f"{y[i]:.6f}",
+                             f"{x[i]:.6f}", "-110.0", f"{ZONE}{BAND}", f"{vn[i]:.4f}", f"{ve[i]:.4f}", "0.0",
+                             "0.0", "0.0", f"{yaw[i]:.9f}"])
+    with open(folder / "gps.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(GPS_COLUMNS)
+        for i in range(0, len(ins_t), 10):
+            ts = start_us + int(round(ins_t[i] * 1e6))
+            writer.writerow([ts, 9, f"{lat[i]:.9f}", f"{lon[i]:.9f}", "110.0", "1.2", "1.2", "2.0",
+                             f"{y[i]:.6f}", f"{x[i]:.6f}", "-110.0", f"{ZONE}{BAND}"])
