@@ -285,6 +285,18 @@ def rc_renamed_ins_column(raw: Path) -> Path:
     return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", lambda lines: [lines[0].replace(",northing,", ",north,")] + lines[1:])
 
 
+def rc_ins_header_only(raw: Path) -> Path:
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", lambda lines: lines[:1])
+
+
+def rc_ins_zone_without_band(raw: Path) -> Path:
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", lambda lines: lines[:1] + [l.replace(",30U,", ",30,") for l in lines[1:]])
+
+
+def rc_ins_zone_garbage(raw: Path) -> Path:
+    return _rewrite_lines(raw / ROBOTCAR_RUN / "gps" / "ins.csv", lambda lines: lines[:1] + [l.replace(",30U,", ",XX,") for l in lines[1:]])
+
+
 def rc_ins_missing(raw: Path) -> Path:
     (raw / ROBOTCAR_RUN / "gps" / "ins.csv").unlink()
     return raw / ROBOTCAR_RUN / "gps" / "ins.csv"
@@ -460,6 +472,15 @@ CASES = {
     "robotcar: NaN easting in ins.csv -> NaN pose": Case("robotcar", rc_nan_ins_pose, normalise_robotcar, r"NaN pose at line 4"),
     "robotcar: renamed ins.csv column -> missing column northing": Case("robotcar", rc_renamed_ins_column, normalise_robotcar, r"missing column\(s\) northing"),
     "robotcar: ins.csv missing -> INS file missing": Case("robotcar", rc_ins_missing, normalise_robotcar, r"INS file missing"),
+    "robotcar: ins.csv with a header and no rows -> no poses": Case(
+        "robotcar", rc_ins_header_only, normalise_robotcar, r"(?i)no (poses|rows)|empty",
+        xfail="robotcar.read_ins: a header-only ins.csv raises a bare TypeError from np.isfinite (object dtype), no file name"),
+    "robotcar: utm_zone without band letter -> bad utm_zone": Case(
+        "robotcar", rc_ins_zone_without_band, normalise_robotcar, r"utm_zone",
+        xfail="robotcar.normalise_partition: utm_zone '30' escapes as utm OutOfRangeError ('zone letter out of range'), no file name"),
+    "robotcar: utm_zone not a zone -> bad utm_zone": Case(
+        "robotcar", rc_ins_zone_garbage, normalise_robotcar, r"utm_zone",
+        xfail="robotcar.normalise_partition: utm_zone 'XX' escapes as a bare ValueError from int(), no file name"),
     # nuScenes: v1.0-mini JSON tables, samples/CAM_FRONT JPEGs, map masks
     "nuscenes: dangling ego_pose_token -> names sample_data.json": Case("nuscenes", ns_dangling_ego_pose, normalise_nuscenes, r"ego_pose_token.*e{32}"),
     "nuscenes: dangling log_token -> names scene.json": Case("nuscenes", ns_dangling_log, normalise_nuscenes, r"log_token.*d{32}"),
