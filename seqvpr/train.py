@@ -64,6 +64,7 @@ def evaluate_recall(model, data: SplitData, length: int, ks=(1, 5, 10, 20)) -> d
 @dataclass
 class TrainConfig:
     model: str = "adapt_stformer"
+    model_kwargs: dict = field(default_factory=dict)
     seq_len: int = 5
     epochs: int = 3
     lr: float = 1e-5
@@ -104,7 +105,7 @@ def _step_loss(model, cfg: TrainConfig, data: SplitData, qi: int, db_desc: np.nd
 def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, log=print) -> TrainResult:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_model(cfg.model, **({"seq_len": cfg.seq_len} if cfg.model == "stformer" else {}))
+    model = build_model(cfg.model, **cfg.model_kwargs, **({"seq_len": cfg.seq_len} if cfg.model == "stformer" else {}))
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     q_windows = sequence_windows(train_data.q_bounds, cfg.seq_len)
     db_windows = sequence_windows(train_data.db_bounds, cfg.seq_len)
