@@ -3,8 +3,7 @@
 Every case first runs its stage on the intact copy (writing real outputs into a work folder), then
 breaks the input and runs the stage again: the call must raise DataError naming the broken file and
 the problem, and every output of the first run must still be there, byte for byte, with no
-temporary files left behind. Cases that the code under test does not yet handle are marked
-``xfail(strict=True)`` with the reason, so they turn into failures once fixed (and get unmarked).
+temporary files left behind.
 
 The test ids read as the corpus: ``<dataset>: <what is broken> -> <expected problem>``.
 """
@@ -446,7 +445,6 @@ class Case:
     damage: Callable[[Path], Path]
     stage: Callable[[Path, Path], None]
     problem: str  # regular expression the error's problem must match
-    xfail: str = ""
 
 
 CASES = {
@@ -459,8 +457,7 @@ CASES = {
     "nordland: renamed GPS column -> missing column latitude": Case("nordland", nl_renamed_gps_column, normalise_nordland("spring"), r"missing column\(s\) latitude"),
     "nordland: GPS file missing -> GPS file missing": Case("nordland", nl_gps_file_missing, normalise_nordland("spring"), r"GPS file missing"),
     "nordland: GPS CSV not UTF-8 -> not a text file": Case(
-        "nordland", nl_gps_not_utf8, normalise_nordland("spring"), r"UTF-8|encoding|decode",
-        xfail="nordland.read_gps lets UnicodeDecodeError escape as a bare traceback (no file name)"),
+        "nordland", nl_gps_not_utf8, normalise_nordland("spring"), r"UTF-8|encoding|decode"),
     "nordland: empty season folder -> no frames": Case("nordland", nl_empty_season, normalise_nordland("spring"), r"season folder has no images"),
     # Oxford RobotCar: <run>/stereo.timestamps, stereo/centre/<timestamp>.png (Bayer), gps/ins.csv, models/
     "robotcar: truncated Bayer PNG -> cannot decode": Case("robotcar", rc_truncated_png, normalise_robotcar, r"cannot decode image"),
@@ -473,14 +470,11 @@ CASES = {
     "robotcar: renamed ins.csv column -> missing column northing": Case("robotcar", rc_renamed_ins_column, normalise_robotcar, r"missing column\(s\) northing"),
     "robotcar: ins.csv missing -> INS file missing": Case("robotcar", rc_ins_missing, normalise_robotcar, r"INS file missing"),
     "robotcar: ins.csv with a header and no rows -> no poses": Case(
-        "robotcar", rc_ins_header_only, normalise_robotcar, r"(?i)no (poses|rows)|empty",
-        xfail="robotcar.read_ins: a header-only ins.csv raises a bare TypeError from np.isfinite (object dtype), no file name"),
+        "robotcar", rc_ins_header_only, normalise_robotcar, r"(?i)no (poses|rows)|empty"),
     "robotcar: utm_zone without band letter -> bad utm_zone": Case(
-        "robotcar", rc_ins_zone_without_band, normalise_robotcar, r"utm_zone",
-        xfail="robotcar.normalise_partition: utm_zone '30' escapes as utm OutOfRangeError ('zone letter out of range'), no file name"),
+        "robotcar", rc_ins_zone_without_band, normalise_robotcar, r"utm_zone"),
     "robotcar: utm_zone not a zone -> bad utm_zone": Case(
-        "robotcar", rc_ins_zone_garbage, normalise_robotcar, r"utm_zone",
-        xfail="robotcar.normalise_partition: utm_zone 'XX' escapes as a bare ValueError from int(), no file name"),
+        "robotcar", rc_ins_zone_garbage, normalise_robotcar, r"utm_zone"),
     # nuScenes: v1.0-mini JSON tables, samples/CAM_FRONT JPEGs, map masks
     "nuscenes: dangling ego_pose_token -> names sample_data.json": Case("nuscenes", ns_dangling_ego_pose, normalise_nuscenes, r"ego_pose_token.*e{32}"),
     "nuscenes: dangling log_token -> names scene.json": Case("nuscenes", ns_dangling_log, normalise_nuscenes, r"log_token.*d{32}"),
@@ -490,17 +484,13 @@ CASES = {
     "nuscenes: table cut short -> not valid JSON": Case("nuscenes", ns_table_not_json, normalise_nuscenes, r"not valid JSON"),
     "nuscenes: map mask missing -> map mask missing": Case("nuscenes", ns_missing_map_mask, normalise_nuscenes, r"map mask of map \w+ in map.json is missing"),
     "nuscenes: NaN ego translation -> non-finite pose": Case(
-        "nuscenes", ns_nan_ego_pose, normalise_nuscenes, r"(?i)nan|finite",
-        xfail="nuscenes.normalise_partition: a NaN ego_pose translation escapes as utm OutOfRangeError ('easting out of range'), no file name"),
+        "nuscenes", ns_nan_ego_pose, normalise_nuscenes, r"(?i)nan|finite"),
     "nuscenes: zero ego rotation quaternion -> invalid rotation": Case(
-        "nuscenes", ns_zero_quaternion, normalise_nuscenes, r"(?i)quaternion|rotation",
-        xfail="nuscenes.normalise_partition accepts a [0,0,0,0] ego_pose rotation and writes heading 0 (wrong output)"),
+        "nuscenes", ns_zero_quaternion, normalise_nuscenes, r"(?i)quaternion|rotation"),
     "nuscenes: sample timestamp not a number -> bad timestamp": Case(
-        "nuscenes", ns_timestamp_not_a_number, normalise_nuscenes, r"timestamp",
-        xfail="nuscenes.normalise_partition: int(sample['timestamp']) raises a bare ValueError, no file name"),
+        "nuscenes", ns_timestamp_not_a_number, normalise_nuscenes, r"timestamp"),
     "nuscenes: sample_data record without filename -> missing field": Case(
-        "nuscenes", ns_record_without_filename, normalise_nuscenes, r"filename",
-        xfail="nuscenes.normalise_partition: sample_data['filename'] raises a bare KeyError, no file name"),
+        "nuscenes", ns_record_without_filename, normalise_nuscenes, r"filename"),
     # Frame table -> split (build_split / write_split)
     "frame table: duplicate frame_id -> duplicate frame_id": Case("frame_table", ft_duplicate_frame_id, split_nordland, r"duplicate frame_id 'fall_images-19159'"),
     "frame table: NaN easting -> non-finite": Case("frame_table", ft_nan_easting, split_nordland, r"non-finite easting"),
@@ -522,8 +512,7 @@ CASES = {
 
 
 def _params() -> list:
-    return [pytest.param(case, id=name, marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=case.xfail)]
-                         if case.xfail else []) for name, case in CASES.items()]
+    return [pytest.param(case, id=name) for name, case in CASES.items()]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

@@ -52,23 +52,26 @@ def read_gps(path: Path) -> dict[int, tuple[float, float]]:
     """frame -> (lat, lon) from a season's GPS file."""
     if not path.is_file():
         raise DataError(path, "GPS file missing")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(GPS_COLUMNS) - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}")
-        gps = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                frame, lat, lon = int(row["frame"]), float(row["latitude"]), float(row["longitude"])
-            except (TypeError, ValueError):
-                raise DataError(path, f"line {line}: not a number in {row}") from None
-            if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-                raise DataError(path, f"line {line}: invalid position {lat}, {lon} for frame {frame}")
-            if frame in gps:
-                raise DataError(path, f"line {line}: duplicate frame {frame}")
-            gps[frame] = (lat, lon)
-    return gps
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(GPS_COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}")
+            gps = {}
+            for line, row in enumerate(reader, start=2):
+                try:
+                    frame, lat, lon = int(row["frame"]), float(row["latitude"]), float(row["longitude"])
+                except (TypeError, ValueError):
+                    raise DataError(path, f"line {line}: not a number in {row}") from None
+                if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+                    raise DataError(path, f"line {line}: invalid position {lat}, {lon} for frame {frame}")
+                if frame in gps:
+                    raise DataError(path, f"line {line}: duplicate frame {frame}")
+                gps[frame] = (lat, lon)
+        return gps
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not a UTF-8 text file: {err.reason} at byte {err.start}") from None
 
 
 def list_frames(season_dir: Path) -> list[tuple[int, Path]]:

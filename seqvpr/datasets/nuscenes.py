@@ -135,6 +135,13 @@ def camera_pose(nusc, sample_data: dict) -> tuple[float, float, float]:
     ego = _get(nusc, "ego_pose", sample_data["ego_pose_token"], "sample_data", token, "ego_pose_token")
     sensor = _get(nusc, "calibrated_sensor", sample_data["calibrated_sensor_token"], "sample_data", token,
                   "calibrated_sensor_token")
+    for record, table in ((ego, "ego_pose"), (sensor, "calibrated_sensor")):
+        values = np.asarray([*record.get("translation", []), *record.get("rotation", [])], dtype=np.float64)
+        if values.shape != (7,) or not np.isfinite(values).all():
+            raise DataError(Path(nusc.table_root) / f"{table}.json",
+                            f"record {record['token']}: translation/rotation missing or not finite")
+        if np.linalg.norm(record["rotation"]) < 1e-9:
+            raise DataError(Path(nusc.table_root) / f"{table}.json", f"record {record['token']}: zero rotation quaternion")
     ego_rotation = Quaternion(ego["rotation"])
     position = np.asarray(ego["translation"], dtype=np.float64) + ego_rotation.rotate(sensor["translation"])
     forward = (ego_rotation * Quaternion(sensor["rotation"])).rotate([0.0, 0.0, 1.0])
@@ -208,6 +215,11 @@ def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Pat
                 dropped[f"no_{CHANNEL}"] += 1
                 continue
             sample_data = nusc.get("sample_data", data_token)
+            if not isinstance(sample_data.get("filename"), str):
+                raise DataError(Path(nusc.table_root) / "sample_data.json", f"record {data_token} has no 'filename'")
+            if not isinstance(sample.get("timestamp"), int):
+                raise DataError(Path(nusc.table_root) / "sample.json",
+                                f"record {sample['token']}: timestamp {sample.get('timestamp')!r} is not an integer (microseconds)")
             x, y, heading = camera_pose(nusc, sample_data)
             source = raw_root / sample_data["filename"]
             frame_id = f"{scene['name']}_{sample['token'][:12]}"

@@ -5,6 +5,7 @@ BayerGR), undistorted with the camera model's LUT, resized for the model, and pl
 position interpolated linearly in UTM at the image timestamp, yaw on the circle. Frames outside the
 INS time range are dropped and counted, never extrapolated.
 """
+import re
 from pathlib import Path
 
 import cv2
@@ -54,15 +55,20 @@ def read_ins(path: Path) -> pd.DataFrame:
     missing = [c for c in INS_REQUIRED if c not in ins.columns]
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(missing)}")
+    if len(ins) < 2:
+        raise DataError(path, f"no poses to interpolate: {len(ins)} row(s)")
     numeric = ins[["timestamp", "northing", "easting", "yaw"]].apply(pd.to_numeric, errors="coerce")
     if numeric.isna().any().any() or not np.isfinite(numeric.to_numpy()).all():
         row = int(numeric.isna().any(axis=1).to_numpy().argmax()) + 2
         raise DataError(path, f"non-numeric or NaN pose at line {row}")
     if np.any(np.diff(numeric["timestamp"].to_numpy()) <= 0):
         raise DataError(path, "timestamps not strictly increasing")
-    if ins["utm_zone"].nunique() != 1:
-        raise DataError(path, f"run spans several UTM zones: {sorted(ins['utm_zone'].unique())}")
-    numeric["utm_zone"] = ins["utm_zone"].astype(str)
+    zones = sorted(ins["utm_zone"].astype(str).unique())
+    if len(zones) != 1:
+        raise DataError(path, f"run spans several UTM zones: {zones}")
+    if not re.fullmatch(r"([1-9]|[1-5][0-9]|60)[C-HJ-NP-X]", zones[0]):
+        raise DataError(path, f"utm_zone {zones[0]!r} is not a UTM zone number with its band letter (e.g. 30U)")
+    numeric["utm_zone"] = zones[0]
     return numeric
 
 
