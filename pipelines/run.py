@@ -25,21 +25,36 @@ def _defs():
     return defs
 
 
-def plan(selection: list[str] | None = None) -> list[list[tuple[str, str | None]]]:
-    """Waves of (asset key, partition key) tasks; every task's upstream assets are in earlier waves."""
+def _closure(graph, keys, start: set, direction: str) -> set:
+    """`start` plus every asset reachable from it upstream ("parent_keys") or downstream ("child_keys")."""
+    reached, frontier = set(start), list(start)
+    while frontier:
+        for other in getattr(graph.get(frontier.pop()), direction):
+            if other in keys and other not in reached:
+                reached.add(other)
+                frontier.append(other)
+    return reached
+
+
+def plan(selection: list[str] | None = None, rebuild_from: list[str] | None = None) -> list[list[tuple[str, str | None]]]:
+    """Waves of (asset key, partition key) tasks; every task's upstream assets are in earlier waves.
+
+    selection: these assets and everything upstream of them (default: all but training/evaluation);
+    rebuild_from: only these assets and what is downstream of them (and selected), e.g. after a
+    config change, so upstream products are reused as they are."""
     graph = _defs().resolve_asset_graph()
     keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
-    if not selection:
-        keys = [k for k in keys if graph.get(k).group_name != "training"]
+
+    def matching(prefixes):
+        return {k for k in keys if any(k.to_user_string().startswith(p) for p in prefixes)}
+
+    if selection:
+        wanted = _closure(graph, keys, matching(selection), "parent_keys")
     else:
-        wanted = {k for k in keys if any(k.to_user_string().startswith(s) for s in selection)}
-        frontier = list(wanted)
-        while frontier:
-            for parent in graph.get(frontier.pop()).parent_keys:
-                if parent in keys and parent not in wanted:
-                    wanted.add(parent)
-                    frontier.append(parent)
-        keys = [k for k in keys if k in wanted]
+        wanted = {k for k in keys if graph.get(k).group_name != "training"}
+    if rebuild_from:
+        wanted &= _closure(graph, keys, matching(rebuild_from), "child_keys")
+    keys = [k for k in keys if k in wanted]
     depth: dict = {}
     for key in keys:
         parents = [p for p in graph.get(key).parent_keys if p in depth]
@@ -57,11 +72,18 @@ def _op_config(run_config: dict, key: str) -> dict:
     return {"ops": {key: ops[key]}} if key in ops else {}
 
 
+def _resources(defs, home: str, run_config: dict) -> dict:
+    """The code location's resources, configured from the YAML's `resources:` section."""
+    from pipelines.resources import PipelineHome
+
+    configured = {key: type(resource)(**run_config.get("resources", {}).get(key, {}).get("config", {}))
+                  for key, resource in defs.resources.items()}
+    return {**configured, "home": PipelineHome(home=home)}
+
+
 def materialize_task(key: str, partition: str | None, home: str, run_config: dict) -> str:
     """Materialise one asset (one partition) in-process; returns a one-line summary."""
     from dagster import AssetKey, DagsterInstance, materialize
-
-    from pipelines.resources import PipelineHome
 
     defs = _defs()
     graph_assets = list(defs.assets) + list(defs.asset_checks or [])
@@ -72,7 +94,7 @@ def materialize_task(key: str, partition: str | None, home: str, run_config: dic
             selection=[AssetKey.from_user_string(key)],
             partition_key=partition,
             instance=instance,
-            resources={**defs.resources, "home": PipelineHome(home=home)},
+            resources=_resources(defs, home, run_config),
             run_config=_op_config(run_config, key),
             raise_on_error=False,
         )
@@ -92,7 +114,7 @@ def dask_task(key: str, partition: str, home: str, run_config: dict, address: st
     config = {
         **_op_config(run_config, key),
         "execution": {"config": {"cluster": {"existing": {"address": address}}}},
-        "resources": {"home": {"config": {"home": home}}},
+        "resources": {**run_config.get("resources", {}), "home": {"config": {"home": home}}},
     }
     start = time.perf_counter()
     with DagsterInstance.get() as instance:
@@ -109,8 +131,13 @@ def _share_cores(workers: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def run(home: str, workers: int, run_config: dict, selection: list[str] | None = None, dask_address: str | None = None) -> None:
-    waves = plan(selection)
+def run(home: str, workers: int, run_config: dict, selection: list[str] | None = None, dask_address: str | None = None,
+        rebuild_from: list[str] | None = None) -> None:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get():  # create the run storage once, so worker processes do not race to
+        pass
+    waves = plan(selection, rebuild_from)
     total = sum(len(w) for w in waves)
     done = 0
     started = time.perf_counter()
@@ -133,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seqvpr run", description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=os.environ.get("SEQVPR_HOME", "."), help="pipeline home (data/, struct_files/, shards/)")
     parser.add_argument("--workers", type=int, default=2, help="concurrent asset partitions")
-    parser.add_argument("--config", type=Path, help="YAML run config: {ops: {<asset>: {config: {...}}}}")
+    parser.add_argument("--config", type=Path, help="YAML run config: {ops: {<asset>: {config: {...}}}, "
+                        "resources: {encoder: {config: {checkpoint: ...}}}}")
     parser.add_argument("--select", nargs="*", help="asset key prefixes to materialise (with their upstream assets); "
                         "default: every dataset product, without training/evaluation")
+    parser.add_argument("--rebuild-from", nargs="*", help="only these assets and their downstream assets "
+                        "(e.g. oxford_hard_split after changing its frame separation)")
     parser.add_argument("--dask-address", help="run partitioned heavy assets on this Dask scheduler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -144,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     run_config = yaml.safe_load(args.config.read_text()) if args.config else {}
     try:
-        run(home, args.workers, run_config or {}, args.select, args.dask_address)
+        run(home, args.workers, run_config or {}, args.select, args.dask_address, args.rebuild_from)
     except RuntimeError as err:
         log.error(str(err))
         return 1
