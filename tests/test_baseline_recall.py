@@ -87,7 +87,7 @@ def test_robotcar_night_queries_find_day_places(tmp_path):
     from seqvpr.datasets import robotcar
 
     raw = tmp_path / "raw"
-    generate("robotcar", raw, seed=0, truth_root=tmp_path / "truth", frames_per_traversal=120, width=128, height=72)
+    generate("robotcar", raw, seed=0, truth_root=tmp_path / "truth", route_length_m=600, camera_hz=2, width=128, height=72)
     rows = [row for traversal in robotcar.discover_partitions(raw) for row in robotcar.normalise_partition(
         raw, traversal, tmp_path / "frames" / traversal, tmp_path, size=64).table.to_pylist()]
     day = [r for r in rows if r["condition"] == "day"]
