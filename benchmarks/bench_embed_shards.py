@@ -44,23 +44,25 @@ def bench_shards(tmp: Path, samples: int) -> None:
     rng = np.random.default_rng(1)
     data = [Sample(f"frame-{i:06d}", rng.normal(size=(576, 384)).astype(np.float16),
                    rng.normal(size=384).astype(np.float32), {"role": "db", "order": i}) for i in range(samples)]
-    start = time.perf_counter()
-    manifest = write_split_shards(tmp / "ours", "bench", "train", data, max_count=64)
-    ours_s = time.perf_counter() - start
+    ours_s = plain_s = float("inf")
+    for round_ in range(3):  # alternate, keep each side's best round: the page cache and disk are noisy
+        start = time.perf_counter()
+        manifest = write_split_shards(tmp / "ours", "bench", "train", data, max_count=64)
+        ours_s = min(ours_s, time.perf_counter() - start)
+        start = time.perf_counter()
+        with tarfile.open(tmp / "plain.tar", "w") as tar:
+            for sample in data:
+                for name, array in (("tokens.npy", sample.tokens), ("desc.npy", sample.descriptor)):
+                    buf = io.BytesIO()
+                    np.save(buf, array)
+                    info = tarfile.TarInfo(f"{sample.key}.{name}")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+        plain_s = min(plain_s, time.perf_counter() - start)
     total = sum(s["bytes"] for s in manifest["shards"])
-    start = time.perf_counter()
-    with tarfile.open(tmp / "plain.tar", "w") as tar:
-        for sample in data:
-            for name, array in (("tokens.npy", sample.tokens), ("desc.npy", sample.descriptor)):
-                buf = io.BytesIO()
-                np.save(buf, array)
-                info = tarfile.TarInfo(f"{sample.key}.{name}")
-                info.size = buf.tell()
-                buf.seek(0)
-                tar.addfile(info, buf)
-    plain_s = time.perf_counter() - start
     mb = total / 2**20
-    print(f"shards: ours {mb / ours_s:.0f} MB/s, plain tarfile {mb / plain_s:.0f} MB/s, ratio {plain_s / ours_s:.2f} ({mb:.0f} MB)")
+    print(f"shards: ours {mb / ours_s:.0f} MB/s, plain tarfile {mb / plain_s:.0f} MB/s, ratio {plain_s / ours_s:.2f} ({mb:.0f} MB, best of 3)")
 
 
 def main() -> None:

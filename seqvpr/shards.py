@@ -14,6 +14,26 @@ from schemas.shard import DESCRIPTOR_FILES, MANIFEST, SHARD_PATTERN, WIDS_INDEX
 from seqvpr.atomic import atomic_dir
 
 
+class _HashingFile:
+    """Write-only file that hashes what passes through, so a shard is never read back to hash it."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @dataclass(frozen=True)
 class Sample:
     key: str
@@ -58,14 +78,13 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
     shards, descriptors = [], {"db": [], "query": []}
     keys: set[str] = set()
     with atomic_dir(out_dir) as tmp:
-        tar, count, size, total = None, 0, 0, 0
+        tar, sink, count, size, total = None, None, 0, 0, 0
 
         def close():
             if tar is not None:
                 tar.close()
-                path = tmp / shards[-1]["name"]
-                shards[-1].update(samples=count, bytes=path.stat().st_size,
-                                  sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+                sink.close()
+                shards[-1].update(samples=count, bytes=sink.size, sha256=sink.sha256.hexdigest())
 
         for sample in samples:
             if "." in sample.key or sample.key in keys:
@@ -80,7 +99,8 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
             if tar is None or count >= max_count or (count and size + sample_bytes > max_bytes):
                 close()
                 shards.append({"name": SHARD_PATTERN.format(split=split, index=len(shards))})
-                tar = tarfile.open(tmp / shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
+                sink = _HashingFile(tmp / shards[-1]["name"])
+                tar = tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT)
                 count, size = 0, 0
             for name, data in members:
                 _add(tar, name, data)
