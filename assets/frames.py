@@ -1,8 +1,6 @@
 """Normalised frames (partitioned per traversal / map / season) and the per-dataset frame tables."""
 
-import base64
 import importlib
-import io
 import time
 from collections import Counter
 
@@ -17,6 +15,7 @@ from dagster import (
 )
 
 from pipelines.partitions import PARTITIONS
+from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from seqvpr.datasets.frames import merge_tables, write_table
 from seqvpr.layout import DATASETS
@@ -30,11 +29,7 @@ class NormaliseConfig(Config):
 
 def trajectory_plot(table) -> str:
     """Markdown with an embedded PNG of every traversal's UTM trajectory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), dpi=80)
     for traversal in sorted(set(table.column("traversal").to_pylist())):
         rows = table.filter(pc.equal(table.column("traversal"), traversal))
@@ -44,10 +39,7 @@ def trajectory_plot(table) -> str:
     ax.set_aspect("equal", adjustable="datalim")
     if table.num_rows:
         ax.legend(fontsize=5, markerscale=3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return f"![trajectories](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return png_markdown(fig, "trajectories")
 
 
 def build_frame_assets(dataset: str):

@@ -5,8 +5,6 @@ each split asset's Config is generated from the benchmark's defaults (seqvpr.spl
 so the Dagster UI shows them.
 """
 
-import base64
-import io
 from collections import Counter
 from typing import Optional
 
@@ -24,6 +22,7 @@ from dagster import (
     asset_check,
 )
 
+from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir
@@ -42,11 +41,7 @@ def split_config_class(benchmark: str) -> type[Config]:
 
 def pairs_plot(table, max_pairs_per_split: int = 8) -> str:
     """Markdown with an embedded PNG: db/query trajectories per split and a few positive pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     splits = [s for s in SPLITS if s in set(table.column("split").to_pylist())]
     fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(4 * max(len(splits), 1), 3.5), dpi=80, squeeze=False)
     for ax, split in zip(axes[0], splits):
@@ -61,10 +56,7 @@ def pairs_plot(table, max_pairs_per_split: int = 8) -> str:
         ax.set_xlabel("easting [m]")
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=6, markerscale=3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return f"![pairs](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return png_markdown(fig, "pairs")
 
 
 def _counts(table) -> dict:

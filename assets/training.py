@@ -1,13 +1,12 @@
 """Training and evaluation from the shards: a checkpoint per benchmark with a train split, and a
 Table-II-like results table per benchmark (nuScenes is evaluated with the Oxford-easy model, as in
 the Adapt-STformer paper)."""
-import base64
-import io
 import json
 
 import numpy as np
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
+from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from seqvpr.atomic import atomic_write_text
 from seqvpr.evaluate import evaluate_models, results_markdown
@@ -42,19 +41,12 @@ def _split_data(layout, benchmark: str, split: str):
 
 
 def _loss_plot(losses: list[float]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 2.5), dpi=80)
     ax.plot(losses)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return f"![loss](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return png_markdown(fig, "loss")
 
 
 def build_checkpoint_asset(benchmark: str):

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.frame_table import FRAME_TABLE_SCHEMA
+
 SPLITS = ("train", "val", "test")
 ROLES = ("db", "query")
+# frame-table columns copied into the split table (all but the UTM zone and band)
+FRAME_COLUMNS = ("frame_id", "dataset", "location", "traversal", "condition", "frame_index", "timestamp_us",
+                 "image_path", "source_file", "lat", "lon", "easting", "northing", "heading_deg", "place_index")
 
 SPLIT_TABLE_SCHEMA = pa.schema(
     [
@@ -26,21 +31,7 @@ SPLIT_TABLE_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
         pa.field("role", pa.string(), nullable=False),
         pa.field("order", pa.int64(), nullable=False),
-        pa.field("frame_id", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("location", pa.string(), nullable=False),
-        pa.field("traversal", pa.string(), nullable=False),
-        pa.field("condition", pa.string(), nullable=False),
-        pa.field("frame_index", pa.int64(), nullable=False),
-        pa.field("timestamp_us", pa.int64(), nullable=False),
-        pa.field("image_path", pa.string(), nullable=False),
-        pa.field("source_file", pa.string(), nullable=False),
-        pa.field("lat", pa.float64(), nullable=False),
-        pa.field("lon", pa.float64(), nullable=False),
-        pa.field("easting", pa.float64(), nullable=False),
-        pa.field("northing", pa.float64(), nullable=False),
-        pa.field("heading_deg", pa.float64(), nullable=False),
-        pa.field("place_index", pa.int64(), nullable=False),
+        *[FRAME_TABLE_SCHEMA.field(name) for name in FRAME_COLUMNS],
         pa.field("section", pa.int32(), nullable=False),
         pa.field("travelled", pa.float64(), nullable=False),
         pa.field("seq_start", pa.int64(), nullable=False),
