@@ -2,9 +2,10 @@
 
 Module and parameter names follow the official Compact-Transformers layout (SHI-Labs
 `src/cct.py`, `src/utils/tokenizer.py`, `src/utils/transformers.py`), so the official checkpoint
-loads with `strict=True`. As in the SeqVLAD / Adapt-STformer code bases (`--trunc_te 8`), only the
-first `num_layers` transformer blocks are kept for features, and the sequence pooling is skipped:
-the encoder returns the (B, 576, 384) token map after the final LayerNorm.
+loads with `strict=True`. As in the Adapt-STformer code base (its training scripts,
+`sbatch_files/train/cct_adapt_stformer_train.sbatch`, pass `--trunc_te 8 --freeze_te 1`), only the
+first `num_layers` = 8 transformer blocks are kept for features, and the sequence pooling is
+skipped: the encoder returns the (B, 576, 384) token map after the final LayerNorm.
 """
 import hashlib
 import logging
