@@ -66,3 +66,19 @@ def test_training_improves_recall_over_untrained():
     result = train(cfg, train_data, val_data, log=lambda *_: None)
     assert result.best_recall5 > result.initial_recall[5]
     assert len(result.history) >= 1 and all(np.isfinite(h["loss"]) for h in result.history)
+
+
+def test_evaluation_table_has_every_model_and_the_rerank_row():
+    from seqvpr.evaluate import evaluate_models, results_markdown
+
+    rng = np.random.default_rng(3)
+    places = rng.normal(size=(8, 576, 384)).astype(np.float16)
+    bounds = np.array([[0, 8]] * 8)
+    positives = [np.array([i]) for i in range(8)]
+    data = SplitData(places, places, bounds, bounds, positives, positives, np.full((8, 5), -1))
+    rows = evaluate_models(data, ["seqvlad", "stformer", "opticornet"], {}, [1, 3], log=lambda *_: None)
+    labels = [(r["model"], r["length"]) for r in rows]
+    assert ("stformer (untrained)", 5) in labels and ("stformer (untrained)", 1) not in labels
+    assert ("opticornet (untrained) + SeqSLAM re-rank", 3) in labels and ("seqvlad (untrained)", 1) in labels
+    table = results_markdown("toy", rows)
+    assert table.count("\n| ") == len(rows) + 1 and "R@20" in table
