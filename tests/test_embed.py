@@ -62,3 +62,39 @@ def test_cache_embeds_each_frame_once(tmp_path):
     assert cache_file(tmp_path / "cache", digests[0]).parent.name == digests[0][:2]
     desc = global_descriptor(tokens)
     assert desc.shape == (384,) and np.linalg.norm(desc) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_killed_embedding_leaves_only_complete_cache_entries(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        save_frame(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), tmp_path / "frames" / f"{i}.png")
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from seqvpr.embed.embed import FrameEmbedder
+        def progress(done, total):
+            print("embedded", done, flush=True)
+            time.sleep(60)
+        paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.png"))
+        FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(tmp_path / 'killed')!r}), 1, progress)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().split() == ["embedded", "1"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted((tmp_path / "killed").rglob("*.npy"))
+    assert len(finished) == 1 and np.load(finished[0]).shape == (576, 384)
+    paths = sorted((tmp_path / "frames").glob("*.png"))
+    embedder = FrameEmbedder(num_layers=1, device="cpu")
+    _, resumed = embedder.embed_files(paths, tmp_path / "killed", batch_size=1)
+    assert (resumed.embedded, resumed.cache_hits) == (3, 1)
+    embedder.embed_files(paths, tmp_path / "clean", batch_size=1)
+    killed = {p.name: p.read_bytes() for p in (tmp_path / "killed").rglob("*.npy")}
+    clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").rglob("*.npy")}
+    assert killed == clean

@@ -1,0 +1,27 @@
+"""The code location loads: `dagster definitions validate` passes and every job resolves."""
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dagster_definitions_validate(tmp_path):
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_asset_graph_and_jobs():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for dataset in ("robotcar", "nuscenes", "nordland"):
+        assert {f"{dataset}_raw", f"{dataset}_frames", f"{dataset}_frame_table", f"{dataset}_embeddings"} <= keys
+    for benchmark in ("nordland", "oxford_easy", "oxford_hard", "nuscenes"):
+        assert {f"{benchmark}_split", f"{benchmark}_struct_files", f"{benchmark}_shards", f"{benchmark}_results"} <= keys
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"prepare_job", "train_evaluate_job", "robotcar_frames_job", "nordland_embeddings_job"} <= jobs
+    assert defs.resolve_job_def("robotcar_frames_job").executor_def.name == "dask"
