@@ -8,6 +8,7 @@ their learned absolute positions) and, in parallel, a temporal branch (4 CCT blo
 runs inside 6 x 6 token windows, stride 3, across all 5 frames at once, with 3D relative position
 biases; overlapping windows are summed back by `fold`). The two outputs are summed and SeqVLAD pools
 all L x 576 tokens. The window covers exactly `seq_len` frames, so the model is tied to it.
+The CCT blocks' attention dropout and stochastic depth (0.1 in the authors' code) are not modelled.
 """
 import math
 
