@@ -104,32 +104,71 @@ def grid_reference_points(side: int, device=None) -> torch.Tensor:
 
 
 class DeformableEncoderLayer(nn.Module):
-    """Deformable transformer encoder layer: deformable attention + FFN, post-norm as in Deformable DETR."""
+    """The authors' `Detr` layer (ai4ce/Adapt-STFormer `svpr/models/detr.py` with
+    `SpatialCrossAttention2D`): LayerNorm(query + dropout(deformable attention)), no FFN.
 
-    def __init__(self, dim: int, heads: int = 8, points: int = 8, levels: int = 2, ffn: int = 1024, dropout: float = 0.1):
+    `ffn` adds Deformable DETR's feed-forward sub-layer (Linear-ReLU-Linear, post-norm), which the
+    authors' layer does not have.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, points: int = 8, levels: int = 2, ffn: int | None = None,
+                 dropout: float = 0.1):
         super().__init__()
         self.attn = DeformableAttention(dim, heads, levels, points)
         self.norm1 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
-        self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        if ffn:
+            self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
+            self.norm2 = nn.LayerNorm(dim)
+        else:
+            self.ffn = None
 
     def forward(self, query, reference_points, value, shape):
         x = self.norm1(query + self.dropout(self.attn(query, reference_points, value, shape)))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+        return x if self.ffn is None else self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class DenseCrossAttention(nn.Module):
+    """The authors' dense cross-attention (`dense_spatial_cross_attention.py`, `CrossAttention`):
+    learned absolute positions added to query and key, bias-free q/k/v projections."""
+
+    def __init__(self, dim: int, heads: int, tokens: int, dropout: float = 0.1):
+        super().__init__()
+        self.heads = heads
+        self.pos_embed_q = nn.Parameter(torch.zeros(1, tokens, dim))
+        self.pos_embed_k = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.trunc_normal_(self.pos_embed_q, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed_k, std=0.02)
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        for layer in (self.q_proj, self.k_proj, self.v_proj, self.proj):
+            nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.dropout = dropout
+
+    def forward(self, query, value):
+        b, n, d = query.shape
+
+        def heads(x):
+            return x.view(b, -1, self.heads, d // self.heads).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(query + self.pos_embed_q)), heads(self.k_proj(value + self.pos_embed_k)), heads(self.v_proj(value))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return F.dropout(self.proj(out.transpose(1, 2).reshape(b, n, d)), self.dropout, self.training)
 
 
 class DenseCrossEncoderLayer(nn.Module):
-    """The dense (K = all tokens) counterpart of DeformableEncoderLayer, for the Table IV ablation."""
+    """Table IV's K = 576 layer: the authors' `DenseCrossAttention2D` (pre-norm on the query,
+    residual, post-norm) followed, as in their `Detr`, by the layer's own LayerNorm."""
 
-    def __init__(self, dim: int, heads: int = 8, ffn: int = 1024, dropout: float = 0.1):
+    def __init__(self, dim: int, heads: int = 8, tokens: int = 576, dropout: float = 0.1):
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.pre_norm = nn.LayerNorm(dim)
+        self.attn = DenseCrossAttention(dim, heads, tokens, dropout)
+        self.post_norm = nn.LayerNorm(dim)
         self.norm1 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
-        self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, query, reference_points, value, shape):
-        x = self.norm1(query + self.dropout(self.attn(query, value, value, need_weights=False)[0]))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+        return self.norm1(self.post_norm(query + self.attn(self.pre_norm(query), value)))

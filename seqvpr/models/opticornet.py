@@ -1,69 +1,99 @@
-"""OptiCorNet (Li et al.): 1D conv encoder + Differentiable Sequence Delta, quadruplet loss, and
-hierarchical retrieval (sequence shortlist, then SeqSLAM-style re-ranking with frame descriptors)."""
+"""OptiCorNet (Li et al.) as its paper writes it: a 1D conv encoder over NetVLAD frame descriptors,
+the Differentiable Sequence Delta (Eqs. 1-6), the quadruplet loss (Eqs. 7-9) and hierarchical
+retrieval (Eqs. 10-12: shortlist by sequence descriptor, re-rank by the learned single-image
+descriptors S1 along the aligned window).
+
+Not stated in the paper, chosen here: encoder width C = 512 and LSTM width d = 512 (so R = D, the
+"otherwise" case of Eq. 5), no activation after the encoder, margin m = 0.1 and gamma1 = gamma2 = 1.
+w in Eq. 1 has one entry per frame, so the model is tied to its sequence length (paper: l = 5).
+"""
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvpr.models.sequence import frame_descriptors
-
 
 class DifferentiableSequenceDelta(nn.Module):
-    """Learnable anti-symmetric temporal differencing (a depthwise temporal kernel w with
-    w[k] = -w[-k], initialised to the central difference), a one-layer LSTM and a residual projection."""
+    """Eqs. 1-6: D = X . w (w anti-symmetric over the T frames, initialised to [-1, 0, ..., 0, +1]),
+    H = LSTM(D) run on that single step, Z = H, R = Proj(D) if C != d else D, F = Z + R."""
 
-    def __init__(self, dim: int, kernel: int = 3):
+    def __init__(self, dim: int, hidden: int, seq_len: int):
         super().__init__()
-        if kernel % 2 == 0:
-            raise ValueError("the differencing kernel needs an odd width")
-        init = torch.zeros(kernel)
-        init[0], init[-1] = -0.5, 0.5
-        self.half_kernel = nn.Parameter(init.repeat(dim, 1))
-        self.lstm = nn.LSTM(dim, dim, num_layers=1, batch_first=True)
-        self.residual = nn.Linear(dim, dim)
+        if seq_len < 2:
+            raise ValueError("temporal differencing needs at least 2 frames")
+        init = torch.zeros(seq_len)
+        init[0], init[-1] = -1.0, 1.0
+        self.raw_weights = nn.Parameter(init)
+        self.lstm = nn.LSTM(dim, hidden, num_layers=1, batch_first=True)
+        self.project = nn.Linear(dim, hidden) if dim != hidden else None
 
-    def kernel(self) -> torch.Tensor:
-        return 0.5 * (self.half_kernel - self.half_kernel.flip(-1))
+    def weights(self) -> torch.Tensor:
+        """w = (v - reverse(v)) / 2: anti-symmetric for any v."""
+        return 0.5 * (self.raw_weights - self.raw_weights.flip(0))
 
-    def forward(self, x):  # (B, L, D)
-        weight = self.kernel().unsqueeze(1)  # (D, 1, k): anti-symmetric by construction
-        delta = F.conv1d(x.transpose(1, 2), weight, padding=weight.shape[-1] // 2, groups=x.shape[-1]).transpose(1, 2)
-        refined, _ = self.lstm(delta)
-        return refined + self.residual(x)
+    def forward(self, x):  # (B, T, C) -> (B, d)
+        if x.shape[1] != self.raw_weights.shape[0]:
+            raise ValueError(f"the differencing weights span {self.raw_weights.shape[0]} frames, got {x.shape[1]}")
+        delta = torch.einsum("btc,t->bc", x, self.weights())  # Eq. 1
+        z = self.lstm(delta.unsqueeze(1))[0].squeeze(1)  # Eqs. 2-4
+        return z + (delta if self.project is None else self.project(delta))  # Eqs. 5-6
 
 
 class OptiCorNet(nn.Module):
-    def __init__(self, dim: int = 384, hidden: int = 512, out_dim: int = 512):
+    """NetVLAD frame descriptors (B, T, dim) -> Conv1d encoder (kernel 3) -> DSD -> L2 norm."""
+
+    def __init__(self, dim: int = 4096, channels: int = 512, hidden: int = 512, seq_len: int = 5, kernel: int = 3):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv1d(dim, hidden, kernel_size=3, padding=1), nn.ReLU())
-        self.delta = DifferentiableSequenceDelta(hidden)
-        self.head = nn.Linear(hidden, out_dim)
+        self.seq_len = seq_len
+        self.encoder = nn.Conv1d(dim, channels, kernel_size=kernel, padding=kernel // 2)
+        self.temporal = DifferentiableSequenceDelta(channels, hidden, seq_len)
 
-    def forward(self, tokens):
-        x = self.encoder(frame_descriptors(tokens).transpose(1, 2)).transpose(1, 2)
-        return F.normalize(self.head(self.delta(x).mean(1)), dim=-1)
+    def forward(self, frames):
+        x = self.encoder(frames.transpose(1, 2)).transpose(1, 2)
+        return F.normalize(self.temporal(x), dim=-1)
+
+    def frame_descriptors(self, frames: torch.Tensor) -> torch.Tensor:
+        """S1: the encoder applied to each frame on its own, (N, dim) -> (N, channels) L2-normalised."""
+        return F.normalize(self.encoder(frames.unsqueeze(-1)).squeeze(-1), dim=-1)
 
 
-def quadruplet_loss(anchor, positive, negative, negative2, margin1: float = 0.1, margin2: float = 0.05):
-    """max(0, d(a,p) - d(a,n1) + m1) + max(0, d(a,p) - d(n1,n2) + m2), squared L2 distances, mean over batch."""
+def quadruplet_loss(anchor, positive, negative1, negative2, margin: float = 0.1, gamma1: float = 1.0,
+                    gamma2: float = 1.0):
+    """Eqs. 7-9 with squared L2 distances, mean over the batch:
+    gamma1 [m + d(a,p) - d(a,n1)]+ + gamma2 [m + d(a,p) - d(a,n2)]+."""
     d_ap = (anchor - positive).pow(2).sum(-1)
-    d_an = (anchor - negative).pow(2).sum(-1)
-    d_nn = (negative - negative2).pow(2).sum(-1)
-    return (F.relu(d_ap - d_an + margin1) + F.relu(d_ap - d_nn + margin2)).mean()
+    d_an1 = (anchor - negative1).pow(2).sum(-1)
+    d_an2 = (anchor - negative2).pow(2).sum(-1)
+    return (gamma1 * F.relu(margin + d_ap - d_an1) + gamma2 * F.relu(margin + d_ap - d_an2)).mean()
 
 
 def hierarchical_retrieval(q_seq: np.ndarray, db_seq: np.ndarray, q_frames: np.ndarray, db_frames: np.ndarray,
-                           q_windows: np.ndarray, db_windows: np.ndarray, shortlist: int = 20, top: int = 20) -> np.ndarray:
-    """Rank db sequences for each query: shortlist by sequence descriptor distance, then re-rank the
-    shortlist by the SeqSLAM score, the summed frame-descriptor distance along the aligned window.
+                           q_windows: np.ndarray, db_windows: np.ndarray, shortlist: int = 100, top: int = 20,
+                           budget_bytes: int = 64 << 20) -> np.ndarray:
+    """Eqs. 10-12: for each query, the `shortlist` db sequences nearest by sequence descriptor, re-ranked
+    by the summed L2 distance of the learned S1 frame descriptors along the aligned windows.
 
     q_windows / db_windows: (N, L) frame indices of each sequence. Returns (Nq, top) db indices.
+    Queries are processed in chunks sized so that no intermediate exceeds about `budget_bytes`.
     """
-    distances = ((q_seq[:, None, :] - db_seq[None, :, :]) ** 2).sum(-1)
-    candidates = np.argsort(distances, axis=1, kind="stable")[:, :shortlist]
-    ranked = []
-    for qi, cands in enumerate(candidates):
-        q = q_frames[q_windows[qi]]  # (L, D)
-        scores = [np.linalg.norm(q - db_frames[db_windows[c]], axis=1).sum() for c in cands]
-        ranked.append(cands[np.argsort(scores, kind="stable")][:top])
-    return np.array(ranked)
+    if shortlist < top:
+        raise ValueError(f"the shortlist ({shortlist}) must be at least as long as the ranking ({top})")
+    shortlist = min(shortlist, len(db_seq))
+    length, frame_dim = q_windows.shape[1], q_frames.shape[1]
+    per_query = max(len(db_seq) * 8, shortlist * length * frame_dim * 8)
+    chunk = max(1, budget_bytes // per_query)
+    db_norms = (db_seq.astype(np.float64) ** 2).sum(1)
+    ranked = np.empty((len(q_seq), min(top, shortlist)), dtype=np.int64)
+    for start in range(0, len(q_seq), chunk):
+        q = q_seq[start:start + chunk].astype(np.float64)
+        distances = (q ** 2).sum(1, keepdims=True) + db_norms[None] - 2.0 * q @ db_seq.T.astype(np.float64)
+        candidates = np.argpartition(distances, shortlist - 1, axis=1)[:, :shortlist]
+        order = np.argsort(np.take_along_axis(distances, candidates, 1), axis=1, kind="stable")
+        candidates = np.take_along_axis(candidates, order, 1)  # Eq. 10 ranking, nearest first
+        del distances
+        q_aligned = q_frames[q_windows[start:start + chunk]][:, None]  # (c, 1, L, D)
+        db_aligned = db_frames[db_windows[candidates]]  # (c, K, L, D)
+        scores = np.linalg.norm(q_aligned - db_aligned, axis=-1).sum(-1)  # Eq. 11
+        rerank = np.argsort(scores, axis=1, kind="stable")[:, :top]  # Eq. 12
+        ranked[start:start + chunk] = np.take_along_axis(candidates, rerank, 1)
+    return ranked

@@ -1,7 +1,14 @@
-"""Sequence models. Every model maps a token sequence (B, L, n, D) to an L2-normalised descriptor.
+"""Sequence heads as published. Every head maps a batch of per-frame features to an L2-normalised
+sequence descriptor; which features depends on the model's frame backbone
+(`seqvpr.models.MODEL_BACKBONE`):
 
-Token-level models (Adapt-STformer, SeqVLAD, STformer and the ablations) read the CCT384 token
-maps; descriptor-level models (SeqNet, JIST) pool each frame's tokens to one descriptor first.
+- CCT384 token maps (B, L, 576, 384): Adapt-STformer and its ablations, SeqVLAD (tokens after CCT
+  block 8) and STformer (tokenizer output, see `seqvpr.models.stformer`);
+- NetVLAD-4096 frame descriptors (B, L, 4096): SeqNet;
+- CosPlace ResNet-18 GeM descriptors (B, L, 512): JIST.
+
+Submodules are named `spatial`, `temporal` and `aggregation` where a model has such a stage, so a
+benchmark can time each stage with forward hooks (Adapt-STformer paper, Fig. 3).
 """
 import math
 
@@ -18,19 +25,49 @@ from seqvpr.models.layers import (
 )
 
 
-def frame_descriptors(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, L, n, D) tokens -> (B, L, D) L2-normalised mean-pooled frame descriptors."""
-    return F.normalize(tokens.mean(dim=2), dim=-1)
+class RecurrentDeformableEncoder(nn.Module):
+    """The authors' `Detr` module (ai4ce/Adapt-STFormer `svpr/models/detr.py`): at step t the query
+    is the layer's output at t-1 and the value is frame t's tokens; the first query is frame 0's
+    tokens plus a learnable offset. (B, L, n, D) -> (B, L, n, D), any L.
+
+    `dense=True` swaps the deformable layer for dense cross-attention over all n tokens (Table IV,
+    K = 576, the authors' `DenseCrossAttention2D`).
+    """
+
+    def __init__(self, dim: int, tokens: int, heads: int = 8, points: int = 8, levels: int = 2, dense: bool = False):
+        super().__init__()
+        self.side = math.isqrt(tokens)
+        if self.side * self.side != tokens:
+            raise ValueError(f"tokens must form a square grid, got {tokens}")
+        self.query_offset = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.xavier_uniform_(self.query_offset)
+        self.layer = DenseCrossEncoderLayer(dim, heads, tokens) if dense else DeformableEncoderLayer(dim, heads, points, levels)
+        self.register_buffer("reference", grid_reference_points(self.side), persistent=False)
+
+    def forward(self, tokens):
+        b, length, n, _ = tokens.shape
+        reference, shape = self.reference.expand(b, n, 2), (self.side, self.side)
+        query, outputs = tokens[:, 0] + self.query_offset, []
+        for t in range(length):
+            query = self.layer(query, reference, tokens[:, t], shape)
+            outputs.append(query)
+        return torch.stack(outputs, 1)
 
 
 class AdaptSTformer(nn.Module):
-    """Recurrent deformable transformer encoder -> SeqGeM over time -> SeqVLAD.
+    """Recurrent deformable encoder -> SeqGeM over time -> SeqVLAD (ai4ce/Adapt-STFormer
+    `svpr/models/adapt_stformer.py`, `Bev_RGB_Fusion`). Tokens (B, L, n, D) after CCT block 8.
 
-    At step t the query is the encoder output of step t-1 and the value is frame t's tokens; the
-    first query is frame 0's tokens plus a learnable offset. Any sequence length works.
-    `temporal="recurrent"` is the paper's model; "transformer" replaces the recurrence with a
-    temporal transformer over the frames (Table III); `spatial="dense"` attends to all n tokens
-    instead of K deformable points (Table IV); `temporal="seqgem"` skips the encoder (SeqGeM only).
+    Variants (the authors' flags): `temporal="transformer"` (`--use_temporal_encoder`, Table III):
+    a 2-layer transformer encoder (16 heads, FFN 2048, GELU) over all L x n tokens of a sequence
+    replaces SeqGeM and SeqVLAD pools all of them; `temporal="seqgem"` (`--no_recurrent_dte`,
+    Table III "seqGeM only"): no encoder; `spatial="dense"` (`--spatial_ablation`, Table IV K = 576).
+    The authors' transformer runs with PyTorch's default `batch_first=False` on a (1, L*n, D)
+    tensor, so each token attends only to itself; here it attends across the sequence as the
+    paper describes.
+
+    Parameters with CCT384 at 8 blocks: 13.26M + 0.22M query offset + 0.44M deformable attention +
+    0.05M SeqVLAD = 13.97M against Table II's 13.9M (0.5 %).
     """
 
     def __init__(self, dim: int = 384, tokens: int = 576, heads: int = 8, points: int = 8, levels: int = 2,
@@ -38,94 +75,69 @@ class AdaptSTformer(nn.Module):
         super().__init__()
         if spatial not in ("deformable", "dense") or temporal not in ("recurrent", "transformer", "seqgem"):
             raise ValueError(f"unknown Adapt-STformer variant spatial={spatial!r} temporal={temporal!r}")
-        self.side = int(math.isqrt(tokens))
-        if self.side * self.side != tokens:
-            raise ValueError(f"tokens must form a square grid, got {tokens}")
-        self.temporal = temporal
-        self.query_offset = nn.Parameter(torch.zeros(1, tokens, dim))
-        self.encoder = (DeformableEncoderLayer(dim, heads, points, levels) if spatial == "deformable"
-                        else DenseCrossEncoderLayer(dim, heads))
+        self.variant = temporal
+        if temporal != "seqgem":
+            self.spatial = RecurrentDeformableEncoder(dim, tokens, heads, points, levels, dense=spatial == "dense")
         if temporal == "transformer":
-            self.temporal_encoder = nn.TransformerEncoderLayer(dim, heads, 1024, batch_first=True)
-        self.register_buffer("reference", grid_reference_points(self.side), persistent=False)
-        self.seqgem = SeqGeM()
-        self.vlad = NetVLAD(dim, clusters)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, length, n, d = tokens.shape
-        reference = self.reference.expand(b, n, 2)
-        shape = (self.side, self.side)
-        if self.temporal == "seqgem":
-            refined = tokens
-        elif self.temporal == "recurrent":
-            query, outputs = tokens[:, 0] + self.query_offset, []
-            for t in range(length):
-                query = self.encoder(query, reference, tokens[:, t], shape)
-                outputs.append(query)
-            refined = torch.stack(outputs, 1)
+            layer = nn.TransformerEncoderLayer(dim, 16, 2048, dropout=0.1, activation="gelu", batch_first=True)
+            self.temporal = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
         else:
-            spatial = self.encoder(tokens.flatten(0, 1), reference.repeat(length, 1, 1), tokens.flatten(0, 1), shape)
-            per_token = spatial.view(b, length, n, d).transpose(1, 2).reshape(b * n, length, d)
-            refined = self.temporal_encoder(per_token).view(b, n, length, d).transpose(1, 2)
-        return self.vlad(self.seqgem(refined))
+            self.temporal = SeqGeM()
+        self.aggregation = NetVLAD(dim, clusters)
+
+    def forward(self, tokens):
+        b, length, n, d = tokens.shape
+        x = tokens if self.variant == "seqgem" else self.spatial(tokens)
+        if self.variant == "transformer":
+            return self.aggregation(self.temporal(x.reshape(b, length * n, d)))
+        return self.aggregation(self.temporal(x))
 
 
 class SeqVLAD(nn.Module):
-    """NetVLAD over all L x n tokens of the sequence (Mereu et al.)."""
+    """NetVLAD over all L x n tokens of the sequence (Mereu et al.). Tokens after CCT block 8.
+
+    Parameters with CCT384 at 8 blocks: 13.26M + 0.05M = 13.31M (Table II: 13.3M).
+    """
 
     def __init__(self, dim: int = 384, clusters: int = 64):
         super().__init__()
-        self.vlad = NetVLAD(dim, clusters)
+        self.aggregation = NetVLAD(dim, clusters)
 
     def forward(self, tokens):
-        return self.vlad(tokens.flatten(1, 2))
-
-
-class STformer(nn.Module):
-    """Dense spatial attention per frame, then a temporal transformer with learned positions for a
-    fixed sequence length, then NetVLAD over all tokens (Zhao et al.)."""
-
-    def __init__(self, dim: int = 384, heads: int = 8, clusters: int = 64, seq_len: int = 5):
-        super().__init__()
-        self.seq_len = seq_len
-        self.spatial = nn.TransformerEncoderLayer(dim, heads, 1024, batch_first=True)
-        self.temporal = nn.TransformerEncoderLayer(dim, heads, 1024, batch_first=True)
-        self.time_embedding = nn.Parameter(torch.zeros(1, seq_len, dim))
-        self.vlad = NetVLAD(dim, clusters)
-
-    def forward(self, tokens):
-        b, length, n, d = tokens.shape
-        if length != self.seq_len:
-            raise ValueError(f"STformer is built for sequences of {self.seq_len} frames, got {length}")
-        x = self.spatial(tokens.flatten(0, 1)).view(b, length, n, d)
-        x = x.transpose(1, 2).reshape(b * n, length, d) + self.time_embedding
-        x = self.temporal(x).view(b, n, length, d).transpose(1, 2)
-        return self.vlad(x.flatten(1, 2))
+        return self.aggregation(tokens.flatten(1, 2))
 
 
 class SeqNet(nn.Module):
-    """1D temporal convolution over frame descriptors, then mean over time (Garg & Milford)."""
+    """seqNet (oravus/seqNet `seqNet.py`): Conv1d over the time axis of NetVLAD frame descriptors,
+    mean over the output steps, L2 norm. Input (B, L, 4096) with L >= width.
 
-    def __init__(self, dim: int = 384, out_dim: int = 4096, width: int = 5):
+    Conv1d 4096 -> 4096, width 5: 83.89M parameters, Table II's 83.9M. That count is the head
+    alone: seqNet trains on precomputed descriptors, and the VGG16 + NetVLAD + WPCA backbone that
+    produces them (`vgg16_netvlad`, 149.0M, of which 134.2M is the 32768 -> 4096 whitening PCA) is
+    not part of it.
+    """
+
+    def __init__(self, dim: int = 4096, out_dim: int = 4096, width: int = 5):
         super().__init__()
         self.width = width
-        self.conv = nn.Conv1d(dim, out_dim, kernel_size=width, bias=True)
+        self.temporal = nn.Conv1d(dim, out_dim, kernel_size=width)
 
-    def forward(self, tokens):
-        x = frame_descriptors(tokens).transpose(1, 2)  # (B, D, L)
-        if x.shape[-1] < self.width:
-            x = F.pad(x, (0, self.width - x.shape[-1]), mode="replicate")
-        return F.normalize(self.conv(x).mean(-1), dim=-1)
+    def forward(self, frames):
+        if frames.shape[1] < self.width:
+            raise ValueError(f"SeqNet needs at least {self.width} frames, got {frames.shape[1]}")
+        return F.normalize(self.temporal(frames.transpose(1, 2)).mean(-1), dim=-1)
 
 
 class JIST(nn.Module):
-    """SeqGeM over frame descriptors (Berton et al.), with a linear projection."""
+    """JIST (gmberton/JIST; ai4ce/Adapt-STFormer `svpr/models/JIST.py`): SeqGeM over the CosPlace
+    ResNet-18 frame descriptors (B, L, 512). The head is SeqGeM's one parameter; with the backbone
+    (`resnet18_gem`) 11.44M, Table II's 11.4M. The authors return SeqGeM's output unnormalised;
+    it is L2-normalised here, as every descriptor of this package.
+    """
 
-    def __init__(self, dim: int = 384, out_dim: int = 512):
+    def __init__(self):
         super().__init__()
-        self.project = nn.Linear(dim, out_dim)
-        self.seqgem = SeqGeM()
+        self.aggregation = SeqGeM()
 
-    def forward(self, tokens):
-        x = F.relu(self.project(frame_descriptors(tokens)))
-        return F.normalize(self.seqgem(x), dim=-1)
+    def forward(self, frames):
+        return F.normalize(self.aggregation(frames), dim=-1)
