@@ -38,6 +38,8 @@ from seqvpr.pairs import PairRules
 from seqvpr.shards import Sample, write_split_shards
 from seqvpr.splits import BENCHMARKS, Benchmark, SplitSpec, build_split, config_fields, role_rows, write_split
 
+from conftest import REFERENCE_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 DESC_DIM = 4
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -178,6 +180,17 @@ def seqnet_struct(path):
                 nonTriv=s["nonTrivPosDistSqThr"].item(), utmDb=s["utmDb"].T, utmQ=s["utmQ"].T)
 
 
+def assert_like_reference(ours: Path, reference: Path):
+    """Same fields in the same order, same dtypes (strings: kind only) and orientation as seqNet's own file."""
+    a, b = loadmat(ours)["dbStruct"][0, 0], loadmat(reference)["dbStruct"][0, 0]
+    assert a.dtype.names == b.dtype.names
+    for name in b.dtype.names:
+        kind = lambda v: "U" if v.dtype.kind == "U" else v.dtype.str
+        assert (kind(a[name]), a[name].ndim) == (kind(b[name]), b[name].ndim), name
+        if b[name].ndim == 2 and b[name].shape[0] <= 2:
+            assert a[name].shape[0] == b[name].shape[0], name
+
+
 def radius_search(db, q, radius):
     """get_positives / TestDataset: NearestNeighbors.radius_neighbors of the queries."""
     return NearestNeighbors(n_jobs=1).fit(db).radius_neighbors(q, radius=radius, return_distance=False)
@@ -237,6 +250,13 @@ def test_seqnet_oxford_reads_per_run_arrays_through_splitinds(tmp_path):
         assert np.array_equal(db_desc, descriptors[(ours, "db")]) and np.array_equal(q_desc, descriptors[(ours, "query")])
         assert_positives_equal(radius_search(struct["utmDb"], struct["utmQ"], struct["posDistThr"]), q["positives"])
         assert_positives_equal(radius_search(struct["utmDb"], struct["utmQ"], struct["nonTriv"] ** 0.5), q["nontrivial_positives"])
+    for split, suffix in (("train", "train_d-20_d2-5"), ("test", "test_d-10_d2-5")):
+        name = f"oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_{suffix}.db"
+        assert_like_reference(tmp_path / "structFiles" / name, REFERENCE_DIR / name)
+    ours = np.load(tmp_path / "structFiles" / "oxford-v1.0_splitInds.npz", allow_pickle=True)
+    theirs = np.load(REFERENCE_DIR / "oxford-v1.0_splitInds.npz", allow_pickle=True)
+    assert sorted(ours.files) == sorted(theirs.files)
+    assert all(ours[k].dtype == theirs[k].dtype == object and ours[k].shape == theirs[k].shape == (2,) for k in theirs.files)
     # one row per frame of the run, in time order: train and test frames are disjoint sections
     ft1 = np.load(tmp_path / "data" / "descData" / "cct384-test-mean" / "oxford_2015-03-17-11-08-44_stereo_left.npy")
     run = table.to_pandas().query("role == 'db'").sort_values("timestamp_us")
@@ -274,6 +294,7 @@ def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
         ft1, ft2 = np.load(desc / f"nordland-clean-{ref}.npy"), np.load(desc / f"nordland-clean-{qry}.npy")
         assert np.array_equal(ft1[fixed[split]], descriptors[(split, "db")])
         assert np.array_equal(ft2[fixed[split]], descriptors[(split, "query")])
+        assert_like_reference(tmp_path / "structFiles" / files[split], REFERENCE_DIR / files[split])
         struct = seqnet_struct(tmp_path / "structFiles" / files[split])
         assert struct["dataset"] == "nordland" and struct["numDb"] == len(fixed[split])
         if split == "test":

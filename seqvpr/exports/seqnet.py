@@ -127,6 +127,8 @@ def _oxford(folder: Path, bench: Benchmark, parts: list[SplitRows], descriptors,
     ref, qry = runs.pop()
     stem = f"{OXFORD_DATASET}_{ref}_{qry}"
     used = [p for p in parts if p.split in OXFORD_STRUCT_FILES_SPLITS]
+    if not used:
+        raise DataError(source, f"seqNet reads only the {list(OXFORD_STRUCT_FILES_SPLITS)} splits of Oxford")
     arrays, inds, checks = {}, {}, {}
     for run, role in ((ref, "db"), (qry, "query")):
         frames = _traversal_array([getattr(p, role) for p in used])
@@ -146,7 +148,8 @@ def _oxford(folder: Path, bench: Benchmark, parts: list[SplitRows], descriptors,
         _seqbounds(folder, OXFORD_DATASET, p)
         checks[p.split] = _positive_check(struct, p)
     # seqNet evaluates "val" on the test struct file, so valInds repeat testInds (as its own npz).
-    split_inds = {key: object_vector([inds.get(s, inds["test"])["db"], inds.get(s, inds["test"])["query"]])
+    fallback = inds.get("test") or inds[used[0].split]
+    split_inds = {key: object_vector([inds.get(s, fallback)["db"], inds.get(s, fallback)["query"]])
                   for key, s in zip(SPLIT_INDS_KEYS, SPLITS)}
     (folder / "structFiles" / f"{OXFORD_DATASET}_splitInds.npz").write_bytes(npz_bytes(split_inds))
     skipped = sorted(p.split for p in parts if p.split not in OXFORD_STRUCT_FILES_SPLITS)
