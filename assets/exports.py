@@ -7,6 +7,13 @@ from seqvpr.exports import FORMATS, export, supported
 from seqvpr.splits import BENCHMARKS
 
 
+DESCRIPTIONS = {
+    "seqnet": "seqNet working directory (structFiles/, data/descData/<descType>/): run seqNet's main.py inside it.",
+    "adapt-stformer": "Adapt-STformer structFiles (and optional raw_384 input arrays) by the names its get_datasets.py opens.",
+    "gsv": "VPR-datasets-downloader layout images/<split>/{database,queries}/@...@.jpg for VPR-methods-evaluation.",
+}
+
+
 class AdaptStformerExportConfig(Config):
     """raw_inputs: also write the raw_384 input arrays (float32 N x 3 x 384 x 384, 1.7 MB a frame)."""
 
@@ -25,7 +32,7 @@ def _result(context: AssetExecutionContext, folder, info: dict) -> MaterializeRe
 
 def build_export_asset(consumer: str, benchmark: str):
     key = f"{benchmark}_{consumer.replace('-', '_')}_export"
-    doc = FORMATS[consumer].__doc__.strip().splitlines()[0]
+    doc = f"{benchmark}: {DESCRIPTIONS[consumer]} export.json names the commands."
 
     if consumer == "seqnet":
         @asset(name=key, group_name="exports", deps=[AssetKey(f"{benchmark}_shards")], description=doc)
