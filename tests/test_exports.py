@@ -348,11 +348,33 @@ def test_adapt_stformer_nuscenes_pickle_seqbounds_and_raw_inputs(tmp_path):
         assert bounds.shape == (count, 2) and np.array_equal(bounds, rows[["seq_start", "seq_end"]].to_numpy())
         raw = np.load(folder / "data" / f"nuscene_{role}_raw_large_384.npy", mmap_mode="r")
         assert raw.dtype == np.float32 and raw.shape == (count, 3, 384, 384)
-        image = Image.open(layout.data_root / rows["image_path"][1]).convert("RGB").resize((384, 384), Image.BILINEAR)
-        want = ((np.asarray(image, np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
-        assert np.allclose(raw[1], want, atol=1e-5)
+        assert np.allclose(raw[1], normalised(layout.data_root / rows["image_path"][1]), atol=1e-5)
     assert info["positive_mismatches"] == {"test": 0}
     assert "/scratch/yl9727/nuscenes/" in info["edit"]
+
+
+def normalised(path):
+    """Adapt-STformer's base_transform: Resize([384, 384]), ToTensor, Normalize(ImageNet)."""
+    image = Image.open(path).convert("RGB").resize((384, 384), Image.BILINEAR)
+    return ((np.asarray(image, np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+
+
+def test_adapt_stformer_nordland_season_arrays_by_place_index(tmp_path):
+    """trainInds arange(0, 15000) / testInds len(train_ref) + arange(15100, 18100) index the
+    season arrays by Nordland-clean position: row p of a season is the frame at place p."""
+    bench = nordland_bench({"train": (0.0, 0.5), "test": (0.5, 1.0)})
+    layout, table = materialise(tmp_path, nordland_like(6), bench)
+    folder, info = export(layout, "adapt-stformer", "nordland", raw_inputs=True)
+    assert sorted(p.name for p in (folder / "structFiles").iterdir()) == ["nordland_test_d-1_d2-1.db", "nordland_train_d-40_d2-10.db"]
+    assert info["raw_384_arrays"] == [f"nordland_raw_{s}_384.npy" for s in ("fall", "spring", "summer", "winter")]
+    summer, spring = (np.load(folder / "data" / f"nordland_raw_{s}_384.npy", mmap_mode="r") for s in ("summer", "spring"))
+    assert summer.shape == (3, 3, 384, 384) and spring.shape == (6, 3, 384, 384) and summer.dtype == np.float32
+    ft1 = np.concatenate([summer, spring])  # Adapt-STformer: vstack([train_ref, val_ref])
+    test_db = role_rows(table, "test", "db")
+    test_inds = len(summer) + test_db["place_index"].to_numpy()
+    for row, image_path in zip(test_inds, test_db["image_path"]):
+        assert np.allclose(ft1[row], normalised(layout.data_root / image_path), atol=1e-5)
+    assert not spring[:3].any()  # places no spring frame covers stay zero
 
 
 def test_adapt_stformer_oxford_names_and_radius_positives(tmp_path):
