@@ -1,4 +1,5 @@
-"""`seqvpr` command line: `seqvpr run` materialises the pipeline, `seqvpr synth` writes a mini-world."""
+"""`seqvpr` command line: `seqvpr run` materialises the pipeline, `seqvpr synth` writes a mini-world,
+`seqvpr export` writes the drop-in exports (seqvpr/exports/cli.py)."""
 import sys
 
 
@@ -13,7 +14,11 @@ def main(argv: list[str] | None = None) -> int:
         from seqvpr.synthetic.__main__ import main as synth_main
 
         return synth_main(argv)
-    print("usage: seqvpr {run,synth} [options]   (seqvpr run --help)")
+    if command == "export":
+        from seqvpr.exports.cli import main as export_main
+
+        return export_main(argv)
+    print("usage: seqvpr {run,synth,export} [options]   (seqvpr run --help)")
     return 0 if command in ("--help", "-h") else 2
 
 

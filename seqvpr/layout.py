@@ -21,6 +21,7 @@ class Layout:
     data_root/embeddings/<model_id>/    content-addressed embedding cache
     struct_root/<benchmark>/            seqNet struct files, seqBounds, splitInds
     shard_root/<benchmark>/<split>/     WebDataset shards
+    <home>/exports/<consumer>/<benchmark>/  drop-in folders for other code bases (seqvpr.exports)
     """
 
     data_root: Path
@@ -58,6 +59,9 @@ class Layout:
 
     def shards(self, benchmark: str, split: str) -> Path:
         return self.shard_root / benchmark / split
+
+    def exports(self, consumer: str, benchmark: str) -> Path:
+        return self.data_root.parent / "exports" / consumer / benchmark
 
     def models(self) -> Path:
         return self.data_root / "models"

@@ -1,0 +1,118 @@
+"""What every export shares: the split rows, the frame descriptors from the shards, the consumer's
+own positives re-derived from what we wrote, and the folder swap that makes an export atomic."""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sklearn.neighbors import NearestNeighbors
+
+from schemas.shard import DESCRIPTOR_FILES, MANIFEST
+from schemas.split_table import ROLES, SPLITS
+from seqvpr.errors import DataError
+from seqvpr.splits import Benchmark, role_rows
+
+# seqvpr.embed.embed.global_descriptor: L2-normalised mean of the CCT384 tokens (tests pin this).
+DESCRIPTOR_POOLING = "mean"
+EXPORT_INFO = "export.json"
+
+
+def descriptor_type(model_id: str) -> str:
+    """seqNet's ``--descType`` folder name for our frame descriptors: the encoder's cache id
+    (weights, layers kept, preprocessing) and the pooling, e.g. ``cct384-<hash>-mean``."""
+    return f"{model_id}-{DESCRIPTOR_POOLING}"
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """The database and query rows of one split, each in ``order``."""
+
+    split: str
+    db: pd.DataFrame
+    query: pd.DataFrame
+
+
+def split_rows(table: pa.Table, bench: Benchmark) -> list[SplitRows]:
+    """Every split of the split table that the benchmark defines, in train, val, test order."""
+    present = set(table.column("split").to_pylist())
+    return [SplitRows(s, role_rows(table, s, "db"), role_rows(table, s, "query"))
+            for s in SPLITS if s in present and bench.split(s) is not None]
+
+
+def shard_keys(split_dir: Path) -> list[str]:
+    """Sample keys of a split's shards in shard order (tar headers only, no payload is read)."""
+    manifest_path = Path(split_dir) / MANIFEST
+    if not manifest_path.exists():
+        raise DataError(manifest_path, "shard manifest missing: materialise the shards first")
+    keys = []
+    for shard in json.loads(manifest_path.read_text())["shards"]:
+        with tarfile.open(Path(split_dir) / shard["name"]) as tar:
+            keys += [m.name.split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")]
+    return keys
+
+
+def shard_descriptors(shard_root: Path, table: pa.Table, bench: Benchmark) -> dict[tuple[str, str], np.ndarray]:
+    """(split, role) -> float32 N x D descriptors aligned with the split table's rows, read from
+    ``shards/<benchmark>/<split>/{db,query}_descriptors.npy`` after checking that the shards hold
+    exactly the split table's frames in its order (stale shards would silently misalign)."""
+    out = {}
+    for part in split_rows(table, bench):
+        split_dir = Path(shard_root) / part.split
+        expected = part.db["frame_id"].tolist() + part.query["frame_id"].tolist()
+        if shard_keys(split_dir) != expected:
+            raise DataError(split_dir, "shards do not hold the split table's frames in its order: re-materialise the shards")
+        for role, rows in zip(ROLES, (part.db, part.query)):
+            path = split_dir / DESCRIPTOR_FILES[role]
+            array = np.load(path).astype(np.float32, copy=False)
+            if array.ndim != 2 or len(array) != len(rows):
+                raise DataError(path, f"expected {len(rows)} descriptor rows, got shape {array.shape}")
+            out[(part.split, role)] = array
+    return out
+
+
+def radius_positives(db_xy: np.ndarray, query_xy: np.ndarray, radius: float) -> list[np.ndarray]:
+    """Positives as seqNet, Adapt-STformer and VPR-methods-evaluation derive them: sklearn's
+    ``radius_neighbors`` (boundary included), here sorted for comparison."""
+    if len(db_xy) == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in range(len(query_xy))]
+    knn = NearestNeighbors().fit(np.asarray(db_xy, dtype=np.float64))
+    found = knn.radius_neighbors(np.asarray(query_xy, dtype=np.float64), radius=radius, return_distance=False)
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in found]
+
+
+def count_positive_mismatches(derived: list[np.ndarray], ours) -> int:
+    """Queries whose derived positive set differs from the split table's."""
+    return sum(1 for a, b in zip(derived, ours) if not np.array_equal(np.sort(np.asarray(b, dtype=np.int64)), a))
+
+
+def remove_stale_partials(out_dir: Path) -> None:
+    """Temporary folders a killed export left beside ``out_dir`` (seqvpr.atomic.atomic_dir names)."""
+    out_dir = Path(out_dir)
+    if out_dir.parent.exists():
+        for stale in out_dir.parent.glob(f".{out_dir.name}.*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_info(folder: Path, info: dict) -> None:
+    """``export.json``: the consumer, the commands that read this folder, and what was checked.
+    Written last, inside the temporary folder, so only a complete export has one."""
+    (Path(folder) / EXPORT_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def single_traversal(names: tuple[str, ...], split: str, role: str, consumer: str, source) -> str:
+    """The one traversal (or season) a consumer's file naming can express for a split's role."""
+    if len(names) != 1:
+        raise DataError(source, f"{consumer} names one traversal per {split} {role}, the benchmark has {list(names)}")
+    return names[0]
