@@ -589,3 +589,45 @@ def test_robotcar_frames_after_the_ins_ends_are_a_counted_skip(worlds, tmp_path)
     result = robotcar.normalise_partition(raw, ROBOTCAR_RUN, tmp_path / "frames", tmp_path, size=16)
     assert len(stamps) == 6 and result.dropped == {"outside_ins_range": 2}
     assert result.table["timestamp_us"].to_pylist() == stamps[:4]
+
+
+# --------------------------------------------------------------------------- the raw-data stage never deletes a user's files
+
+ROBOTCAR_TINY = {"frames_per_traversal": 2, "width": 32, "height": 24}
+
+
+def _acquire_robotcar(home: Path, **source) -> dict:
+    from seqvpr.acquire import acquire_dataset
+    from seqvpr.layout import Layout
+
+    layout = Layout.from_home(home)
+    return acquire_dataset("robotcar", layout.raw("robotcar"), layout.downloads("robotcar"),
+                           layout.data_root / "truth" / "robotcar", **source)
+
+
+def test_local_source_inside_the_pipeline_home_is_refused_and_kept(tmp_path):
+    """The README's raw folder given as the local source: refused, the synthetic world and the user's file intact."""
+    home = tmp_path / "home"
+    _acquire_robotcar(home, source="synthetic", scale=ROBOTCAR_TINY)
+    raw = home / "data" / "raw" / "robotcar"
+    (raw / "my_notes.txt").write_text("mine")
+    before = _snapshot(raw)
+    for path in (raw, home / "datasets" / "robotcar", home):
+        with pytest.raises(DataError, match="inside the pipeline's folder") as err:
+            _acquire_robotcar(home, source="local", path=str(path))
+        assert err.value.path == str(path.resolve())
+    assert _snapshot(raw) == before and (raw / "my_notes.txt").read_text() == "mine"
+
+
+def test_a_file_added_to_a_generated_world_stops_its_replacement(tmp_path):
+    """Switching source would replace the synthetic world; a file the user put in it is named and kept."""
+    home = tmp_path / "home"
+    _acquire_robotcar(home, source="synthetic", scale=ROBOTCAR_TINY)
+    raw = home / "data" / "raw" / "robotcar"
+    run = next(p for p in raw.iterdir() if p.is_dir())
+    (run / "my_notes.txt").write_text("mine")
+    before = _snapshot(raw)
+    with pytest.raises(DataError, match="added or changed after the pipeline wrote") as err:
+        _acquire_robotcar(home, source="synthetic", seed=1, scale=ROBOTCAR_TINY)
+    assert err.value.path == str(run / "my_notes.txt")
+    assert _snapshot(raw) == before
