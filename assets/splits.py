@@ -5,6 +5,7 @@ each split asset's Config is generated from the benchmark's defaults (seqvpr.spl
 so the Dagster UI shows them.
 """
 
+import dataclasses
 from collections import Counter
 from typing import Optional
 
@@ -26,8 +27,9 @@ from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir
+from seqvpr.errors import DataError
 from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, read_split, role_rows, write_split
-from seqvpr.structfile import write_struct_files
+from seqvpr.structfile import struct_names, write_struct_files
 
 
 def split_config_class(benchmark: str) -> type[Config]:
@@ -57,6 +59,12 @@ def pairs_plot(table, max_pairs_per_split: int = 8) -> str:
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=6, markerscale=3)
     return png_markdown(fig, "pairs")
+
+
+def filled_splits(table) -> list[str]:
+    """Splits with both database and query frames; any other split has no struct file and no shards."""
+    present = set(zip(table.column("split").to_pylist(), table.column("role").to_pylist()))
+    return [s for s in SPLITS if (s, "db") in present and (s, "query") in present]
 
 
 def _counts(table) -> dict:
@@ -108,19 +116,51 @@ def build_split_assets(benchmark: str):
     def struct_asset(context: AssetExecutionContext, home: PipelineHome) -> MaterializeResult:
         layout = home.layout()
         table, configured = read_split(layout.split_table(benchmark))
+        filled = filled_splits(table)
+        empty = [spec.split for spec in configured.splits if spec.split not in filled]
+        if not filled:
+            raise DataError(layout.split_table(benchmark), "every split has no database or no query frames with "
+                                                            "these settings (sections, ranges, frame_separation)")
+        if empty:
+            context.log.warning(f"{benchmark}: no struct file for the empty split(s) {empty}")
         out_dir = layout.struct_files(benchmark)
-        # The whole folder is swapped in at once, so files named for old thresholds never linger.
+        # The whole folder is swapped in at once, so files named for old thresholds or for splits
+        # that are now empty never linger.
         with atomic_dir(out_dir) as tmp:
-            outputs = write_struct_files(table, configured, tmp)
+            kept = dataclasses.replace(configured, splits=tuple(s for s in configured.splits if s.split in filled))
+            outputs = write_struct_files(table, kept, tmp)
         files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
         context.log.info(f"{benchmark}: wrote {files}")
         return MaterializeResult(
             metadata={
+                "empty_splits": MetadataValue.json(empty),
                 "struct_files": MetadataValue.json([p.name for p in outputs.struct_files]),
                 "files": MetadataValue.json(files),
                 "path": MetadataValue.path(str(out_dir)),
             }
         )
+
+    @asset_check(asset=struct_asset, name="struct_files_match_split")
+    def struct_check(home: PipelineHome) -> AssetCheckResult:
+        """Exactly one struct file per non-empty split, with the split table's image and query counts."""
+        from scipy.io import loadmat
+
+        layout = home.layout()
+        table, configured = read_split(layout.split_table(benchmark))
+        folder = layout.struct_files(benchmark)
+        expected = {struct_names(configured, split)[0]: split for split in filled_splits(table)}
+        found = sorted(p.name for p in folder.glob("*.db"))
+        problems = [f"{name}: not a struct file of the current split table" for name in found if name not in expected]
+        problems += [f"{name}: missing" for name in sorted(set(expected) - set(found))]
+        for name in sorted(set(expected) & set(found)):
+            struct = loadmat(folder / name)["dbStruct"][0, 0]
+            counts = (int(struct["numImages"][0, 0]), int(struct["numQueries"][0, 0]))
+            split = expected[name]
+            wanted = (len(role_rows(table, split, "db")), len(role_rows(table, split, "query")))
+            if counts != wanted:
+                problems.append(f"{name}: {counts} images/queries, the split table has {wanted}")
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
+                                metadata={"problems": MetadataValue.json(problems)})
 
     @asset_check(asset=split_asset, name="every_query_has_a_positive")
     def positives_check(home: PipelineHome) -> AssetCheckResult:
@@ -166,7 +206,7 @@ def build_split_assets(benchmark: str):
             },
         )
 
-    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check]
+    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check, struct_check]
 
 
 split_assets, split_checks = [], []

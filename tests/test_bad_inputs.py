@@ -631,3 +631,39 @@ def test_a_file_added_to_a_generated_world_stops_its_replacement(tmp_path):
         _acquire_robotcar(home, source="synthetic", seed=1, scale=ROBOTCAR_TINY)
     assert err.value.path == str(run / "my_notes.txt")
     assert _snapshot(raw) == before
+
+
+# --------------------------------------------------------------------------- settings that empty a split leave nothing stale
+
+
+def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails_on_stale_data(tmp_path):
+    """`frame_separation: 1e9` empties the Oxford-easy test split: its struct file goes, the train
+    one is rewritten, and the check fails when an old test struct file is put back."""
+    from dagster import materialize
+
+    from assets.splits import split_assets, split_checks
+    from pipelines.resources import PipelineHome
+    from seqvpr.layout import Layout
+    from test_splits import robotcar_frames
+
+    layout = Layout.from_home(tmp_path)
+    write_table(robotcar_frames(), layout.frame_table("robotcar"))
+    selected = [a for a in split_assets if a.key.to_user_string().startswith("oxford_easy")]
+    checks = [c for c in split_checks if any(k.asset_key.to_user_string() == "oxford_easy_struct_files" for k in c.check_keys)]
+
+    def materialise(**settings):
+        result = materialize([*selected, *checks], resources={"home": PipelineHome(home=str(tmp_path))},
+                             run_config={"ops": {"oxford_easy_split": {"config": settings}}})
+        assert result.success
+        return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+    folder = layout.struct_files("oxford_easy")
+    assert materialise(frame_separation=4.0) == {"struct_files_match_split": True}
+    old_test = next(folder.glob("*_test_*.db"))
+    stale = old_test.read_bytes()
+    assert materialise(frame_separation=1e9) == {"struct_files_match_split": True}
+    assert not list(folder.glob("*_test_*.db")) and len(list(folder.glob("*_train_*.db"))) == 1
+    old_test.write_bytes(stale)  # what an earlier pipeline left in place
+    (check,) = checks
+    stale_result = check(home=PipelineHome(home=str(tmp_path)))
+    assert not stale_result.passed and f"{old_test.name}: not a struct file" in str(stale_result.metadata["problems"].value)
