@@ -7,7 +7,7 @@ so the Dagster UI shows them.
 
 import dataclasses
 from collections import Counter
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,6 +23,8 @@ from dagster import (
     asset_check,
 )
 
+from pydantic import Field, model_validator
+
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
@@ -32,11 +34,42 @@ from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, rea
 from seqvpr.structfile import struct_names, write_struct_files
 
 
+def _constrained(name: str, kind) -> object:
+    """The field's type with the ranges every setting of its kind must keep.
+
+    Numbers are distances, angles, counts or seeds: finite and never negative (`*_deg` at most
+    180, `*_per_*` counts at least 1); `*_range` is a [start, end) fraction of the track; traversal
+    lists are not empty. Generic by name and kind, so new settings of seqvpr.splits are covered."""
+    if kind in (float, float | None):
+        number = Annotated[float, Field(ge=0, le=180 if name.endswith("_deg") else None, allow_inf_nan=False)]
+        return Optional[number] if kind == float | None else number
+    if kind is int:
+        return Annotated[int, Field(ge=1 if "_per_" in name else 0)]
+    if kind == list[float]:
+        return Annotated[list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
+    if kind == list[str]:
+        return Annotated[kind, Field(min_length=1)]
+    return kind
+
+
+def _check_ranges_and_sections(config):
+    """Cross-field rules: ranges run forward, sections exist among the benchmark's `n_sections`."""
+    values = config.model_dump()
+    for name, value in values.items():
+        if name.endswith("_range") and not value[0] < value[1]:
+            raise ValueError(f"{name} must be [start, end) with start < end, got {value}")
+        if name.endswith("_sections") and isinstance(value, list) and not all(1 <= s <= values.get("n_sections", 0) for s in value):
+            raise ValueError(f"{name} must be section numbers 1..n_sections ({values.get('n_sections', 0)}), got {value}")
+    return config
+
+
 def split_config_class(benchmark: str) -> type[Config]:
-    """A Config subclass whose fields and defaults are the benchmark's settings."""
+    """A Config subclass whose fields and defaults are the benchmark's settings, with their ranges."""
     fields = config_fields(BENCHMARKS[benchmark])
-    annotations = {name: (Optional[float] if kind == float | None else kind) for name, (kind, _) in fields.items()}
-    namespace = {"__annotations__": annotations, "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames)."}
+    annotations = {name: _constrained(name, kind) for name, (kind, _) in fields.items()}
+    namespace = {"__annotations__": annotations, "__module__": __name__,
+                 "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames).",
+                 "_check_ranges_and_sections": model_validator(mode="after")(_check_ranges_and_sections)}
     namespace.update({name: default for name, (_, default) in fields.items()})
     return type(f"{''.join(p.title() for p in benchmark.split('_'))}SplitConfig", (Config,), namespace)
 
