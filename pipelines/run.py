@@ -190,7 +190,10 @@ def root_cause(error) -> str:
     while getattr(error, "cause", None) is not None:
         error = error.cause
     message = error.message.strip().splitlines()[0] if error.message.strip() else ""
-    return message if message.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {message}"
+    qualified, _, rest = message.partition(": ")
+    if qualified.rsplit(".", 1)[-1] == error.cls_name:  # Dagster writes "seqvpr.errors.DataError: ..."
+        message = rest
+    return f"{error.cls_name}: {message}"
 
 
 def _collect(result, task: TaskResult) -> TaskResult:
@@ -286,6 +289,8 @@ def _worker_init(parent: int, workers: int, log_path: str, lock_fd: int) -> None
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # Python streams too, whatever they were bound to
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # parallel partitions share the cores
@@ -295,14 +300,16 @@ def _worker_init(parent: int, workers: int, log_path: str, lock_fd: int) -> None
 def _stderr_to(log_path: Path):
     """Send everything written to stderr (Dagster's logs, warnings, alembic) to the log file."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved, saved_stream = os.dup(2), sys.stderr
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log, 2)
     os.close(log)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     try:
         yield
     finally:
         sys.stderr.flush()
+        sys.stderr = saved_stream
         os.dup2(saved, 2)
         os.close(saved)
 
