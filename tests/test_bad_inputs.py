@@ -667,3 +667,76 @@ def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails
     (check,) = checks
     stale_result = check(home=PipelineHome(home=str(tmp_path)))
     assert not stale_result.passed and f"{old_test.name}: not a struct file" in str(stale_result.metadata["problems"].value)
+
+
+# --------------------------------------------------------------------------- run settings, refused before any work
+
+
+@pytest.fixture(scope="module")
+def run_home(tmp_path_factory):
+    """A home holding one materialised asset, whose outputs every refused run must leave alone."""
+    import os
+
+    from pipelines.run import run
+
+    home = tmp_path_factory.mktemp("run_home") / "home"
+    os.environ.setdefault("DAGSTER_HOME", str(home / ".dagster_home"))
+    run(str(home), 1, {"ops": {"nordland_raw": {"config": {"scale": {"frames": 3, "width": 32, "height": 24}}}}},
+        selection=["nordland_raw"])
+    return home
+
+
+def _config_problems(home: Path, config: dict, **names) -> str:
+    from pipelines.run import run
+    from pipelines.validate import ConfigError
+
+    before = _snapshot(home / "data")
+    fresh = (home / ".seqvpr" / "fresh.json").read_text()
+    with pytest.raises(ConfigError) as err:
+        run(str(home), 1, config, **names)
+    assert _snapshot(home / "data") == before and (home / ".seqvpr" / "fresh.json").read_text() == fresh
+    return str(err.value)
+
+
+@pytest.mark.parametrize("config, names, expected", [
+    ({"ops": {"oxford_hard_splits": {"config": {"frame_separation": 2.0}}}}, {},
+     "ops: unknown asset 'oxford_hard_splits' (did you mean 'oxford_hard_split'?)"),
+    ({"resources": {"encoder": {"config": {"chekpoint": "/weights.pth"}}}}, {},
+     "resources.encoder.config: unknown setting 'chekpoint' (did you mean 'checkpoint'?)"),
+    ({"ops": {"oxford_hard_split": {"config": {"frame_seperation": 2.0}}}}, {},
+     "ops.oxford_hard_split.config: unknown setting 'frame_seperation' (did you mean 'frame_separation'?)"),
+    ({"op": {}}, {}, "config: unknown top-level key 'op' (did you mean 'ops'?)"),
+    ({}, {"selection": ["nordlnd_shards"]}, "--select: unknown asset 'nordlnd_shards' (did you mean 'nordland_shards'?)"),
+    ({}, {"rebuild_from": ["oxford_hard_splitt"]}, "--rebuild-from: unknown asset 'oxford_hard_splitt' (did you mean 'oxford_hard_split'?)"),
+    ({"ops": {"oxford_hard_split": {"config": {"radius": -10}}}}, {},
+     "ops.oxford_hard_split.config.radius: Input should be greater than or equal to 0 (got -10)"),
+    ({"ops": {"oxford_hard_split": {"config": {"frame_separation": float("nan")}}}}, {},
+     "ops.oxford_hard_split.config.frame_separation: Input should be a finite number (got nan)"),
+    ({"ops": {"oxford_easy_split": {"config": {"nontrivial_radius": -1.0}}}}, {},
+     "ops.oxford_easy_split.config.nontrivial_radius: Input should be greater than or equal to 0"),
+    ({"ops": {"nordland_split": {"config": {"negatives_per_query": -1}}}}, {},
+     "ops.nordland_split.config.negatives_per_query: Input should be greater than or equal to 1 (got -1)"),
+    ({"ops": {"oxford_hard_split": {"config": {"test_sections": [7, 8]}}}}, {},
+     "test_sections must be section numbers 1..n_sections (6), got [7, 8]"),
+    ({"ops": {"nordland_split": {"config": {"test_range": [0.9, 0.2]}}}}, {},
+     "test_range must be [start, end) with start < end, got [0.9, 0.2]"),
+    ({"ops": {"nuscenes_split": {"config": {"max_heading_deg": 400.0}}}}, {},
+     "ops.nuscenes_split.config.max_heading_deg: Input should be less than or equal to 180"),
+    ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),
+    ({"ops": {"nordland_frame_table": {"config": {"size": 3}}}}, {}, "ops.nordland_frame_table.config: nordland_frame_table takes no settings"),
+    ({"ops": {"nordland_raw": {"settings": {}}}}, {}, "ops.nordland_raw: unknown key 'settings'"),
+], ids=lambda value: str(value)[:60])
+def test_bad_setting_is_refused_before_any_work(run_home, config, names, expected):
+    assert expected in _config_problems(run_home, config, **names)
+
+
+def test_every_problem_is_reported_at_once(run_home):
+    config = {"ops": {"oxford_hard_split": {"config": {"radius": -10, "negative_radius": -1}}, "nordlnd_raw": {}},
+              "resources": {"encoder": {"config": {"chekpoint": "x"}}}}
+    message = _config_problems(run_home, config)
+    assert all(part in message for part in ("radius", "negative_radius", "nordlnd_raw", "chekpoint")), message
+
+
+def test_local_source_inside_the_home_is_refused_before_any_work(run_home):
+    config = {"ops": {"nordland_raw": {"config": {"source": "local", "path": str(run_home / "data" / "raw" / "nordland")}}}}
+    assert "lies inside the pipeline home" in _config_problems(run_home, config)

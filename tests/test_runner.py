@@ -1,5 +1,6 @@
-"""The headless runner as a user meets it: validation before any work, the failure line, the home's
-run lock, workers that die with the runner, and the sweep of a dead run's temporary folders.
+"""The headless runner as a user meets it: a typo on the command line, the failure line, the home's
+run lock, workers that die with the runner, and the sweep of a dead run's temporary folders
+(bad settings in the YAML: tests/test_bad_inputs.py).
 
 Runs go through the real `seqvpr run` command in a subprocess where the behaviour is about
 processes (lock, SIGKILL), and through `pipelines.run.run` in-process otherwise; only the cheap
@@ -19,7 +20,6 @@ import pytest
 import yaml
 
 from pipelines.run import RunFailed, run
-from pipelines.validate import ConfigError
 from seqvpr.housekeeping import home_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,58 +42,7 @@ def _seqvpr(home: Path, *args: str, config: dict | None = None, **popen) -> subp
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-# --------------------------------------------------------------------------- validation before any work
-
-
-def _config_problems(home: Path, config: dict, **names) -> str:
-    with pytest.raises(ConfigError) as err:
-        run(str(home), 1, config, **names)
-    assert not (home / "data").exists() and not (home / ".seqvpr").exists(), "work started before validation"
-    return str(err.value)
-
-
-@pytest.mark.parametrize("config, names, expected", [
-    ({"ops": {"oxford_hard_splits": {"config": {"frame_separation": 2.0}}}}, {},
-     "ops: unknown asset 'oxford_hard_splits' (did you mean 'oxford_hard_split'?)"),
-    ({"resources": {"encoder": {"config": {"chekpoint": "/weights.pth"}}}}, {},
-     "resources.encoder.config: unknown setting 'chekpoint' (did you mean 'checkpoint'?)"),
-    ({"ops": {"oxford_hard_split": {"config": {"frame_seperation": 2.0}}}}, {},
-     "ops.oxford_hard_split.config: unknown setting 'frame_seperation' (did you mean 'frame_separation'?)"),
-    ({"op": {}}, {}, "config: unknown top-level key 'op' (did you mean 'ops'?)"),
-    ({}, {"selection": ["nordlnd_shards"]}, "--select: unknown asset 'nordlnd_shards' (did you mean 'nordland_shards'?)"),
-    ({}, {"rebuild_from": ["oxford_hard_splitt"]}, "--rebuild-from: unknown asset 'oxford_hard_splitt' (did you mean 'oxford_hard_split'?)"),
-    ({"ops": {"oxford_hard_split": {"config": {"radius": -10}}}}, {},
-     "ops.oxford_hard_split.config.radius: Input should be greater than or equal to 0 (got -10)"),
-    ({"ops": {"oxford_hard_split": {"config": {"frame_separation": float("nan")}}}}, {},
-     "ops.oxford_hard_split.config.frame_separation: Input should be a finite number (got nan)"),
-    ({"ops": {"oxford_easy_split": {"config": {"nontrivial_radius": -1.0}}}}, {},
-     "ops.oxford_easy_split.config.nontrivial_radius: Input should be greater than or equal to 0"),
-    ({"ops": {"nordland_split": {"config": {"negatives_per_query": -1}}}}, {},
-     "ops.nordland_split.config.negatives_per_query: Input should be greater than or equal to 1 (got -1)"),
-    ({"ops": {"oxford_hard_split": {"config": {"test_sections": [7, 8]}}}}, {},
-     "test_sections must be section numbers 1..n_sections (6), got [7, 8]"),
-    ({"ops": {"nordland_split": {"config": {"test_range": [0.9, 0.2]}}}}, {},
-     "test_range must be [start, end) with start < end, got [0.9, 0.2]"),
-    ({"ops": {"nuscenes_split": {"config": {"max_heading_deg": 400.0}}}}, {},
-     "ops.nuscenes_split.config.max_heading_deg: Input should be less than or equal to 180"),
-    ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),
-    ({"ops": {"nordland_frame_table": {"config": {"size": 3}}}}, {}, "ops.nordland_frame_table.config: nordland_frame_table takes no settings"),
-    ({"ops": {"nordland_raw": {"settings": {}}}}, {}, "ops.nordland_raw: unknown key 'settings'"),
-], ids=lambda value: str(value)[:60])
-def test_bad_setting_is_refused_before_any_work(home, config, names, expected):
-    assert expected in _config_problems(home, config, **names)
-
-
-def test_every_problem_is_reported_at_once(home):
-    config = {"ops": {"oxford_hard_split": {"config": {"radius": -10, "negative_radius": -1}}, "nordlnd_raw": {}},
-              "resources": {"encoder": {"config": {"chekpoint": "x"}}}}
-    message = _config_problems(home, config)
-    assert all(part in message for part in ("radius", "negative_radius", "nordlnd_raw", "chekpoint")), message
-
-
-def test_local_source_inside_the_home_is_refused_before_any_work(home):
-    config = {"ops": {"robotcar_raw": {"config": {"source": "local", "path": str(home / "data" / "raw" / "robotcar")}}}}
-    assert "lies inside the pipeline home" in _config_problems(home, config)
+# --------------------------------------------------------------------------- the command line
 
 
 def test_cli_reports_a_typo_in_one_line_and_exits_2(home):
