@@ -499,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"FAILED: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; the next run removes this run's temporary files", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from seqvpr.layout import Layout
+
 LOCK_NAME = "run.lock"
 STATE_DIR = ".seqvpr"
 # `.<name>.<random>.partial` (atomic files and folders, atomic_remove), `.<name>.<random>.extracting`
@@ -51,19 +53,22 @@ def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) ->
 
 
 def sweep_temporaries(home: str | Path) -> list[Path]:
-    """Delete the temporary files and folders of dead runs below ``home``; returns what was removed.
+    """Delete the temporary files and folders of dead runs in the home's output folders (data/,
+    struct_files/, shards/); returns what was removed.
 
     Call only while holding `home_lock`. Symlinks are never followed, so a user's dataset linked
-    in as a local source is never looked into."""
+    in as a local source is never looked into; nothing else in the home (a checkout, say) is."""
+    layout = Layout.from_home(home)
     removed = []
-    for folder, dirs, names in os.walk(home):
-        for name in [*dirs, *names]:
-            if TEMPORARY.match(name):
-                path = Path(folder) / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-                removed.append(path)
-        dirs[:] = [d for d in dirs if not TEMPORARY.match(d) and d != ".dagster_home"]
+    for root in (layout.data_root, layout.struct_root, layout.shard_root):
+        for folder, dirs, names in os.walk(root):
+            for name in [*dirs, *names]:
+                if TEMPORARY.match(name):
+                    path = Path(folder) / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed.append(path)
+            dirs[:] = [d for d in dirs if not TEMPORARY.match(d)]
     return removed
