@@ -28,9 +28,10 @@ from pydantic import Field, model_validator
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
-from seqvpr.atomic import atomic_dir
+from seqvpr.atomic import atomic_dir, atomic_remove
 from seqvpr.errors import DataError
-from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, read_split, role_rows, write_split
+from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, negatives_path, read_split, role_rows,
+                           write_split)
 from seqvpr.structfile import struct_names, write_struct_files
 
 
@@ -129,6 +130,9 @@ def build_split_assets(benchmark: str):
         values = config.model_dump()
         result = build_split(pq.read_table(source), configure(bench, values), source)
         written = write_split(result, benchmark, values, layout.split_table(benchmark))
+        for split in [s for s in SPLITS if s not in filled_splits(result.table)]:  # an emptied split's negatives are stale
+            if atomic_remove(stale := negatives_path(layout.split_table(benchmark), split)):
+                context.log.warning(f"{benchmark}/{split}: split is empty now; removed {stale.name}")
         missing = _without_positives(result.table)
         context.log.info(f"{benchmark}: {_counts(result.table)}, queries without positives {missing}")
         return MaterializeResult(

@@ -663,6 +663,8 @@ def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails
     stale = old_test.read_bytes()
     assert materialise(frame_separation=1e9) == {"struct_files_match_split": True}
     assert not list(folder.glob("*_test_*.db")) and len(list(folder.glob("*_train_*.db"))) == 1
+    negatives = sorted(p.name for p in layout.split_table("oxford_easy").parent.glob("oxford_easy_negatives_*.npy"))
+    assert negatives == ["oxford_easy_negatives_train.npy"]
     old_test.write_bytes(stale)  # what an earlier pipeline left in place
     (check,) = checks
     stale_result = check(home=PipelineHome(home=str(tmp_path)))
