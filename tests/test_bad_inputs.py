@@ -727,6 +727,8 @@ def _config_problems(home: Path, config: dict, **names) -> str:
     ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),
     ({"ops": {"nordland_frame_table": {"config": {"size": 3}}}}, {}, "ops.nordland_frame_table.config: nordland_frame_table takes no settings"),
     ({"ops": {"nordland_raw": {"settings": {}}}}, {}, "ops.nordland_raw: unknown key 'settings'"),
+    ({"ops": {"robotcar_raw": {"config": {"source": "lcoal"}}}}, {},
+     "ops.robotcar_raw.config.source: Input should be 'synthetic', 'local' or 'url' (got 'lcoal')"),
 ], ids=lambda value: str(value)[:60])
 def test_bad_setting_is_refused_before_any_work(run_home, config, names, expected):
     assert expected in _config_problems(run_home, config, **names)
