@@ -13,6 +13,7 @@ from pathlib import Path
 import pydantic
 
 TOP_LEVEL = ("ops", "resources")
+PATH_SETTINGS = ("path", "checkpoint", "manifest")
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,12 @@ def _section(where: str, entry) -> tuple[dict | None, list[str]]:
     return values, extra
 
 
+def _missing_paths(where: str, values: dict) -> list[str]:
+    """Settings that name a file or folder (`path`, `checkpoint`, `manifest`) must name one that exists."""
+    return [f"{where}.{name}: no such file or folder: {values[name]}" for name in PATH_SETTINGS
+            if isinstance(values.get(name), str) and values[name] and not Path(values[name]).expanduser().exists()]
+
+
 def _local_source_problem(where: str, values: dict, home: Path) -> list[str]:
     if values.get("source") != "local" or not values.get("path"):
         return []
@@ -105,7 +112,7 @@ def validate(defs, run_config, home: str | Path, selection: list[str] | None = N
             problems += [f"{where}.config: {key} takes no settings"] if values else []
             continue
         problems += _pydantic_problems(f"{where}.config", cls, values)
-        problems += _local_source_problem(f"{where}.config", values, home)
+        problems += _missing_paths(f"{where}.config", values) + _local_source_problem(f"{where}.config", values, home)
     for name, entry in (run_config.get("resources") or {}).items():
         where = f"resources.{name}"
         if name == "home":
@@ -117,5 +124,6 @@ def validate(defs, run_config, home: str | Path, selection: list[str] | None = N
             problems += found
             if values is not None:
                 problems += _pydantic_problems(f"{where}.config", type(defs.resources[name]), values)
+                problems += _missing_paths(f"{where}.config", values)
     if problems:
         raise ConfigError(problems)

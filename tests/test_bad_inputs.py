@@ -727,6 +727,12 @@ def _config_problems(home: Path, config: dict, **names) -> str:
     ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),
     ({"ops": {"nordland_frame_table": {"config": {"size": 3}}}}, {}, "ops.nordland_frame_table.config: nordland_frame_table takes no settings"),
     ({"ops": {"nordland_raw": {"settings": {}}}}, {}, "ops.nordland_raw: unknown key 'settings'"),
+    ({"resources": {"encoder": {"config": {"checkpoint": "/nowhere/cct_14_7x2_384.pth"}}}}, {},
+     "resources.encoder.config.checkpoint: no such file or folder: /nowhere/cct_14_7x2_384.pth"),
+    ({"resources": {"encoder": {"config": {"batch_size": 0}}}}, {},
+     "resources.encoder.config.batch_size: Input should be greater than or equal to 1 (got 0)"),
+    ({"ops": {"nuscenes_raw": {"config": {"source": "local", "path": "/nowhere/nuscenes"}}}}, {},
+     "ops.nuscenes_raw.config.path: no such file or folder: /nowhere/nuscenes"),
     ({"ops": {"robotcar_raw": {"config": {"source": "lcoal"}}}}, {},
      "ops.robotcar_raw.config.source: Input should be 'synthetic', 'local' or 'url' (got 'lcoal')"),
 ], ids=lambda value: str(value)[:60])
