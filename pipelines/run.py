@@ -203,13 +203,18 @@ def _collect(result, task: TaskResult) -> TaskResult:
         for label, count in written.items():
             task.written[label] = task.written.get(label, 0) + count
         task.skips += skips
+    broken = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             problems = _plain(evaluation.metadata.get("problems")) or {k: _plain(v) for k, v in evaluation.metadata.items()}
             task.failed_checks.append(f"{evaluation.check_name} ({evaluation.severity.value}): {problems}")
+            if evaluation.severity.value == "ERROR":  # the output is wrong: nothing downstream may use it
+                broken.append(f"asset check {evaluation.check_name} failed: {problems}")
     if not result.success:
         failure = next((e for e in result.all_events if e.is_failure and getattr(e.event_specific_data, "error", None)), None)
         task.error = root_cause(failure.event_specific_data.error) if failure else "failed; see the run's log"
+    elif broken:
+        task.error = "; ".join(broken)
     return task
 
 

@@ -131,3 +131,28 @@ def test_rerun_sweeps_the_temporaries_of_a_dead_run_and_nothing_else(home, tmp_p
     assert [p for p in leftovers if p.exists()] == []
     assert all(p.read_bytes() == b"resumable" for p in kept)
     assert (users / ".mine.1.partial").is_dir()
+
+
+def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
+    """Read from a real Dagster run of a throwaway asset with one ERROR and one WARN check."""
+    from dagster import AssetCheckResult, AssetCheckSeverity, DagsterInstance, asset, asset_check, materialize
+
+    from pipelines.run import TaskResult, _collect
+
+    @asset
+    def thing():
+        return 1
+
+    @asset_check(asset=thing)
+    def must_hold():
+        return AssetCheckResult(passed=False, metadata={"problems": ["test: shards left from an earlier run"]})
+
+    @asset_check(asset=thing)
+    def nice_to_have():
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata={"problems": ["2 queries without positives"]})
+
+    with DagsterInstance.ephemeral() as instance:
+        both = _collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        warned = _collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+    assert both.error == "asset check must_hold failed: ['test: shards left from an earlier run']"
+    assert warned.error is None and warned.failed_checks == ["nice_to_have (WARN): ['2 queries without positives']"]
