@@ -121,22 +121,24 @@ def fingerprints(run_config: dict, code: str) -> dict[str, str]:
 
 
 class FreshnessRecord:
-    """`<home>/.seqvpr/fresh.json`: task -> digest of its last successful run."""
+    """`<home>/.seqvpr/fresh.json`: task -> digest of its last successful run and the outputs it
+    reported (its metadata's paths); a task is fresh only while every one of them still exists."""
 
     def __init__(self, home: str):
         self.path = state_dir(home) / "fresh.json"
-        self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def is_fresh(self, task: str, digest: str) -> bool:
-        return self.done.get(task) == digest
+        entry = self.done.get(task)
+        return entry is not None and entry["digest"] == digest and all(Path(p).exists() for p in entry["outputs"])
 
     def forget(self, task: str) -> None:
         """Before a task runs: it may replace its outputs, so they no longer match the old digest."""
         if self.done.pop(task, None) is not None:
             self._save()
 
-    def record(self, task: str, digest: str) -> None:
-        self.done[task] = digest
+    def record(self, task: str, digest: str, outputs: list[str]) -> None:
+        self.done[task] = {"digest": digest, "outputs": sorted(outputs)}
         self._save()
 
     def _save(self) -> None:
@@ -154,6 +156,7 @@ class TaskResult:
     written: dict[str, int] = field(default_factory=dict)  # e.g. {"frames": 40} or {"samples": 94}
     skips: int = 0  # counted skips (dropped frames)
     failed_checks: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # the paths its metadata names
     error: str | None = None
     fresh: bool = False
 
@@ -198,8 +201,12 @@ def root_cause(error) -> str:
 
 def _collect(result, task: TaskResult) -> TaskResult:
     """Fill ``task`` from a Dagster execution result."""
+    from dagster import PathMetadataValue
+
     for event in result.get_asset_materialization_events():
-        written, skips = summarise_metadata(event.materialization.metadata)
+        metadata = event.materialization.metadata
+        task.outputs += [str(v.value) for v in metadata.values() if isinstance(v, PathMetadataValue)]
+        written, skips = summarise_metadata(metadata)
         for label, count in written.items():
             task.written[label] = task.written.get(label, 0) + count
         task.skips += skips
@@ -459,7 +466,7 @@ def _run_waves(defs, home, workers, run_config, selection, dask_address, rebuild
                             task = TaskResult(key, partition, error=f"{type(err).__name__}: {err}")
                         results.append(task)
                         if not task.error:
-                            record.record(task_id, digests[key])
+                            record.record(task_id, digests[key], task.outputs)
                         progress.done(stage_of[key], _task_line(task))
                 failures = [t for t in results if t.error]
                 if failures:

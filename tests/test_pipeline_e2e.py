@@ -80,6 +80,9 @@ def test_unchanged_rerun_does_no_work_and_a_forced_one_is_byte_identical(home):
     layout = Layout.from_home(home)
     before = {**_digests(layout.struct_root), **_digests(layout.shard_root)}
     assert all(task.fresh for task in run(str(home), workers=2, run_config=TINY))
+    shutil.rmtree(layout.struct_files("nordland"))  # an output removed by hand is not fresh any more
+    again = run(str(home), workers=2, run_config=TINY)
+    assert [task.name for task in again if not task.fresh] == ["nordland_struct_files"]
     forced = run(str(home), workers=2, run_config=TINY, rebuild_from=["nordland_raw", "robotcar_raw", "nuscenes_raw"])
     assert len(forced) == 42 and not any(task.fresh for task in forced)
     assert {**_digests(layout.struct_root), **_digests(layout.shard_root)} == before
