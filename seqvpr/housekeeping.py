@@ -3,7 +3,7 @@
 `home_lock` holds an exclusive `flock` on `<home>/.seqvpr/run.lock` for the whole run; the kernel
 drops it when the process dies, however it dies, so a lock is never stale. Only while it is held
 may `sweep_temporaries` delete the hidden temporary names that seqvpr.atomic (`.partial`, `.old-`)
-and archive extraction (`.extracting`) use: no other run can be writing them then.
+and dataset acquisition (`.extracting`, `.link-`) use: no other run can be writing them then.
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from seqvpr.layout import Layout
 LOCK_NAME = "run.lock"
 STATE_DIR = ".seqvpr"
 # `.<name>.<random>.partial` (atomic files and folders, atomic_remove), `.<name>.<random>.extracting`
-# (archive extraction), `.<name>.old-<pid>` (a folder being swapped out by atomic_dir).
-TEMPORARY = re.compile(r"^\..+\.(partial|extracting|old-\d+)$")
+# (archive extraction), `.<name>.old-<pid>` (a folder being swapped out by atomic_dir or
+# acquire.link_in_place), `.<name>.link-<pid>` (the link link_in_place is about to swap in).
+TEMPORARY = re.compile(r"^\..+\.(partial|extracting|old-\d+|link-\d+)$")
 
 
 def state_dir(home: str | Path) -> Path:
