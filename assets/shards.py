@@ -15,10 +15,12 @@ from dagster import (
 )
 
 from assets.embeddings import embedding_index_path
+from assets.splits import filled_splits
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import FrameEncoder, PipelineHome
 from schemas.shard import MANIFEST
 from schemas.split_table import SPLITS
+from seqvpr.atomic import atomic_remove
 from seqvpr.embed.embed import global_descriptor, load_tokens
 from seqvpr.errors import DataError
 from seqvpr.shards import Sample, verify_manifest, write_split_shards
@@ -61,10 +63,13 @@ def build_shard_assets(benchmark: str):
         cache = layout.embeddings(model_id)
         df = table.to_pandas()
         metadata = {}
+        filled = filled_splits(table)
         for split in SPLITS:
-            part = df[df["split"] == split]
-            if part.empty:
+            if split not in filled:  # a split the settings emptied: its old shards must not pass as current
+                if atomic_remove(layout.shards(benchmark, split)):
+                    context.log.warning(f"{benchmark}/{split}: split is empty now; removed its old shards")
                 continue
+            part = df[df["split"] == split]
             part = part.sort_values(["role", "order"], key=lambda c: c.map({"db": 0, "query": 1}) if c.name == "role" else c)
             rows = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in part.to_dict("records")]
             manifest = write_split_shards(layout.shards(benchmark, split), benchmark, split,
@@ -82,8 +87,10 @@ def build_shard_assets(benchmark: str):
         layout = home.layout()
         table, _ = read_split(layout.split_table(benchmark))
         df = table.to_pandas()
-        problems = []
-        for split in sorted(set(df["split"])):
+        filled = filled_splits(table)
+        problems = [f"{split}: shards left from a run whose settings did not empty the split"
+                    for split in SPLITS if split not in filled and layout.shards(benchmark, split).exists()]
+        for split in filled:
             folder = layout.shards(benchmark, split)
             keys = []
             for shard in json.loads((folder / MANIFEST).read_text())["shards"]:
@@ -98,8 +105,7 @@ def build_shard_assets(benchmark: str):
     def manifest_check(home: PipelineHome) -> AssetCheckResult:
         layout = home.layout()
         table, _ = read_split(layout.split_table(benchmark))
-        problems = [p for split in sorted(set(table.column("split").to_pylist()))
-                    for p in verify_manifest(layout.shards(benchmark, split))]
+        problems = [p for split in filled_splits(table) for p in verify_manifest(layout.shards(benchmark, split))]
         return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
                                 metadata={"problems": MetadataValue.json(problems)})
 

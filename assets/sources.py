@@ -4,6 +4,8 @@ Thin wrappers over `seqvpr.acquire.acquire_dataset`; the dataset lands at `layou
 its exact distributed format, archives being downloaded go to `layout.downloads(dataset)`.
 """
 
+from typing import Literal
+
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
 from pipelines.resources import PipelineHome
@@ -20,7 +22,7 @@ class SourceConfig(Config):
     generator's size parameters, e.g. {"frames_per_traversal": 100}) apply to "synthetic".
     """
 
-    source: str = "synthetic"
+    source: Literal["synthetic", "local", "url"] = "synthetic"
     path: str = ""
     manifest: str = ""
     seed: int = 0

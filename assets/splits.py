@@ -5,8 +5,9 @@ each split asset's Config is generated from the benchmark's defaults (seqvpr.spl
 so the Dagster UI shows them.
 """
 
+import dataclasses
 from collections import Counter
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,19 +23,54 @@ from dagster import (
     asset_check,
 )
 
+from pydantic import Field, model_validator
+
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
-from seqvpr.atomic import atomic_dir
-from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, read_split, role_rows, write_split
-from seqvpr.structfile import write_struct_files
+from seqvpr.atomic import atomic_dir, atomic_remove
+from seqvpr.errors import DataError
+from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, negatives_path, read_split, role_rows,
+                           write_split)
+from seqvpr.structfile import struct_names, write_struct_files
+
+
+def _constrained(name: str, kind) -> object:
+    """The field's type with the ranges every setting of its kind must keep.
+
+    Numbers are distances, angles, counts or seeds: finite and never negative (`*_deg` at most
+    180, `*_per_*` counts at least 1); `*_range` is a [start, end) fraction of the track; traversal
+    lists are not empty. Generic by name and kind, so new settings of seqvpr.splits are covered."""
+    if kind in (float, float | None):
+        number = Annotated[float, Field(ge=0, le=180 if name.endswith("_deg") else None, allow_inf_nan=False)]
+        return Optional[number] if kind == float | None else number
+    if kind is int:
+        return Annotated[int, Field(ge=1 if "_per_" in name else 0)]
+    if kind == list[float]:
+        return Annotated[list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
+    if kind == list[str]:
+        return Annotated[kind, Field(min_length=1)]
+    return kind
+
+
+def _check_ranges_and_sections(config):
+    """Cross-field rules: ranges run forward, sections exist among the benchmark's `n_sections`."""
+    values = config.model_dump()
+    for name, value in values.items():
+        if name.endswith("_range") and not value[0] < value[1]:
+            raise ValueError(f"{name} must be [start, end) with start < end, got {value}")
+        if name.endswith("_sections") and isinstance(value, list) and not all(1 <= s <= values.get("n_sections", 0) for s in value):
+            raise ValueError(f"{name} must be section numbers 1..n_sections ({values.get('n_sections', 0)}), got {value}")
+    return config
 
 
 def split_config_class(benchmark: str) -> type[Config]:
-    """A Config subclass whose fields and defaults are the benchmark's settings."""
+    """A Config subclass whose fields and defaults are the benchmark's settings, with their ranges."""
     fields = config_fields(BENCHMARKS[benchmark])
-    annotations = {name: (Optional[float] if kind == float | None else kind) for name, (kind, _) in fields.items()}
-    namespace = {"__annotations__": annotations, "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames)."}
+    annotations = {name: _constrained(name, kind) for name, (kind, _) in fields.items()}
+    namespace = {"__annotations__": annotations, "__module__": __name__,
+                 "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames).",
+                 "_check_ranges_and_sections": model_validator(mode="after")(_check_ranges_and_sections)}
     namespace.update({name: default for name, (_, default) in fields.items()})
     return type(f"{''.join(p.title() for p in benchmark.split('_'))}SplitConfig", (Config,), namespace)
 
@@ -57,6 +93,12 @@ def pairs_plot(table, max_pairs_per_split: int = 8) -> str:
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=6, markerscale=3)
     return png_markdown(fig, "pairs")
+
+
+def filled_splits(table) -> list[str]:
+    """Splits with both database and query frames; any other split has no struct file and no shards."""
+    present = set(zip(table.column("split").to_pylist(), table.column("role").to_pylist()))
+    return [s for s in SPLITS if (s, "db") in present and (s, "query") in present]
 
 
 def _counts(table) -> dict:
@@ -88,6 +130,9 @@ def build_split_assets(benchmark: str):
         values = config.model_dump()
         result = build_split(pq.read_table(source), configure(bench, values), source)
         written = write_split(result, benchmark, values, layout.split_table(benchmark))
+        for split in [s for s in SPLITS if s not in filled_splits(result.table)]:  # an emptied split's negatives are stale
+            if atomic_remove(stale := negatives_path(layout.split_table(benchmark), split)):
+                context.log.warning(f"{benchmark}/{split}: split is empty now; removed {stale.name}")
         missing = _without_positives(result.table)
         context.log.info(f"{benchmark}: {_counts(result.table)}, queries without positives {missing}")
         return MaterializeResult(
@@ -108,19 +153,51 @@ def build_split_assets(benchmark: str):
     def struct_asset(context: AssetExecutionContext, home: PipelineHome) -> MaterializeResult:
         layout = home.layout()
         table, configured = read_split(layout.split_table(benchmark))
+        filled = filled_splits(table)
+        empty = [spec.split for spec in configured.splits if spec.split not in filled]
+        if not filled:
+            raise DataError(layout.split_table(benchmark), "every split has no database or no query frames with "
+                                                            "these settings (sections, ranges, frame_separation)")
+        if empty:
+            context.log.warning(f"{benchmark}: no struct file for the empty split(s) {empty}")
         out_dir = layout.struct_files(benchmark)
-        # The whole folder is swapped in at once, so files named for old thresholds never linger.
+        # The whole folder is swapped in at once, so files named for old thresholds or for splits
+        # that are now empty never linger.
         with atomic_dir(out_dir) as tmp:
-            outputs = write_struct_files(table, configured, tmp)
+            kept = dataclasses.replace(configured, splits=tuple(s for s in configured.splits if s.split in filled))
+            outputs = write_struct_files(table, kept, tmp)
         files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
         context.log.info(f"{benchmark}: wrote {files}")
         return MaterializeResult(
             metadata={
+                "empty_splits": MetadataValue.json(empty),
                 "struct_files": MetadataValue.json([p.name for p in outputs.struct_files]),
                 "files": MetadataValue.json(files),
                 "path": MetadataValue.path(str(out_dir)),
             }
         )
+
+    @asset_check(asset=struct_asset, name="struct_files_match_split")
+    def struct_check(home: PipelineHome) -> AssetCheckResult:
+        """Exactly one struct file per non-empty split, with the split table's image and query counts."""
+        from scipy.io import loadmat
+
+        layout = home.layout()
+        table, configured = read_split(layout.split_table(benchmark))
+        folder = layout.struct_files(benchmark)
+        expected = {struct_names(configured, split)[0]: split for split in filled_splits(table)}
+        found = sorted(p.name for p in folder.glob("*.db"))
+        problems = [f"{name}: not a struct file of the current split table" for name in found if name not in expected]
+        problems += [f"{name}: missing" for name in sorted(set(expected) - set(found))]
+        for name in sorted(set(expected) & set(found)):
+            struct = loadmat(folder / name)["dbStruct"][0, 0]
+            counts = (int(struct["numImages"][0, 0]), int(struct["numQueries"][0, 0]))
+            split = expected[name]
+            wanted = (len(role_rows(table, split, "db")), len(role_rows(table, split, "query")))
+            if counts != wanted:
+                problems.append(f"{name}: {counts} images/queries, the split table has {wanted}")
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
+                                metadata={"problems": MetadataValue.json(problems)})
 
     @asset_check(asset=split_asset, name="every_query_has_a_positive")
     def positives_check(home: PipelineHome) -> AssetCheckResult:
@@ -166,7 +243,7 @@ def build_split_assets(benchmark: str):
             },
         )
 
-    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check]
+    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check, struct_check]
 
 
 split_assets, split_checks = [], []

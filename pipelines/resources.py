@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from seqvpr.layout import Layout
 
@@ -28,9 +29,9 @@ class FrameEncoder(ConfigurableResource):
     """
 
     checkpoint: str = ""
-    num_layers: int = 8
+    num_layers: int = Field(default=8, ge=1)
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int = Field(default=8, ge=1)
     seed: int = 0
 
     def embedder(self):

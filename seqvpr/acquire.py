@@ -584,16 +584,35 @@ def _remove(path: Path) -> None:
 def _claim(raw: Path, wanted: dict) -> bool:
     """Prepare ``raw`` for the source described by ``wanted``; True if it already holds exactly that.
 
-    Whatever an earlier, different source left there is removed, but a folder the pipeline did not
-    write (no stamp) is never deleted.
+    Whatever an earlier, different source left there is removed, but never anything the pipeline
+    did not write: a folder without a stamp, a file added or changed after the stamp was written,
+    or a local source that lies in what would be removed (or, for a pipeline home's raw folder,
+    anywhere in that home, where the pipeline replaces folders).
     """
     stamp = _stamp_path(raw)
+    if wanted.get("source") == "local":
+        from seqvpr.layout import Layout
+
+        local, here = Path(wanted["path"]).resolve(), Path(os.path.abspath(raw))  # raw may link to a user's copy
+        home = here.parents[2] if len(here.parents) > 2 else None
+        guarded = home if home is not None and Layout.from_home(home).raw(here.name) == here else here
+        if local == guarded or guarded in local.parents or local in guarded.parents:
+            raise DataError(local, f"the local source lies inside the pipeline's folder {guarded}, where the pipeline "
+                                   "replaces folders; keep your copy outside it (e.g. /datasets/<name>) and point path at it")
     current = json.loads(stamp.read_text()) if stamp.exists() else None
     if current == wanted and raw.is_dir():
         return True
     if current is None and raw.is_dir() and not raw.is_symlink() and any(raw.iterdir()):
         raise DataError(raw, "exists but was not written by this pipeline (no source stamp); move it away, "
                              "or use source=local with path pointing at it")
+    if current is not None and raw.is_dir() and not raw.is_symlink():
+        written = stamp.stat().st_mtime_ns
+        changed = sorted((not is_file, path) for folder, dirs, names in os.walk(raw)
+                         for is_file, name in [(False, d) for d in dirs] + [(True, n) for n in names]
+                         if os.lstat(path := os.path.join(folder, name)).st_mtime_ns > written)
+        if changed:  # files first: a folder is newer only because something was put in it
+            raise DataError(changed[0][1], f"was added or changed after the pipeline wrote {raw}, so the folder "
+                                           "is not replaced; move your files out of it (or delete it yourself)")
     for stale in (raw, raw.parent / f".{raw.name}.extracted", stamp):
         _remove(stale)
     return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -73,3 +74,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def atomic_remove(path: str | Path) -> bool:
+    """Remove a file or folder so that no half-deleted copy is ever visible under its name.
+
+    It is first renamed to a hidden ``.partial`` name (which the runner sweeps if this process is
+    killed before the deletion ends). Returns whether there was anything to remove."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    gone = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    os.replace(path, gone)
+    if gone.is_dir() and not gone.is_symlink():
+        shutil.rmtree(gone)
+    else:
+        gone.unlink()
+    return True

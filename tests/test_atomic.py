@@ -61,3 +61,15 @@ def test_atomic_dir_swaps_whole_folder(tmp_path):
         (tmp / "c.txt").write_text("three")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
+
+
+def test_atomic_remove_takes_the_name_away_at_once(tmp_path):
+    from seqvpr.atomic import atomic_remove
+
+    folder = tmp_path / "test"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "shard-000000.tar").write_bytes(b"x")
+    (tmp_path / "keep.txt").write_text("k")
+    assert atomic_remove(folder) and not folder.exists()
+    assert atomic_remove(tmp_path / "keep.txt") and sorted(os.listdir(tmp_path)) == []
+    assert atomic_remove(folder) is False

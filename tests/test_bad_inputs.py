@@ -589,3 +589,164 @@ def test_robotcar_frames_after_the_ins_ends_are_a_counted_skip(worlds, tmp_path)
     result = robotcar.normalise_partition(raw, ROBOTCAR_RUN, tmp_path / "frames", tmp_path, size=16)
     assert len(stamps) == 6 and result.dropped == {"outside_ins_range": 2}
     assert result.table["timestamp_us"].to_pylist() == stamps[:4]
+
+
+# --------------------------------------------------------------------------- the raw-data stage never deletes a user's files
+
+ROBOTCAR_TINY = {"frames_per_traversal": 2, "width": 32, "height": 24}
+
+
+def _acquire_robotcar(home: Path, **source) -> dict:
+    from seqvpr.acquire import acquire_dataset
+    from seqvpr.layout import Layout
+
+    layout = Layout.from_home(home)
+    return acquire_dataset("robotcar", layout.raw("robotcar"), layout.downloads("robotcar"),
+                           layout.data_root / "truth" / "robotcar", **source)
+
+
+def test_local_source_inside_the_pipeline_home_is_refused_and_kept(tmp_path):
+    """The README's raw folder given as the local source: refused, the synthetic world and the user's file intact."""
+    home = tmp_path / "home"
+    _acquire_robotcar(home, source="synthetic", scale=ROBOTCAR_TINY)
+    raw = home / "data" / "raw" / "robotcar"
+    (raw / "my_notes.txt").write_text("mine")
+    before = _snapshot(raw)
+    for path in (raw, home / "datasets" / "robotcar", home):
+        with pytest.raises(DataError, match="inside the pipeline's folder") as err:
+            _acquire_robotcar(home, source="local", path=str(path))
+        assert err.value.path == str(path.resolve())
+    assert _snapshot(raw) == before and (raw / "my_notes.txt").read_text() == "mine"
+
+
+def test_a_file_added_to_a_generated_world_stops_its_replacement(tmp_path):
+    """Switching source would replace the synthetic world; a file the user put in it is named and kept."""
+    home = tmp_path / "home"
+    _acquire_robotcar(home, source="synthetic", scale=ROBOTCAR_TINY)
+    raw = home / "data" / "raw" / "robotcar"
+    run = next(p for p in raw.iterdir() if p.is_dir())
+    (run / "my_notes.txt").write_text("mine")
+    before = _snapshot(raw)
+    with pytest.raises(DataError, match="added or changed after the pipeline wrote") as err:
+        _acquire_robotcar(home, source="synthetic", seed=1, scale=ROBOTCAR_TINY)
+    assert err.value.path == str(run / "my_notes.txt")
+    assert _snapshot(raw) == before
+
+
+# --------------------------------------------------------------------------- settings that empty a split leave nothing stale
+
+
+def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails_on_stale_data(tmp_path):
+    """`frame_separation: 1e9` empties the Oxford-easy test split: its struct file goes, the train
+    one is rewritten, and the check fails when an old test struct file is put back."""
+    from dagster import materialize
+
+    from assets.splits import split_assets, split_checks
+    from pipelines.resources import PipelineHome
+    from seqvpr.layout import Layout
+    from test_splits import robotcar_frames
+
+    layout = Layout.from_home(tmp_path)
+    write_table(robotcar_frames(), layout.frame_table("robotcar"))
+    selected = [a for a in split_assets if a.key.to_user_string().startswith("oxford_easy")]
+    checks = [c for c in split_checks if any(k.asset_key.to_user_string() == "oxford_easy_struct_files" for k in c.check_keys)]
+
+    def materialise(**settings):
+        result = materialize([*selected, *checks], resources={"home": PipelineHome(home=str(tmp_path))},
+                             run_config={"ops": {"oxford_easy_split": {"config": settings}}})
+        assert result.success
+        return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+    folder = layout.struct_files("oxford_easy")
+    assert materialise(frame_separation=4.0) == {"struct_files_match_split": True}
+    old_test = next(folder.glob("*_test_*.db"))
+    stale = old_test.read_bytes()
+    assert materialise(frame_separation=1e9) == {"struct_files_match_split": True}
+    assert not list(folder.glob("*_test_*.db")) and len(list(folder.glob("*_train_*.db"))) == 1
+    negatives = sorted(p.name for p in layout.split_table("oxford_easy").parent.glob("oxford_easy_negatives_*.npy"))
+    assert negatives == ["oxford_easy_negatives_train.npy"]
+    old_test.write_bytes(stale)  # what an earlier pipeline left in place
+    (check,) = checks
+    stale_result = check(home=PipelineHome(home=str(tmp_path)))
+    assert not stale_result.passed and f"{old_test.name}: not a struct file" in str(stale_result.metadata["problems"].value)
+
+
+# --------------------------------------------------------------------------- run settings, refused before any work
+
+
+@pytest.fixture(scope="module")
+def run_home(tmp_path_factory):
+    """A home holding one materialised asset, whose outputs every refused run must leave alone."""
+    import os
+
+    from pipelines.run import run
+
+    home = tmp_path_factory.mktemp("run_home") / "home"
+    os.environ.setdefault("DAGSTER_HOME", str(home / ".dagster_home"))
+    run(str(home), 1, {"ops": {"nordland_raw": {"config": {"scale": {"frames": 3, "width": 32, "height": 24}}}}},
+        selection=["nordland_raw"])
+    return home
+
+
+def _config_problems(home: Path, config: dict, **names) -> str:
+    from pipelines.run import run
+    from pipelines.validate import ConfigError
+
+    before = _snapshot(home / "data")
+    fresh = (home / ".seqvpr" / "fresh.json").read_text()
+    with pytest.raises(ConfigError) as err:
+        run(str(home), 1, config, **names)
+    assert _snapshot(home / "data") == before and (home / ".seqvpr" / "fresh.json").read_text() == fresh
+    return str(err.value)
+
+
+@pytest.mark.parametrize("config, names, expected", [
+    ({"ops": {"oxford_hard_splits": {"config": {"frame_separation": 2.0}}}}, {},
+     "ops: unknown asset 'oxford_hard_splits' (did you mean 'oxford_hard_split'?)"),
+    ({"resources": {"encoder": {"config": {"chekpoint": "/weights.pth"}}}}, {},
+     "resources.encoder.config: unknown setting 'chekpoint' (did you mean 'checkpoint'?)"),
+    ({"ops": {"oxford_hard_split": {"config": {"frame_seperation": 2.0}}}}, {},
+     "ops.oxford_hard_split.config: unknown setting 'frame_seperation' (did you mean 'frame_separation'?)"),
+    ({"op": {}}, {}, "config: unknown top-level key 'op' (did you mean 'ops'?)"),
+    ({}, {"selection": ["nordlnd_shards"]}, "--select: unknown asset 'nordlnd_shards' (did you mean 'nordland_shards'?)"),
+    ({}, {"rebuild_from": ["oxford_hard_splitt"]}, "--rebuild-from: unknown asset 'oxford_hard_splitt' (did you mean 'oxford_hard_split'?)"),
+    ({"ops": {"oxford_hard_split": {"config": {"radius": -10}}}}, {},
+     "ops.oxford_hard_split.config.radius: Input should be greater than or equal to 0 (got -10)"),
+    ({"ops": {"oxford_hard_split": {"config": {"frame_separation": float("nan")}}}}, {},
+     "ops.oxford_hard_split.config.frame_separation: Input should be a finite number (got nan)"),
+    ({"ops": {"oxford_easy_split": {"config": {"nontrivial_radius": -1.0}}}}, {},
+     "ops.oxford_easy_split.config.nontrivial_radius: Input should be greater than or equal to 0"),
+    ({"ops": {"nordland_split": {"config": {"negatives_per_query": -1}}}}, {},
+     "ops.nordland_split.config.negatives_per_query: Input should be greater than or equal to 1 (got -1)"),
+    ({"ops": {"oxford_hard_split": {"config": {"test_sections": [7, 8]}}}}, {},
+     "test_sections must be section numbers 1..n_sections (6), got [7, 8]"),
+    ({"ops": {"nordland_split": {"config": {"test_range": [0.9, 0.2]}}}}, {},
+     "test_range must be [start, end) with start < end, got [0.9, 0.2]"),
+    ({"ops": {"nuscenes_split": {"config": {"max_heading_deg": 400.0}}}}, {},
+     "ops.nuscenes_split.config.max_heading_deg: Input should be less than or equal to 180"),
+    ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),
+    ({"ops": {"nordland_frame_table": {"config": {"size": 3}}}}, {}, "ops.nordland_frame_table.config: nordland_frame_table takes no settings"),
+    ({"ops": {"nordland_raw": {"settings": {}}}}, {}, "ops.nordland_raw: unknown key 'settings'"),
+    ({"resources": {"encoder": {"config": {"checkpoint": "/nowhere/cct_14_7x2_384.pth"}}}}, {},
+     "resources.encoder.config.checkpoint: no such file or folder: /nowhere/cct_14_7x2_384.pth"),
+    ({"resources": {"encoder": {"config": {"batch_size": 0}}}}, {},
+     "resources.encoder.config.batch_size: Input should be greater than or equal to 1 (got 0)"),
+    ({"ops": {"nuscenes_raw": {"config": {"source": "local", "path": "/nowhere/nuscenes"}}}}, {},
+     "ops.nuscenes_raw.config.path: no such file or folder: /nowhere/nuscenes"),
+    ({"ops": {"robotcar_raw": {"config": {"source": "lcoal"}}}}, {},
+     "ops.robotcar_raw.config.source: Input should be 'synthetic', 'local' or 'url' (got 'lcoal')"),
+], ids=lambda value: str(value)[:60])
+def test_bad_setting_is_refused_before_any_work(run_home, config, names, expected):
+    assert expected in _config_problems(run_home, config, **names)
+
+
+def test_every_problem_is_reported_at_once(run_home):
+    config = {"ops": {"oxford_hard_split": {"config": {"radius": -10, "negative_radius": -1}}, "nordlnd_raw": {}},
+              "resources": {"encoder": {"config": {"chekpoint": "x"}}}}
+    message = _config_problems(run_home, config)
+    assert all(part in message for part in ("radius", "negative_radius", "nordlnd_raw", "chekpoint")), message
+
+
+def test_local_source_inside_the_home_is_refused_before_any_work(run_home):
+    config = {"ops": {"nordland_raw": {"config": {"source": "local", "path": str(run_home / "data" / "raw" / "nordland")}}}}
+    assert "lies inside the pipeline home" in _config_problems(run_home, config)

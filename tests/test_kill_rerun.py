@@ -259,3 +259,44 @@ def test_killed_shard_writing_reruns_to_identical_shards(tmp_path):
     _run(SHARDS.format(out=str(killed_dir)))
     assert _final_files(killed_dir) == clean
     assert _temporary_files(killed_dir.parent) == [], "the rerun left the killed run's temporary folder behind"
+
+
+# --------------------------------------------------------------------------- archive extraction
+
+EXTRACT = """
+    from seqvpr.acquire import extract
+    extract({archive!r}, {target!r})
+"""
+
+
+def test_killed_extraction_leaves_a_folder_the_next_run_sweeps(tmp_path):
+    """A SIGKILL mid-extraction leaves a hidden `.extracting` folder; the runner's sweep (under the
+    home's lock) removes it, nothing else, and the rerun extracts exactly what a clean run does."""
+    import tarfile
+
+    from seqvpr.housekeeping import home_lock, sweep_temporaries
+
+    content = tmp_path / "content" / "summer"
+    content.mkdir(parents=True)
+    for i in range(400):  # incompressible, so extraction takes long enough to be caught half-way
+        (content / f"images-{i:05d}.png").write_bytes(os.urandom(64 * 1024))
+    archive = tmp_path / "summer.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(content, arcname="summer")
+    clean_home, killed_home = tmp_path / "clean", tmp_path / "killed"
+    _run(EXTRACT.format(archive=str(archive), target=str(clean_home / "data" / "raw" / "nordland")))
+    clean = _final_files(clean_home)
+    assert len(clean) == 400
+
+    raw_parent = killed_home / "data" / "raw"
+    raw_parent.mkdir(parents=True)
+    (raw_parent / "nordland.tar.part").write_bytes(b"a resumable download")
+    _kill_when(EXTRACT.format(archive=str(archive), target=str(raw_parent / "nordland")),
+               lambda: any(p.name.endswith(".extracting") and any(p.rglob("*.png")) for p in raw_parent.iterdir()))
+    assert [p.name for p in raw_parent.iterdir() if p.name.endswith(".extracting")]
+    with home_lock(killed_home):
+        removed = sweep_temporaries(killed_home)
+    assert [p.name for p in removed if p.name.endswith(".extracting")] and all(p.parent == raw_parent for p in removed)
+    assert sorted(p.name for p in raw_parent.iterdir()) == ["nordland.tar.part"]
+    _run(EXTRACT.format(archive=str(archive), target=str(raw_parent / "nordland")))
+    assert {k: v for k, v in _final_files(killed_home).items() if not k.endswith(".part")} == clean

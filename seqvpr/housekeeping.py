@@ -1,0 +1,75 @@
+"""One run per pipeline home, and the temporary folders a killed run leaves behind.
+
+`home_lock` holds an exclusive `flock` on `<home>/.seqvpr/run.lock` for the whole run; the kernel
+drops it when the process dies, however it dies, so a lock is never stale. Only while it is held
+may `sweep_temporaries` delete the hidden temporary names that seqvpr.atomic (`.partial`, `.old-`)
+and dataset acquisition (`.extracting`, `.link-`) use: no other run can be writing them then.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from seqvpr.layout import Layout
+
+LOCK_NAME = "run.lock"
+STATE_DIR = ".seqvpr"
+# `.<name>.<random>.partial` (atomic files and folders, atomic_remove), `.<name>.<random>.extracting`
+# (archive extraction), `.<name>.old-<pid>` (a folder being swapped out by atomic_dir or
+# acquire.link_in_place), `.<name>.link-<pid>` (the link link_in_place is about to swap in).
+TEMPORARY = re.compile(r"^\..+\.(partial|extracting|old-\d+|link-\d+)$")
+
+
+def state_dir(home: str | Path) -> Path:
+    return Path(home) / STATE_DIR
+
+
+@contextlib.contextmanager
+def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) -> Iterator[int]:
+    """Hold the home's run lock; if another run holds it, say so through ``on_wait`` and wait.
+
+    Yields the lock's file descriptor, which child processes should close."""
+    path = state_dir(home) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            if on_wait is not None:
+                on_wait(f"another seqvpr run ({holder}) is using {home}; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def sweep_temporaries(home: str | Path) -> list[Path]:
+    """Delete the temporary files and folders of dead runs in the home's output folders (data/,
+    struct_files/, shards/); returns what was removed.
+
+    Call only while holding `home_lock`. Symlinks are never followed, so a user's dataset linked
+    in as a local source is never looked into; nothing else in the home (a checkout, say) is."""
+    layout = Layout.from_home(home)
+    removed = []
+    for root in (layout.data_root, layout.struct_root, layout.shard_root):
+        for folder, dirs, names in os.walk(root):
+            for name in [*dirs, *names]:
+                if TEMPORARY.match(name):
+                    path = Path(folder) / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed.append(path)
+            dirs[:] = [d for d in dirs if not TEMPORARY.match(d)]
+    return removed

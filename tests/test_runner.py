@@ -1,0 +1,161 @@
+"""The headless runner as a user meets it: a typo on the command line, the failure line, the home's
+run lock, workers that die with the runner, and the sweep of a dead run's temporary folders
+(bad settings in the YAML: tests/test_bad_inputs.py).
+
+Runs go through the real `seqvpr run` command in a subprocess where the behaviour is about
+processes (lock, SIGKILL), and through `pipelines.run.run` in-process otherwise; only the cheap
+`nordland_raw` / `robotcar_raw` assets run, on tiny synthetic worlds.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from pipelines.run import RunFailed, run
+from seqvpr.housekeeping import home_lock
+
+REPO = Path(__file__).resolve().parents[1]
+NORDLAND_TINY = {"ops": {"nordland_raw": {"config": {"scale": {"frames": 3, "width": 32, "height": 24}}}}}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / ".dagster_home"))
+    return tmp_path / "home"
+
+
+def _seqvpr(home: Path, *args: str, config: dict | None = None, **popen) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("seqvpr")), "run", "--home", str(home), *args]
+    if config is not None:
+        path = home.parent / f"config-{time.monotonic_ns()}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        command += ["--config", str(path)]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_reports_a_typo_in_one_line_and_exits_2(home):
+    proc = _seqvpr(home, "--select", "nordlnd_shards")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, output
+    assert "unknown asset 'nordlnd_shards' (did you mean 'nordland_shards'?)" in output
+    assert "Traceback" not in output and len(output.splitlines()) <= 3, output
+
+
+# --------------------------------------------------------------------------- the failure line
+
+
+def test_failure_line_names_the_file_and_the_problem(home, tmp_path):
+    empty = tmp_path / "my_robotcar"
+    empty.mkdir()
+    config = {"ops": {"robotcar_raw": {"config": {"source": "local", "path": str(empty)}}}}
+    with pytest.raises(RunFailed) as err:
+        run(str(home), 1, config, selection=["robotcar_raw"])
+    first_line = str(err.value).splitlines()[0]
+    assert first_line == (f"robotcar_raw failed: DataError: {empty}: neither a robotcar folder layout "
+                          "nor a folder of robotcar archives"), first_line
+    assert "DagsterExecutionStepExecutionError" not in str(err.value)
+    log = Path(str(err.value).rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert log.parent == home / "logs" and "DagsterExecutionStepExecutionError" in log.read_text()
+
+
+# --------------------------------------------------------------------------- one run per home, no process left behind
+
+
+def test_second_run_on_a_home_waits_for_the_first(home):
+    home.mkdir()
+    with home_lock(home):
+        proc = _seqvpr(home, "--select", "nordland_raw", config=NORDLAND_TINY)
+        deadline = time.monotonic() + 60
+        first = proc.stdout.readline()
+        waiting = proc.stdout.readline()
+        assert "waiting for it to finish" in waiting and f"pid {os.getpid()}" in waiting, first + waiting
+        time.sleep(1.0)
+        assert proc.poll() is None and not (home / "data" / "raw" / "nordland").exists(), "ran beside the lock holder"
+        assert time.monotonic() < deadline
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert (home / "data" / "raw" / "nordland").is_dir()
+
+
+def test_sigkill_of_the_runner_leaves_no_process_behind(home):
+    """Kill `seqvpr run` while its workers normalise frames: every worker dies too."""
+    config = {"ops": {"nordland_raw": {"config": {"scale": {"frames": 60, "width": 320, "height": 240}}}}}
+    proc = _seqvpr(home, "--select", "nordland_frames", "--workers", "2", config=config)
+    runner = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    workers: list[psutil.Process] = []
+    while len(workers) < 2:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the runner started no workers"
+        workers = [c for c in runner.children(recursive=True) if c.is_running()]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    for orphan in alive:  # never leave them behind, even when the test fails
+        orphan.kill()
+    proc.stdout.close()
+    assert not alive, f"workers left running: {[p.pid for p in alive]}"
+
+
+def test_rerun_sweeps_the_temporaries_of_a_dead_run_and_nothing_else(home, tmp_path):
+    raw_parent = home / "data" / "raw"
+    leftovers = [raw_parent / ".nordland.abc123.partial", raw_parent / ".robotcar.x1.extracting",
+                 home / "shards" / "nordland" / ".test.q9.partial", home / "struct_files" / ".nordland.old-4242",
+                 home / "data" / "tables" / ".nordland.parquet.zz.partial"]
+    for path in leftovers[:-1]:
+        (path / "inner").mkdir(parents=True)
+        (path / "inner" / "half.png").write_bytes(b"half")
+    leftovers[-1].parent.mkdir(parents=True)
+    leftovers[-1].write_bytes(b"half a table")
+    users = tmp_path / "users_dataset"
+    (users / ".mine.1.partial").mkdir(parents=True)
+    half_swapped = raw_parent / ".robotcar.link-4242"
+    half_swapped.symlink_to(users, target_is_directory=True)
+    leftovers.append(half_swapped)
+    kept = [home / "data" / "downloads" / "nordland" / "summer.tar.gz.part", home / "data" / "notes.partial.txt"]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"resumable")
+    (home / "data" / "linked").symlink_to(users)  # a link into a user's folder is never followed
+    run(str(home), 1, NORDLAND_TINY, selection=["nordland_raw"])
+    assert [p for p in leftovers if p.exists() or p.is_symlink()] == []
+    assert all(p.read_bytes() == b"resumable" for p in kept)
+    assert (users / ".mine.1.partial").is_dir()
+
+
+def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
+    """Read from a real Dagster run of a throwaway asset with one ERROR and one WARN check."""
+    from dagster import AssetCheckResult, AssetCheckSeverity, DagsterInstance, asset, asset_check, materialize
+
+    from pipelines.run import TaskResult, _collect
+
+    @asset
+    def thing():
+        return 1
+
+    @asset_check(asset=thing)
+    def must_hold():
+        return AssetCheckResult(passed=False, metadata={"problems": ["test: shards left from an earlier run"]})
+
+    @asset_check(asset=thing)
+    def nice_to_have():
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata={"problems": ["2 queries without positives"]})
+
+    with DagsterInstance.ephemeral() as instance:
+        both = _collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        warned = _collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+    assert both.error == "asset check must_hold failed: ['test: shards left from an earlier run']"
+    assert warned.error is None and warned.failed_checks == ["nice_to_have (WARN): ['2 queries without positives']"]
