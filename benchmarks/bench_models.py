@@ -7,12 +7,14 @@ STformer measured side by side in the same run.
     .venv/bin/python benchmarks/bench_models.py --table spatial  # one spatial layer per frame
     options: --device cpu|cuda (cuda when there is one) --dtypes fp32,bf16 --repeats N --warmup N
 
-Time: median of `--repeats` timed extractions after `--warmup` ones (CUDA synchronised around
-each). Head: the same for the sequence head alone on the backbone's tokens (more repeats: the
-backbone is the same for the CCT models and dominates the CPU time). Memory: peak during one
-extraction above what was allocated before the model was built (weights, input, activations,
-workspaces): on CUDA `max_memory_allocated` after `reset_peak_memory_stats`; on a CPU the rise of
-the process's peak RSS (VmHWM) in a fresh subprocess per model, which sees every allocation.
+Time: median of `--repeats` timed extractions after `--warmup` ones, the models taking turns in
+each round; wall time on CUDA (synchronised around each), process CPU time on a CPU (one thread).
+Head: the same for the sequence head alone on the backbone's tokens (more repeats: the backbone
+is the same for the CCT models and dominates the CPU time). Memory: peak during one extraction
+above what was allocated before the model was built (weights, input, activations, workspaces):
+on CUDA `max_memory_allocated` after `reset_peak_memory_stats`; on a CPU the rise of the
+process's peak RSS (VmHWM) in a fresh subprocess per model, which sees every allocation (glibc's
+mmap threshold fixed, see peak_memory_mb).
 Stages: the paper's Fig. 3 split (backbone, spatial, temporal, aggregation) from forward hooks.
 On a CPU the default is one thread: on a shared machine two threads were 2-10x slower and noisier.
 """
@@ -65,7 +67,10 @@ def _sync(device) -> None:
 
 def interleaved_medians(calls: dict, device, warmup: int, repeats: int) -> dict[str, float]:
     """Median seconds per call, the calls taking turns in every round, so that a load change on a
-    shared machine hits all of them alike instead of whichever ran at that moment."""
+    shared machine hits all of them alike instead of whichever ran at that moment. On a CPU the
+    process's CPU time is measured instead of wall time: with one thread it is the work done,
+    without the time spent descheduled behind other processes."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     times = {key: [] for key in calls}
     with torch.inference_mode():
         for _ in range(warmup):
@@ -74,10 +79,10 @@ def interleaved_medians(calls: dict, device, warmup: int, repeats: int) -> dict[
         for _ in range(repeats):
             for key, call in calls.items():
                 _sync(device)
-                start = time.perf_counter()
+                start = clock()
                 call()
                 _sync(device)
-                times[key].append(time.perf_counter() - start)
+                times[key].append(clock() - start)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -90,10 +95,14 @@ def _rss(field: str) -> int:
 
 def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> float:
     """Peak memory of one extraction above the memory held before the model was built."""
-    if device.type == "cpu":  # a fresh process per model, so no earlier model's pages are reused
+    if device.type == "cpu":
+        # a fresh process per model, so no earlier model's pages are reused; a fixed mmap threshold
+        # makes glibc map and unmap every large buffer, so the RSS follows the live tensors instead of
+        # heap fragmentation (without it, repeated runs of one model differed by up to 20 %)
         out = subprocess.run([sys.executable, __file__, "--memory-child", name, "--lengths", str(length),
                               "--dtypes", dtype, "--threads", str(threads)],
-                             check=True, capture_output=True, text=True, cwd=REPO)
+                             check=True, capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
         return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
     gc.collect()
     torch.cuda.empty_cache()

@@ -96,7 +96,7 @@ class DeformableAttention(nn.Module):
         offsets = offsets.view(b, lq, self.heads, self.levels_fed * self.points, 2)
         weights = self.attention_weights(query).view(b, lq, self.heads, self.levels * self.points).softmax(-1)
         weights = weights.view(b, lq, self.heads, self.levels, self.points)[:, :, :, : self.levels_fed]
-        rows, corner_weights = _padded_bilinear_corners(reference_points, offsets, weights, h, w, self.heads)
+        rows, corner_weights = _padded_bilinear_corners(reference_points, offsets, weights.flatten(3), h, w, self.heads)
         out = F.embedding_bag(rows.view(b * lq * self.heads, -1), table, mode="sum",
                               per_sample_weights=corner_weights.view(b * lq * self.heads, -1).to(table.dtype))
         return self.output_proj(out.view(b, lq, self.dim))
@@ -119,26 +119,27 @@ def _padded_bilinear_corners(reference_points, offsets, weights, h: int, w: int,
     weights (B, Lq, heads, P) attention weights. Pixel coordinates follow
     `grid_sample(align_corners=False)`: x * W - 0.5. Clamping them to [-1, W] (and [-1, H]) moves
     samples that lie wholly outside onto the zero border without changing any value or gradient.
-    Returns rows (B, Lq, heads, P * 4) int64 and weights (B, Lq, heads, P * 4).
+    x and y are kept as separate contiguous tensors: elementwise ops that broadcast over a last
+    axis of 2 run several times slower on CPUs.
+    Returns rows and weights, both (B, Lq, heads, 4 * P), the corners in the same order.
     """
     b, lq, _, points, _ = offsets.shape
     dtype = torch.promote_types(offsets.dtype, torch.float32)  # integer parts need full precision
-    size = torch.tensor([w, h], dtype=dtype, device=offsets.device)
-    pixel = (offsets.to(dtype) + (reference_points.to(dtype) * size - 0.5)[:, :, None, None, :])
-    pixel = torch.clamp(pixel, min=torch.full_like(size, -1.0), max=size)
-    corner = pixel.floor()
-    frac = pixel - corner
-    stride = torch.tensor([heads, (w + 3) * heads], dtype=dtype, device=offsets.device)
-    head_rows = torch.arange(heads, dtype=dtype, device=offsets.device).view(1, 1, heads, 1)
-    first_rows = (torch.arange(b, dtype=dtype, device=offsets.device) * ((h + 3) * (w + 3) * heads)).view(b, 1, 1, 1)
-    # (x, y) = (-1, -1) is padded row 0, so shift by one padded row and column
-    base = (corner * stride).sum(-1) + (first_rows + head_rows + stride.sum())
-    corner_rows = torch.tensor([0, heads, (w + 3) * heads, (w + 4) * heads], device=offsets.device)
-    rows = (base.long()[..., None] + corner_rows).view(b, lq, heads, points * 4)
-    fx, fy = frac.unbind(-1)
-    along_y = torch.stack([1 - fy, fy], -1) * weights.reshape(b, lq, heads, points, 1).to(dtype)
-    along_x = torch.stack([1 - fx, fx], -1)
-    return rows, (along_y[..., :, None] * along_x[..., None, :]).view(b, lq, heads, points * 4)
+    device = offsets.device
+    start = reference_points.to(dtype) * torch.tensor([w, h], dtype=dtype, device=device) - 0.5
+    x = (offsets[..., 0].to(dtype) + start[:, :, 0, None, None]).clamp_(-1.0, w)
+    y = (offsets[..., 1].to(dtype) + start[:, :, 1, None, None]).clamp_(-1.0, h)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    # the padded row of corner (x0, y0); (x, y) = (-1, -1) is padded row 0, hence the + 1s
+    first = (torch.arange(b, device=device, dtype=dtype) * ((h + 3) * (w + 3) * heads)).view(b, 1, 1, 1)
+    first = first + torch.arange(heads, device=device, dtype=dtype).view(1, 1, heads, 1) + (w + 4) * heads
+    row00 = torch.addcmul(first, (y0 * (w + 3) + x0), torch.tensor(float(heads), dtype=dtype, device=device)).long()
+    rows = torch.cat([row00, row00 + heads, row00 + (w + 3) * heads, row00 + (w + 4) * heads], -1)
+    weights = weights.to(dtype)
+    top, bottom = weights - weights * fy, weights * fy
+    left, right = 1 - fx, fx
+    return rows, torch.cat([top * left, top * right, bottom * left, bottom * right], -1)
 
 
 def grid_reference_points(side: int, device=None) -> torch.Tensor:
