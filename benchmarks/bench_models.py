@@ -93,8 +93,9 @@ def _rss(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> float:
-    """Peak memory of one extraction above the memory held before the model was built."""
+def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> dict[str, float]:
+    """`whole`: peak memory of one extraction above the memory held before the model was built;
+    `head`: the head's own peak above what is held once the backbone's tokens are computed."""
     if device.type == "cpu":
         # a fresh process per model, so no earlier model's pages are reused; a fixed mmap threshold
         # makes glibc map and unmap every large buffer, so the RSS follows the live tensors instead of
@@ -103,7 +104,7 @@ def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> 
                               "--dtypes", dtype, "--threads", str(threads)],
                              check=True, capture_output=True, text=True, cwd=REPO,
                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
-        return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        return json.loads(out.stdout.strip().splitlines()[-1])
     gc.collect()
     torch.cuda.empty_cache()
     images = sequence_images(length, DTYPES[dtype], device)
@@ -116,7 +117,16 @@ def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> 
         torch.cuda.reset_peak_memory_stats()
         extractor(images)
         torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - before) / 2**20
+        whole = torch.cuda.max_memory_allocated() - before
+        tokens = extractor.backbone(images.flatten(0, 1))
+        tokens = tokens.view(1, length, *tokens.shape[1:])
+        torch.cuda.synchronize()
+        before_head = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        extractor.head(tokens)
+        torch.cuda.synchronize()
+        head = torch.cuda.max_memory_allocated() - before_head
+    return {"whole": whole / 2**20, "head": head / 2**20}
 
 
 def _memory_child(name: str, length: int, dtype: str) -> None:
@@ -128,7 +138,14 @@ def _memory_child(name: str, length: int, dtype: str) -> None:
     extractor = build_extractor(name, **head_kwargs(name, length)).to(dtype=DTYPES[dtype])
     with torch.inference_mode():
         extractor(images)
-    print(json.dumps({"peak_mb": (_rss("VmHWM") - before) / 2**20}))
+        whole = _rss("VmHWM") - before
+        tokens = extractor.backbone(images.flatten(0, 1))
+        tokens = tokens.view(1, length, *tokens.shape[1:])
+        before_head = _rss("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+        extractor.head(tokens)
+        head = _rss("VmHWM") - before_head
+    print(json.dumps({"whole": whole / 2**20, "head": head / 2**20}))
 
 
 def measure(names: list[str], length: int, dtype: str, device, args) -> dict[str, dict | None]:
@@ -157,12 +174,14 @@ def measure(names: list[str], length: int, dtype: str, device, args) -> dict[str
                       "head_parameters": sum(p.numel() for p in extractor.head.parameters())}
     del extractors, tokens, images
     for name in rows:
-        rows[name]["peak_mb"] = peak_memory_mb(name, length, dtype, device, args.threads)
+        memory = peak_memory_mb(name, length, dtype, device, args.threads)
+        rows[name]["peak_mb"], rows[name]["head_peak_mb"] = memory["whole"], memory["head"]
     return {name: rows.get(name) for name in names}
 
 
 def _stage_runs(extractor, images, repeats: int) -> dict[str, list[float]]:
-    runs = [module_times(extractor, images) for _ in range(repeats)]
+    clock = time.perf_counter if images.is_cuda else time.process_time
+    runs = [module_times(extractor, images, clock) for _ in range(repeats)]
     return {key: [run.get(key, 0.0) for run in runs] for key in runs[0]}
 
 
@@ -176,35 +195,37 @@ def table_ii(device, args) -> None:
         rows = measure(TABLE_II, 5, dtype, device, args)
         ref = rows["stformer"]
         print(f"\n### Table II, {dtype}, L = 5, batch 1, {device.type}\n")
-        print("| model | ms / sequence | ÷ STformer | head ms | ÷ STformer | peak MB | ÷ STformer | parameters (head) "
-              "| Fig. 3 stages, ms |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | ms / sequence | ÷ STformer | head ms | ÷ STformer | peak MB | ÷ STformer | head peak MB "
+              "| ÷ STformer | parameters (head) | Fig. 3 stages, ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, row in rows.items():
             if row is None:
-                print(f"| {LABELS[name]} | n/a | | | | | | | |")
+                print(f"| {LABELS[name]} | n/a | | | | | | | | | |")
                 continue
             ratio = (lambda key: f"{row[key] / ref[key]:.2f}") if ref else (lambda key: "n/a")
             print(f"| {LABELS[name]} | {row['seconds'] * 1e3:.1f} | {ratio('seconds')} | {row['head_seconds'] * 1e3:.2f} "
-                  f"| {ratio('head_seconds')} | {row['peak_mb']:.0f} | {ratio('peak_mb')} | {row['parameters']:,} "
+                  f"| {ratio('head_seconds')} | {row['peak_mb']:.0f} | {ratio('peak_mb')} | {row['head_peak_mb']:.1f} "
+                  f"| {ratio('head_peak_mb')} | {row['parameters']:,} "
                   f"({row['head_parameters']:,}) | {_stages_text(row)} |")
 
 
 def table_iii_iv(device, args) -> None:
     for dtype in args.dtypes:
         print(f"\n### Tables III / IV, {dtype}, batch 1, {device.type}\n")
-        print("| model | L | ms / sequence | head ms | peak MB | ÷ STformer at L: time, head, memory | Fig. 3 stages, ms |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | L | ms / sequence | head ms | peak MB | head peak MB "
+              "| ÷ STformer at L: time, head time, memory, head memory | Fig. 3 stages, ms |")
+        print("|---|---|---|---|---|---|---|---|")
         for length in args.lengths:
             rows = measure(TABLE_III_IV, length, dtype, device, args)
             ref = rows.get("stformer")
             for name, row in rows.items():
                 if row is None:
-                    print(f"| {LABELS[name]} | {length} | n/a | | | | |")
+                    print(f"| {LABELS[name]} | {length} | n/a | | | | | |")
                     continue
-                ratios = (f"{row['seconds'] / ref['seconds']:.2f}, {row['head_seconds'] / ref['head_seconds']:.2f}, "
-                          f"{row['peak_mb'] / ref['peak_mb']:.2f}") if ref else "n/a"
+                keys = ("seconds", "head_seconds", "peak_mb", "head_peak_mb")
+                ratios = ", ".join(f"{row[k] / ref[k]:.2f}" for k in keys) if ref else "n/a"
                 print(f"| {LABELS[name]} | {length} | {row['seconds'] * 1e3:.1f} | {row['head_seconds'] * 1e3:.2f} | "
-                      f"{row['peak_mb']:.0f} | {ratios} | {_stages_text(row)} |")
+                      f"{row['peak_mb']:.0f} | {row['head_peak_mb']:.1f} | {ratios} | {_stages_text(row)} |")
 
 
 class _SpatialOnFrame(torch.nn.Module):

@@ -62,24 +62,25 @@ def stage_modules(extractor: SequenceExtractor) -> dict[str, nn.Module]:
     return found
 
 
-def module_times(extractor: SequenceExtractor, images: torch.Tensor) -> dict[str, float]:
+def module_times(extractor: SequenceExtractor, images: torch.Tensor, clock=time.perf_counter) -> dict[str, float]:
     """Seconds spent inside each stage module during one extraction (summed over repeated calls,
-    e.g. a recurrent spatial layer run once per frame), plus `total`. Stages nested in one another
-    each count their own inclusive time. On CUDA every hook synchronises, so time each stage here
-    and the whole extraction without hooks."""
+    e.g. a recurrent spatial layer run once per frame), plus `total`, by `clock` (e.g.
+    time.process_time for CPU time). Stages nested in one another each count their own inclusive
+    time. On CUDA every hook synchronises, so time each stage here and the whole extraction without
+    hooks."""
     sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
     seconds, started, handles = defaultdict(float), {}, []
 
     def before(path):
         def hook(module, args):
             sync()
-            started[path] = time.perf_counter()
+            started[path] = clock()
         return hook
 
     def after(path):
         def hook(module, args, output):
             sync()
-            seconds[path] += time.perf_counter() - started.pop(path)
+            seconds[path] += clock() - started.pop(path)
         return hook
 
     for path, module in stage_modules(extractor).items():
@@ -87,10 +88,10 @@ def module_times(extractor: SequenceExtractor, images: torch.Tensor) -> dict[str
     try:
         with torch.inference_mode():
             sync()
-            start = time.perf_counter()
+            start = clock()
             extractor(images)
             sync()
-            seconds["total"] = time.perf_counter() - start
+            seconds["total"] = clock() - start
     finally:
         for handle in handles:
             handle.remove()
