@@ -152,7 +152,7 @@ def measure(names: list[str], length: int, dtype: str, device, args) -> dict[str
     """Whole-extraction time, head time, Fig. 3 stage times, memory and parameters of each model,
     the timings interleaved across the models; None for a model that cannot run (e.g. no bf16 kernel)."""
     images = sequence_images(length, DTYPES[dtype], device)
-    extractors, tokens, rows = {}, {}, {}
+    extractors, tokens, rows, extractor, features = {}, {}, {}, None, None
     for name in names:
         try:
             torch.manual_seed(0)
@@ -172,7 +172,7 @@ def measure(names: list[str], length: int, dtype: str, device, args) -> dict[str
                       "stages": {k: statistics.median(v) for k, v in _stage_runs(extractor, images, args.stage_repeats).items()},
                       "parameters": sum(p.numel() for p in extractor.parameters()),
                       "head_parameters": sum(p.numel() for p in extractor.head.parameters())}
-    del extractors, tokens, images
+    del extractors, tokens, images, extractor, features  # on CUDA, free them before the memory runs
     for name in rows:
         memory = peak_memory_mb(name, length, dtype, device, args.threads)
         rows[name]["peak_mb"], rows[name]["head_peak_mb"] = memory["whole"], memory["head"]
@@ -194,7 +194,7 @@ def table_ii(device, args) -> None:
     for dtype in args.dtypes:
         rows = measure(TABLE_II, 5, dtype, device, args)
         ref = rows["stformer"]
-        print(f"\n### Table II, {dtype}, L = 5, batch 1, {device.type}\n")
+        print(f"\n#### Table II, {dtype}, L = 5, batch 1, {device.type}\n")
         print("| model | ms / sequence | ÷ STformer | head ms | ÷ STformer | peak MB | ÷ STformer | head peak MB "
               "| ÷ STformer | parameters (head) | Fig. 3 stages, ms |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -211,7 +211,7 @@ def table_ii(device, args) -> None:
 
 def table_iii_iv(device, args) -> None:
     for dtype in args.dtypes:
-        print(f"\n### Tables III / IV, {dtype}, batch 1, {device.type}\n")
+        print(f"\n#### Tables III / IV, {dtype}, batch 1, {device.type}\n")
         print("| model | L | ms / sequence | head ms | peak MB | head peak MB "
               "| ÷ STformer at L: time, head time, memory, head memory | Fig. 3 stages, ms |")
         print("|---|---|---|---|---|---|---|---|")
@@ -275,7 +275,7 @@ def table_spatial(device, args) -> None:
         models = {label: _SpatialOnFrame(module).to(device, DTYPES[dtype]) for label, module in cases.items()}
         seconds = interleaved_medians({label: (lambda m=m: m(frame)) for label, m in models.items()},
                                       device, args.warmup, args.head_repeats)
-        print(f"\n### Spatial attention per frame, {dtype}, {device.type}\n")
+        print(f"\n#### Spatial attention per frame, {dtype}, {device.type}\n")
         print("| | ms / frame |\n|---|---|")
         for label, s in seconds.items():
             print(f"| {label} | {s * 1e3:.2f} |")
