@@ -18,7 +18,7 @@ def grid_sample_reference(attn: DeformableAttention, query, reference_points, va
     offsets = attn.sampling_offsets(query).view(b, lq, attn.heads, attn.levels, attn.points, 2)[:, :, :, :fed]
     weights = attn.attention_weights(query).view(b, lq, attn.heads, attn.levels * attn.points)
     weights = weights.softmax(-1).view(b, lq, attn.heads, attn.levels, attn.points)[:, :, :, :fed]
-    normaliser = torch.tensor([w, h], dtype=query.dtype)
+    normaliser = torch.tensor([w, h], dtype=query.dtype, device=query.device)
     locations = reference_points[:, :, None, None, None, :] + offsets / normaliser
     grid = (2.0 * locations - 1.0).permute(0, 2, 1, 3, 4, 5).reshape(b * attn.heads, lq, fed * attn.points, 2)
     sampled = F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -80,3 +80,14 @@ def test_fast_deformable_attention_float32_full_size():
     with torch.no_grad():
         assert torch.allclose(attn(query, reference, value, (24, 24)),
                               grid_sample_reference(attn, query, reference, value, (24, 24)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_deformable_attention_on_cuda_equals_grid_sample_reference():
+    attn = _random_attention(levels_fed=1, seed=3).float().cuda()
+    query, value = torch.randn(2, 7, 32, device="cuda"), torch.randn(2, 30, 32, device="cuda")
+    reference = torch.rand(2, 7, 2, device="cuda")
+    with torch.no_grad():
+        fast = attn(query, reference, value, (5, 6))
+        slow = grid_sample_reference(attn, query, reference, value, (5, 6))
+    assert torch.allclose(fast, slow, atol=1e-4, rtol=0)

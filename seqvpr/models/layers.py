@@ -132,9 +132,9 @@ def _padded_bilinear_corners(reference_points, offsets, weights, h: int, w: int,
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
     # the padded row of corner (x0, y0); (x, y) = (-1, -1) is padded row 0, hence the + 1s
-    first = (torch.arange(b, device=device, dtype=dtype) * ((h + 3) * (w + 3) * heads)).view(b, 1, 1, 1)
-    first = first + torch.arange(heads, device=device, dtype=dtype).view(1, 1, heads, 1) + (w + 4) * heads
-    row00 = torch.addcmul(first, (y0 * (w + 3) + x0), torch.tensor(float(heads), dtype=dtype, device=device)).long()
+    first = torch.arange(b, device=device).view(b, 1, 1, 1) * ((h + 3) * (w + 3) * heads)
+    first = first + torch.arange(heads, device=device).view(1, 1, heads, 1) + (w + 4) * heads
+    row00 = first + (y0.long() * (w + 3) + x0.long()) * heads
     rows = torch.cat([row00, row00 + heads, row00 + (w + 3) * heads, row00 + (w + 4) * heads], -1)
     weights = weights.to(dtype)
     top, bottom = weights - weights * fy, weights * fy
