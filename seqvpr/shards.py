@@ -2,8 +2,10 @@
 import hashlib
 import io
 import json
+import queue
 import shutil
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,23 +16,57 @@ from schemas.shard import DESCRIPTOR_FILES, MANIFEST, SHARD_PATTERN, WIDS_INDEX
 from seqvpr.atomic import atomic_dir
 
 
-class _HashingFile:
-    """Write-only file that hashes what passes through, so a shard is never read back to hash it."""
+class _ShardWriter:
+    """Writes one USTAR shard byte for byte as `tarfile` does (the header blocks of `TarInfo.tobuf`,
+    the data, NUL padding to 512-byte blocks, two zero blocks, NUL padding to a 10240-byte record)
+    while a second thread hashes the same buffers. File writes and hashlib both release the GIL on
+    large buffers, so the cost is the slower of the two rather than their sum, and the shard is
+    never read back to hash it. Members are written from their buffers without copying."""
+
+    _PENDING = 64  # buffers queued for hashing at most, so a slow hash cannot hold a whole shard
 
     def __init__(self, path: Path):
         self.file = open(path, "wb")
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._pending: queue.Queue = queue.Queue(self._PENDING)
+        self._hasher = threading.Thread(target=self._hash_pending, daemon=True)
+        self._hasher.start()
 
-    def write(self, data) -> int:
-        self.sha256.update(data)
+    def _hash_pending(self) -> None:
+        while (data := self._pending.get()) is not None:
+            self.sha256.update(data)
+
+    def _write(self, data) -> None:
+        self._pending.put(data)
         self.size += len(data)
-        return self.file.write(data)
+        self.file.write(data)
 
-    def tell(self) -> int:
-        return self.size
+    def add(self, name: str, parts: list) -> None:
+        """One member from byte buffers (bytes or C-contiguous uint8 memoryviews) that no one mutates."""
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = sum(len(p) for p in parts), 0, 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._write(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        for part in parts:
+            self._write(part)
+        if info.size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE))
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Finish the archive as `TarFile.close` does; returns the shard's SHA-256."""
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        if self.size % tarfile.RECORDSIZE:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.size % tarfile.RECORDSIZE))
+        self.abort()
+        return self.sha256.hexdigest()
+
+    def abort(self) -> None:
+        """Stop the hashing thread and close the file (also after a failure)."""
+        if self._hasher.is_alive():
+            self._pending.put(None)
+            self._hasher.join()
         self.file.close()
 
 
@@ -42,18 +78,12 @@ class Sample:
     row: dict
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
+def _npy_parts(array: np.ndarray) -> list:
+    """The bytes `np.save` writes for `array`, as its header and a view of the array's own buffer."""
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return [header.getvalue(), memoryview(array).cast("B")]
 
 
 def _json_default(value):
@@ -78,37 +108,36 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
     shards, descriptors = [], {"db": [], "query": []}
     keys: set[str] = set()
     with atomic_dir(out_dir) as tmp:
-        tar, sink, count, size, total = None, None, 0, 0, 0
-
-        def close():
-            if tar is not None:
-                tar.close()
-                sink.close()
-                shards[-1].update(samples=count, bytes=sink.size, sha256=sink.sha256.hexdigest())
-
-        for sample in samples:
-            if "." in sample.key or sample.key in keys:
-                raise ValueError(f"sample key {sample.key!r} is not a unique dot-free key")
-            keys.add(sample.key)
-            members = [
-                (f"{sample.key}.tokens.npy", _npy_bytes(sample.tokens.astype(np.float16))),
-                (f"{sample.key}.desc.npy", _npy_bytes(sample.descriptor.astype(np.float32))),
-                (f"{sample.key}.json", json.dumps(sample.row, sort_keys=True, default=_json_default).encode()),
-            ]
-            sample_bytes = sum(len(d) for _, d in members)
-            if tar is None or count >= max_count or (count and size + sample_bytes > max_bytes):
-                close()
-                shards.append({"name": SHARD_PATTERN.format(split=split, index=len(shards))})
-                sink = _HashingFile(tmp / shards[-1]["name"])
-                tar = tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT)
-                count, size = 0, 0
-            for name, data in members:
-                _add(tar, name, data)
-            count, size, total = count + 1, size + sample_bytes, total + 1
-            descriptors[sample.row["role"]].append(sample.descriptor.astype(np.float32))
-            if progress:
-                progress(total)
-        close()
+        writer, count, size, total = None, 0, 0, 0
+        try:
+            for sample in samples:
+                if "." in sample.key or sample.key in keys:
+                    raise ValueError(f"sample key {sample.key!r} is not a unique dot-free key")
+                keys.add(sample.key)
+                # astype copies, so the hashing thread reads buffers that the caller cannot change
+                members = [
+                    (f"{sample.key}.tokens.npy", _npy_parts(sample.tokens.astype(np.float16))),
+                    (f"{sample.key}.desc.npy", _npy_parts(sample.descriptor.astype(np.float32))),
+                    (f"{sample.key}.json", [json.dumps(sample.row, sort_keys=True, default=_json_default).encode()]),
+                ]
+                sample_bytes = sum(len(p) for _, parts in members for p in parts)
+                if writer is None or count >= max_count or (count and size + sample_bytes > max_bytes):
+                    if writer is not None:
+                        shards[-1].update(samples=count, sha256=writer.close(), bytes=writer.size)
+                    shards.append({"name": SHARD_PATTERN.format(split=split, index=len(shards))})
+                    writer = _ShardWriter(tmp / shards[-1]["name"])
+                    count, size = 0, 0
+                for name, parts in members:
+                    writer.add(name, parts)
+                count, size, total = count + 1, size + sample_bytes, total + 1
+                descriptors[sample.row["role"]].append(sample.descriptor.astype(np.float32))
+                if progress:
+                    progress(total)
+            if writer is not None:
+                shards[-1].update(samples=count, sha256=writer.close(), bytes=writer.size)
+        finally:
+            if writer is not None:
+                writer.abort()
         for role, name in DESCRIPTOR_FILES.items():
             np.save(tmp / name, np.stack(descriptors[role]) if descriptors[role] else np.zeros((0, 384), np.float32))
         manifest = {"benchmark": benchmark, "split": split, "samples": total, "shards": shards}

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 
 import numpy as np
+import pytest
 import webdataset as wds
 
 from seqvpr.shards import Sample, verify_manifest, write_split_shards
@@ -81,3 +83,38 @@ def test_killed_writer_leaves_no_shard_and_rerun_completes(tmp_path):
     manifest = write_split_shards(tmp_path / "train", "bench", "train", samples())
     assert manifest["samples"] == 5
     assert [p.name for p in tmp_path.iterdir()] == ["train"]
+
+
+def test_shards_equal_plain_tarfile_archives_of_the_same_members(tmp_path):
+    """Our own member writing (zero-copy npy buffers, hashing thread) gives the bytes `tarfile` and
+    `np.save` give, padding included (JSON rows of many lengths), and the manifest hashes them."""
+    rows = [dict(s.row, note="x" * (i * 97)) for i, s in enumerate(samples(7))]
+    data = [Sample(s.key, s.tokens, s.descriptor, row) for s, row in zip(samples(7), rows)]
+    manifest = write_split_shards(tmp_path / "out", "bench", "train", data, max_count=3)
+    assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
+    for index, shard in enumerate(manifest["shards"]):
+        expected = tmp_path / f"plain-{index}.tar"
+        with tarfile.open(expected, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in data[3 * index: 3 * index + 3]:
+                tokens, desc = io.BytesIO(), io.BytesIO()
+                np.save(tokens, sample.tokens)
+                np.save(desc, sample.descriptor)
+                row = json.dumps(sample.row, sort_keys=True).encode()
+                for suffix, payload in (("tokens.npy", tokens.getvalue()), ("desc.npy", desc.getvalue()), ("json", row)):
+                    info = tarfile.TarInfo(f"{sample.key}.{suffix}")
+                    info.size, info.mode = len(payload), 0o644
+                    tar.addfile(info, io.BytesIO(payload))
+        written = (tmp_path / "out" / shard["name"]).read_bytes()
+        assert written == expected.read_bytes()
+        assert shard["bytes"] == len(written) and shard["sha256"] == hashlib.sha256(written).hexdigest()
+
+
+def test_failing_source_stops_the_hashing_thread(tmp_path):
+    def broken():
+        yield from samples(2)
+        raise RuntimeError("decoder failed")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        write_split_shards(tmp_path / "out", "bench", "train", broken())
+    assert threading.active_count() == before and not (tmp_path / "out").exists()

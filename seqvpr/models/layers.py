@@ -79,21 +79,67 @@ class DeformableAttention(nn.Module):
         nn.init.zeros_(self.output_proj.bias)
 
     def forward(self, query, reference_points, value, shape: tuple[int, int]):
-        """query (B, Lq, D); reference_points (B, Lq, 2) in [0, 1] as (x, y); value (B, H*W, D)."""
+        """query (B, Lq, D); reference_points (B, Lq, 2) in [0, 1] as (x, y); value (B, H*W, D).
+
+        Bilinear sampling (zero padding, align_corners=False, as `grid_sample`) done as one fused
+        gather-weight-sum: the value map gets a zero border, every sampled point's four corners
+        become rows of the flattened map with weight attention x bilinear, and `embedding_bag`
+        sums them. Only the fed levels' offsets are computed; the softmax still runs over all
+        levels, as in the reference formulation (tests/test_deformable.py).
+        """
         b, lq, _ = query.shape
         h, w = shape
         head_dim = self.dim // self.heads
-        v = self.value_proj(value).view(b, h * w, self.heads, head_dim).permute(0, 2, 3, 1).reshape(b * self.heads, head_dim, h, w)
-        offsets = self.sampling_offsets(query).view(b, lq, self.heads, self.levels, self.points, 2)[:, :, :, : self.levels_fed]
-        weights = self.attention_weights(query).view(b, lq, self.heads, self.levels * self.points)
-        weights = weights.softmax(-1).view(b, lq, self.heads, self.levels, self.points)[:, :, :, : self.levels_fed]
-        normaliser = torch.tensor([w, h], dtype=query.dtype, device=query.device)
-        locations = reference_points[:, :, None, None, None, :] + offsets / normaliser
-        grid = (2.0 * locations - 1.0).permute(0, 2, 1, 3, 4, 5).reshape(b * self.heads, lq, self.levels_fed * self.points, 2)
-        sampled = F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*h, hd, Lq, P)
-        weights = weights.permute(0, 2, 1, 3, 4).reshape(b * self.heads, 1, lq, self.levels_fed * self.points)
-        out = (sampled * weights).sum(-1).view(b, self.heads * head_dim, lq).transpose(1, 2)
-        return self.output_proj(out)
+        value = self.value_proj(value).view(b, h, w, self.dim)
+        table = F.pad(value, (0, 0, 1, 2, 1, 2)).reshape(-1, head_dim)  # rows: (batch, y + 1, x + 1, head)
+        offsets = F.linear(query, *self._fed_offset_parameters())
+        offsets = offsets.view(b, lq, self.heads, self.levels_fed * self.points, 2)
+        weights = self.attention_weights(query).view(b, lq, self.heads, self.levels * self.points).softmax(-1)
+        weights = weights.view(b, lq, self.heads, self.levels, self.points)[:, :, :, : self.levels_fed]
+        rows, corner_weights = _padded_bilinear_corners(reference_points, offsets, weights.flatten(3), h, w, self.heads)
+        out = F.embedding_bag(rows.view(b * lq * self.heads, -1), table, mode="sum",
+                              per_sample_weights=corner_weights.view(b * lq * self.heads, -1).to(table.dtype))
+        return self.output_proj(out.view(b, lq, self.dim))
+
+    def _fed_offset_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of `sampling_offsets` that belong to the fed levels (the others are never used)."""
+        if self.levels_fed == self.levels:
+            return self.sampling_offsets.weight, self.sampling_offsets.bias
+        per_level = (self.heads, self.levels, self.points * 2)
+        weight = self.sampling_offsets.weight.view(*per_level, self.dim)[:, : self.levels_fed].reshape(-1, self.dim)
+        bias = self.sampling_offsets.bias.view(per_level)[:, : self.levels_fed].reshape(-1)
+        return weight, bias
+
+
+def _padded_bilinear_corners(reference_points, offsets, weights, h: int, w: int, heads: int):
+    """Rows and weights of each sample's four bilinear corners in the value map padded by one
+    zero row / column before and two after, flattened to (B * (H + 3) * (W + 3) * heads, head_dim).
+
+    offsets (B, Lq, heads, P, 2) in token units around reference_points (B, Lq, 2) in [0, 1];
+    weights (B, Lq, heads, P) attention weights. Pixel coordinates follow
+    `grid_sample(align_corners=False)`: x * W - 0.5. Clamping them to [-1, W] (and [-1, H]) moves
+    samples that lie wholly outside onto the zero border without changing any value or gradient.
+    x and y are kept as separate contiguous tensors: elementwise ops that broadcast over a last
+    axis of 2 run several times slower on CPUs.
+    Returns rows and weights, both (B, Lq, heads, 4 * P), the corners in the same order.
+    """
+    b, lq, _, points, _ = offsets.shape
+    dtype = torch.promote_types(offsets.dtype, torch.float32)  # integer parts need full precision
+    device = offsets.device
+    start = reference_points.to(dtype) * torch.tensor([w, h], dtype=dtype, device=device) - 0.5
+    x = (offsets[..., 0].to(dtype) + start[:, :, 0, None, None]).clamp_(-1.0, w)
+    y = (offsets[..., 1].to(dtype) + start[:, :, 1, None, None]).clamp_(-1.0, h)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    # the padded row of corner (x0, y0); (x, y) = (-1, -1) is padded row 0, hence the + 1s
+    first = torch.arange(b, device=device).view(b, 1, 1, 1) * ((h + 3) * (w + 3) * heads)
+    first = first + torch.arange(heads, device=device).view(1, 1, heads, 1) + (w + 4) * heads
+    row00 = first + (y0.long() * (w + 3) + x0.long()) * heads
+    rows = torch.cat([row00, row00 + heads, row00 + (w + 3) * heads, row00 + (w + 4) * heads], -1)
+    weights = weights.to(dtype)
+    top, bottom = weights - weights * fy, weights * fy
+    left, right = 1 - fx, fx
+    return rows, torch.cat([top * left, top * right, bottom * left, bottom * right], -1)
 
 
 def grid_reference_points(side: int, device=None) -> torch.Tensor:
