@@ -67,12 +67,15 @@ def build_frame_assets(dataset: str):
         seconds = time.perf_counter() - start
         conditions = Counter(result.table.column("condition").to_pylist())
         context.log.info(f"{dataset}/{partition}: {result.table.num_rows} frames in {seconds:.1f}s, dropped {result.dropped}")
+        for note in result.notes:
+            context.log.warning(f"{dataset}/{partition}: {note}")
         return MaterializeResult(
             metadata={
                 "frames": result.table.num_rows,
                 "traversals": len(set(result.table.column("traversal").to_pylist())),
                 "per_condition": MetadataValue.json(dict(sorted(conditions.items()))),
                 "dropped": MetadataValue.json(dict(sorted(result.dropped.items()))),
+                "notes": MetadataValue.json(result.notes),
                 "frames_per_second": round(result.table.num_rows / max(seconds, 1e-9), 2),
                 "table": MetadataValue.path(str(layout.partition_table(dataset, partition))),
             }

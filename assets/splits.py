@@ -26,7 +26,8 @@ from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir
-from seqvpr.splits import BENCHMARKS, build_split, config_fields, configure, read_split, role_rows, write_split
+from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, missing_splits, read_split, role_rows,
+                           write_split)
 from seqvpr.structfile import write_struct_files
 
 
@@ -90,8 +91,11 @@ def build_split_assets(benchmark: str):
         written = write_split(result, benchmark, values, layout.split_table(benchmark))
         missing = _without_positives(result.table)
         context.log.info(f"{benchmark}: {_counts(result.table)}, queries without positives {missing}")
+        for need in result.missing.values():
+            context.log.error(need)
         return MaterializeResult(
             metadata={
+                "missing_splits": MetadataValue.json(result.missing),
                 "counts": MetadataValue.json(_counts(result.table)),
                 "queries_without_positives": MetadataValue.json(missing),
                 "pairs": MetadataValue.md(pairs_plot(result.table)),
@@ -132,6 +136,13 @@ def build_split_assets(benchmark: str):
             metadata={"queries_without_positives": MetadataValue.json(missing)},
         )
 
+    @asset_check(asset=split_asset, name="every_split_present")
+    def present_check(home: PipelineHome) -> AssetCheckResult:
+        missing = missing_splits(home.layout().split_table(benchmark))
+        return AssetCheckResult(passed=not missing, severity=AssetCheckSeverity.ERROR,
+                                description=" | ".join(missing.values()) or None,
+                                metadata={"missing_splits": MetadataValue.json(missing)})
+
     @asset_check(asset=split_asset, name="sequences_within_bounds")
     def bounds_check(home: PipelineHome) -> AssetCheckResult:
         table, _ = read_split(home.layout().split_table(benchmark))
@@ -166,7 +177,7 @@ def build_split_assets(benchmark: str):
             },
         )
 
-    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check]
+    return [split_asset, struct_asset], [positives_check, present_check, bounds_check, counts_check]
 
 
 split_assets, split_checks = [], []

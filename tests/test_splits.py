@@ -137,18 +137,41 @@ def test_positives_in_split_table_match_brute_force():
         assert steps.min() >= 5.0 - 1e-9 and steps.max() < 7.1
 
 
-def test_nordland_ranges_and_one_frame_rule():
-    result = build_split(nordland_frames(), BENCHMARKS["nordland"])
+SMALL_NORDLAND = {"train_range": [0, 90], "val_range": [93, 117], "test_range": [120, 150], "negatives_per_query": 5}
+
+
+def test_nordland_ranges_and_seqnet_frame_rules():
+    result = build_split(nordland_frames(), configure(BENCHMARKS["nordland"], SMALL_NORDLAND))
     train_db = role_rows(result.table, "train", "db")
     train_q = role_rows(result.table, "train", "query")
     assert set(train_db["condition"]) == {"summer"} and set(train_q["condition"]) == {"winter"}
-    assert train_db["place_index"].tolist() == list(range(0, 90))  # [0, 0.6) of 150 frames
+    assert train_db["place_index"].tolist() == list(range(0, 90))
     test_db = role_rows(result.table, "test", "db")
     assert set(test_db["condition"]) == {"spring"} and test_db["place_index"].tolist() == list(range(120, 150))
     val_q = role_rows(result.table, "val", "query")
     assert val_q["place_index"].tolist() == list(range(93, 117))
-    assert all(p.tolist() == [i] for i, p in enumerate(train_q["positives"]))
+    # val/test: radius 1, inclusive, so frames i-1, i, i+1 (order space: same offsets) are positives
+    assert [p.tolist() for p in val_q["positives"]][:2] == [[0, 1], [0, 1, 2]]
+    assert val_q["positives"].iloc[-1].tolist() == [22, 23]
+    # train: posDistThr 40 frames, non-trivial 10 frames
+    assert train_q["positives"].iloc[50].tolist() == list(range(10, 90))
+    assert train_q["nontrivial_positives"].iloc[50].tolist() == list(range(40, 61))
+    negatives = result.pairs["train"].negatives[50]
+    assert np.all((negatives < 10) | (negatives > 90)) and (negatives >= 0).all()
     assert (train_db["seq_start"] == 0).all() and (train_db["seq_end"] == 90).all()
+
+
+def test_nordland_without_spring_and_fall_builds_train_and_val_and_says_what_test_needs():
+    frames = nordland_frames().to_pandas()
+    frames = frames[frames["condition"].isin(["summer", "winter"])]
+    result = build_split(frames, configure(BENCHMARKS["nordland"], SMALL_NORDLAND))
+    assert set(result.table.column("split").to_pylist()) == {"train", "val"}
+    assert list(result.missing) == ["test"]
+    message = result.missing["test"]
+    assert message.startswith("nordland/test needs spring and fall: ")
+    assert "'spring' is not in the raw data" in message and "'fall' is not in the raw data" in message
+    with pytest.raises(DataError, match=r"<frame table>: no split of the benchmark can be built: nordland/train needs"):
+        build_split(frames[frames["condition"] == "summer"], BENCHMARKS["nordland"])
 
 
 def test_nuscenes_day_night_with_heading_rule_and_scene_runs():

@@ -13,7 +13,7 @@ from seqvpr.seqbounds import read_seqbounds
 from seqvpr.splits import BENCHMARKS, build_split, configure, role_rows
 from seqvpr.structfile import write_struct_files
 from conftest import REFERENCE_DIR
-from test_splits import frame_rows, nordland_frames, robotcar_frames
+from test_splits import SMALL_NORDLAND, frame_rows, nordland_frames, robotcar_frames
 
 OXFORD_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
 NORDLAND_REF = f"{REFERENCE_DIR}/nordland_test_d-1_d2-1.db"
@@ -89,18 +89,20 @@ def test_oxford_struct_matches_reference_layout_and_values(oxford):
 
 
 def test_nordland_struct_matches_reference_layout(tmp_path):
-    bench = configure(BENCHMARKS["nordland"], {"negatives_per_query": 5})
+    bench = configure(BENCHMARKS["nordland"], SMALL_NORDLAND)
     table = build_split(nordland_frames(), bench).table
     outputs = write_struct_files(table, bench, tmp_path)
     assert sorted(p.name for p in outputs.struct_files) == [
-        "nordland_test_d-1_d2-1.db", "nordland_train_d-1_d2-1.db", "nordland_val_d-1_d2-1.db"
+        "nordland_test_d-1_d2-1.db", "nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db"
     ]
     ours, ref = struct(tmp_path / "nordland_test_d-1_d2-1.db"), struct(NORDLAND_REF)
     assert_same_layout(ours, ref)
     assert ours["utmDb"].dtype == np.int64 and ours["utmDb"][0].tolist() == list(range(120, 150))
     assert ours["posDistThr"].dtype == np.int64 and ours["posDistThr"].item() == 1
-    assert ours["dbImageFns"][0, 0].item() == "spring/images-00120.png"
+    assert ours["dbImageFns"][0, 0].item() == ours["qImageFns"][0, 0].item() == "images-00120.png"
     assert ours["gpsDb"].shape == (2, 30) and ours["gpsDb"][0, 0] == pytest.approx(51.75 + 7300000.0 * 1e-6)
+    train = struct(tmp_path / "nordland_train_d-40_d2-10.db")
+    assert [train[k].item() for k in ("posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")] == [40, 1600, 100]
 
 
 def test_same_input_twice_gives_byte_identical_files(oxford, tmp_path):
