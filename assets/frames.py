@@ -22,9 +22,15 @@ from seqvpr.layout import DATASETS
 
 
 class NormaliseConfig(Config):
-    """Model input size: frames are resized once here, so embedding never re-decodes originals."""
+    """Model input size: frames are resized once here, so embedding never re-decodes originals.
+
+    RobotCar only: ``camera`` (stereo ``left``, as seqNet and the Oxford benchmarks, or ``centre``)
+    and ``models_dir``, the ``models/`` folder of a robotcar-dataset-sdk checkout (empty: ``models``
+    inside the raw folder, else ``robotcar-dataset-sdk/models`` beside it)."""
 
     size: int = 384
+    camera: str = "left"
+    models_dir: str = ""
 
 
 def trajectory_plot(table) -> str:
@@ -60,8 +66,9 @@ def build_frame_assets(dataset: str):
         normaliser = importlib.import_module(f"seqvpr.datasets.{dataset}")
         context.log.info(f"normalising {dataset} partition {partition} at {config.size}px")
         start = time.perf_counter()
+        options = {"camera": config.camera, "models_dir": config.models_dir} if dataset == "robotcar" else {}
         result = normaliser.normalise_partition(
-            layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size
+            layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size, **options
         )
         write_table(result.table, layout.partition_table(dataset, partition))
         seconds = time.perf_counter() - start

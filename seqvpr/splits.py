@@ -23,7 +23,7 @@ from seqvpr.atomic import atomic_path
 from seqvpr.datasets.catalog import NORDLAND_SEASONS, ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import write_table
 from seqvpr.errors import DataError
-from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
+from seqvpr.geometry import assign_sections, cumulative_distance, subsample_by_distance
 from seqvpr.pairs import PairRules, Pairs, compute_pairs
 from seqvpr.seqbounds import run_bounds
 
@@ -31,14 +31,16 @@ from seqvpr.seqbounds import run_bounds
 @dataclass(frozen=True)
 class SplitSpec:
     """One split: the database and query traversals (or conditions), optionally restricted to
-    route sections (1-based) or to the place indices ``[start, end)`` (Nordland: indices into the
-    Nordland-clean list). ``radius`` / ``nontrivial_radius`` override the benchmark's for this split."""
+    route sections (1-based), to the place indices ``[start, end)`` (Nordland: indices into the
+    Nordland-clean list) or to ``route_ranges``: flat ``[lo, hi)`` pairs of fractions of the route
+    reference traversal's length. ``radius`` / ``nontrivial_radius`` override the benchmark's for this split."""
 
     split: str
     db: tuple[str, ...]
     query: tuple[str, ...]
     sections: tuple[int, ...] = ()
     index_range: tuple[int, int] | None = None
+    route_ranges: tuple[float, ...] = ()
     radius: float | None = None
     nontrivial_radius: float | None = None
 
@@ -100,20 +102,22 @@ BENCHMARKS: dict[str, Benchmark] = {
         max_step=1,
         struct_stem="nordland",
     ),
+    # Oxford-easy: STformer's "Oxford2" as the Adapt-STformer code base builds it (all six sections, 2 m).
     "oxford_easy": Benchmark(
         name="oxford_easy",
         dataset="robotcar",
         select_by="traversal",
         splits=(
-            SplitSpec("train", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(1, 2, 3, 6)),
-            SplitSpec("test", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(4, 5)),
+            SplitSpec("train", ("2014-12-16-09-14-09",), ("2014-12-17-18-18-43",), sections=(1, 2, 3, 4, 5, 6)),
+            SplitSpec("test", ("2014-11-18-13-20-12",), ("2014-12-16-18-44-24",), sections=(1, 2, 3, 4, 5, 6)),
         ),
         separation=2.0,
         rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
         n_sections=6,
-        route_reference="2015-03-17-11-08-44",
-        struct_stem="oxford-v1.0",
+        route_reference="2014-12-16-09-14-09",
+        struct_stem="oxford-easy",
     ),
+    # Oxford-hard as the Adapt-STformer paper defines it: sections 1-2 train, 3-4 test, 1 m.
     "oxford_hard": Benchmark(
         name="oxford_hard",
         dataset="robotcar",
@@ -125,8 +129,26 @@ BENCHMARKS: dict[str, Benchmark] = {
         separation=1.0,
         rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
         n_sections=6,
-        route_reference="2015-03-17-11-08-44",
+        route_reference="2014-11-18-13-20-12",
         struct_stem="oxford-hard",
+    ),
+    # seqNet's own Oxford split (oravus/seqNet structFiles/oxford-v1.0_*): 2 m subsampling
+    # (imagenames_subsampled-2m), train posDistThr 20, test 10, nonTriv 5. Its splitInds hold index
+    # ranges of the database run's 4,599 frames: test [2410, 3983], train [0, 2387) and (4006, 4598];
+    # here the same ranges as fractions of the database run's length.
+    "oxford_seqnet": Benchmark(
+        name="oxford_seqnet",
+        dataset="robotcar",
+        select_by="traversal",
+        splits=(
+            SplitSpec("train", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",),
+                      route_ranges=(0.0, 2387 / 4599, 4007 / 4599, 1.0), radius=20.0),
+            SplitSpec("test", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), route_ranges=(2410 / 4599, 3984 / 4599)),
+        ),
+        separation=2.0,
+        rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
+        route_reference="2015-03-17-11-08-44",
+        struct_stem="oxford-v1.0",
     ),
     "nuscenes": Benchmark(
         name="nuscenes",
@@ -165,6 +187,8 @@ def config_fields(bench: Benchmark) -> dict[str, tuple[type, object]]:
             fields[f"{spec.split}_sections"] = (list[int], list(spec.sections))
         if spec.index_range is not None:
             fields[f"{spec.split}_range"] = (list[int], list(spec.index_range))
+        if spec.route_ranges:
+            fields[f"{spec.split}_route_ranges"] = (list[float], list(spec.route_ranges))
         fields[f"{spec.split}_radius"] = (float | None, spec.radius)
         fields[f"{spec.split}_nontrivial_radius"] = (float | None, spec.nontrivial_radius)
     return fields
@@ -192,6 +216,7 @@ def configure(bench: Benchmark, values: dict) -> Benchmark:
                 query=tuple(values.get(f"{s}_query", spec.query)),
                 sections=tuple(values.get(f"{s}_sections", spec.sections)),
                 index_range=tuple(index_range) if index_range is not None else None,
+                route_ranges=tuple(values.get(f"{s}_route_ranges", spec.route_ranges)),
                 radius=values.get(f"{s}_radius", spec.radius),
                 nontrivial_radius=values.get(f"{s}_nontrivial_radius", spec.nontrivial_radius),
             )
@@ -248,15 +273,35 @@ def _keep_separated(frames: pd.DataFrame, travelled: np.ndarray, separation: flo
     return keep
 
 
-def _sections(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
-    if not bench.n_sections:
-        return np.zeros(len(frames), dtype=np.int32)
+def _route_fraction(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
+    """Where each frame lies along the route reference traversal, as a fraction of its length
+    (that of the nearest reference point); NaN when the benchmark has no route reference."""
+    if bench.route_reference is None:
+        return np.full(len(frames), np.nan)
     reference = frames[frames["traversal"] == bench.route_reference]
     if reference.empty:
-        raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames")
+        where = _known_sets(bench.dataset).get(bench.route_reference, "")
+        raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames. {where}".strip())
     reference_xy = reference[["easting", "northing"]].to_numpy()
-    sections = assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_sections(reference_xy, bench.n_sections))
-    return sections.astype(np.int32)
+    travelled = cumulative_distance(reference_xy)
+    fraction = travelled / travelled[-1] if travelled[-1] > 0 else np.zeros(len(travelled))
+    return assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, fraction)
+
+
+def _sections(route_fraction: np.ndarray, n_sections: int) -> np.ndarray:
+    """Section 1..n of each frame: the route reference cut into ``n_sections`` equal lengths."""
+    if not n_sections:
+        return np.zeros(len(route_fraction), dtype=np.int32)
+    return (np.minimum((route_fraction * n_sections).astype(np.int64), n_sections - 1) + 1).astype(np.int32)
+
+
+def _in_route_ranges(route_fraction: np.ndarray, ranges: tuple[float, ...]) -> np.ndarray:
+    """Frames whose route fraction lies in one of the ``[lo, hi)`` pairs of the flat list ``ranges``
+    (the last pair's ``hi`` of 1.0 includes the route's end)."""
+    inside = np.zeros(len(route_fraction), dtype=bool)
+    for lo, hi in zip(ranges[::2], ranges[1::2]):
+        inside |= (route_fraction >= lo) & ((route_fraction < hi) | (hi >= 1.0))
+    return inside
 
 
 def _in_index_range(frames: pd.DataFrame, index_range: tuple[int, int]) -> np.ndarray:
@@ -301,6 +346,8 @@ def _role_rows(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, names: t
         mask &= np.isin(frames["section"].to_numpy(), spec.sections)
     if spec.index_range is not None:
         mask &= _in_index_range(frames, spec.index_range)
+    if spec.route_ranges:
+        mask &= _in_route_ranges(frames["route_fraction"].to_numpy(), spec.route_ranges)
     rows = frames[mask].reset_index(drop=True)
     travelled = rows["travelled"].to_numpy()
     steps = np.abs(np.diff(travelled, prepend=travelled[:1])) if len(rows) else travelled
@@ -318,7 +365,8 @@ def build_split(frames: pa.Table | pd.DataFrame, bench: Benchmark, source: Path 
     frames = frames.sort_values(["traversal", "timestamp_us", "frame_index"], kind="stable").reset_index(drop=True)
     frames["travelled"] = _travelled(frames, bench.uses_place_index)
     frames["_keep"] = _keep_separated(frames, frames["travelled"].to_numpy(), bench.separation)
-    frames["section"] = _sections(frames, bench, source)
+    frames["route_fraction"] = _route_fraction(frames, bench, source)
+    frames["section"] = _sections(frames["route_fraction"].to_numpy(), bench.n_sections)
 
     parts, pairs, missing = [], {}, {}
     for split in SPLITS:

@@ -16,6 +16,7 @@ from conftest import REFERENCE_DIR
 from test_splits import SMALL_NORDLAND, frame_rows, nordland_frames, robotcar_frames
 
 OXFORD_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
+OXFORD_TRAIN_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-20_d2-5.db"
 NORDLAND_REF = f"{REFERENCE_DIR}/nordland_test_d-1_d2-1.db"
 
 
@@ -57,7 +58,7 @@ def parse(path):
 
 @pytest.fixture(scope="module")
 def oxford(tmp_path_factory):
-    bench = configure(BENCHMARKS["oxford_easy"], {"negatives_per_query": 10})
+    bench = configure(BENCHMARKS["oxford_seqnet"], {"negatives_per_query": 10})
     table = build_split(robotcar_frames(), bench).table
     out = tmp_path_factory.mktemp("oxford")
     return table, bench, out, write_struct_files(table, bench, out)
@@ -73,8 +74,10 @@ def test_oxford_struct_matches_reference_layout_and_values(oxford):
     names = sorted(p.name for p in outputs.struct_files)
     assert names == [
         "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db",
-        "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-10_d2-5.db",
+        "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-20_d2-5.db",
     ]
+    train = parse(out / names[1])
+    assert (train["posDistThr"], train["nonTriv"]) == (20.0, 25.0) == (parse(OXFORD_TRAIN_REF)["posDistThr"], 25.0)
     test_path = out / names[0]
     assert_same_layout(struct(test_path), struct(OXFORD_REF))
     ours, ref = parse(test_path), parse(OXFORD_REF)
@@ -137,8 +140,8 @@ def test_seqbounds_files_match_split_table(oxford):
     bounds = read_seqbounds(path)
     assert np.array_equal(bounds, np.loadtxt(path, dtype=int))
     assert np.array_equal(bounds, role_rows(table, "train", "db")[["seq_start", "seq_end"]].to_numpy())
-    # Train sections 1, 2, 3, 6: four runs.
-    assert len(np.unique(bounds, axis=0)) == 4
+    # Train: the route before and after the test stretch (with seqNet's buffers): two runs.
+    assert len(np.unique(bounds, axis=0)) == 2
 
 
 def test_nuscenes_positives_pickle_is_what_adapt_stformer_loads(tmp_path):
