@@ -215,3 +215,12 @@ def test_generator_rejects_impossible_world(tmp_path):
         generate("nordland", tmp_path / "raw", frames=1, seasons="autumn")
     with pytest.raises(ValueError, match="unknown dataset 'kitti'"):
         generate("kitti", tmp_path / "raw")
+
+
+def test_partitioned_release_of_olid_et_al_is_refused_with_a_reason(tmp_path):
+    raw = tmp_path / "raw"
+    section = raw / "test" / "spring_images_test" / "section1"
+    section.mkdir(parents=True)
+    cv2.imwrite(str(section / "0.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=r"spring_images_test: the partitioned Nordland of Olid et al\. numbers frames"):
+        normalise_partition(raw, "spring", tmp_path / "out", tmp_path)

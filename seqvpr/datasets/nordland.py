@@ -5,7 +5,10 @@ the real distributions give once extracted (README, "Using the real datasets"): 
 of seqNet's Nordland-clean (``summer.tar.gz`` holds ``summer/``; ``winter.tar.gz`` holds bare frames
 that gmberton/VPR-datasets-downloader's ``download_nordland.py`` unpacks into ``winter/``, as
 ``seqvpr.acquire`` does) and any plain folder of the four season folders. Upper-case ``.PNG`` frames
-are read like ``.png`` ones. No GPS file is needed: no release ships one.
+are read like ``.png`` ones. No GPS file is needed: no release ships one. The partitioned release of
+Olid et al. (``<season>_images_{train,test}/section<k>/<n>.png``, as its ``test_nordland.py`` reads
+``test/<season>_images_test/section1/<n>.png``) numbers frames within each partition, which does not
+map onto Nordland-clean: it is refused with an error rather than paired wrongly.
 
 Place identity. The seasons are frame-synchronised: a frame number is the same place in every
 season. seqNet and Adapt-STformer use Nordland-clean (tunnels and red-light stops removed):
@@ -176,12 +179,26 @@ def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> 
     return rows, skipped
 
 
+def _partitioned_folder(raw_root: Path, season: str) -> Path | None:
+    """A folder of Olid et al.'s partitioned release for ``season``, if the raw data holds one."""
+    for split in ("train", "test"):
+        for folder in (raw_root / f"{season}_images_{split}", raw_root / split / f"{season}_images_{split}"):
+            if folder.is_dir():
+                return folder
+    return None
+
+
 def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root: Path, size: int = 384) -> NormaliseResult:
     """Resize every clean frame of one season and build its frame table. A season that is not in
     the raw data gives an empty table and a note that says where to get it."""
     if partition not in NORDLAND_SEASONS:
         raise ValueError(f"unknown Nordland season {partition!r}; expected one of {', '.join(NORDLAND_SEASONS)}")
     raw_root, out_dir, data_root = Path(raw_root), Path(out_dir), Path(data_root)
+    partitioned = _partitioned_folder(raw_root, partition)
+    if not (raw_root / partition).is_dir() and partitioned is not None:
+        raise DataError(partitioned, "the partitioned Nordland of Olid et al. numbers frames within each section, "
+                                     "which does not map onto Nordland-clean; use the season folders "
+                                     f"<root>/{partition}/images-NNNNN.png of the Adelaide share or the videos")
     if not (raw_root / partition).is_dir():
         return NormaliseResult(table=frame_table([]), notes=[missing_season_message(partition)])
     rows, skipped = season_rows(raw_root, partition, out_dir, data_root)
