@@ -248,8 +248,12 @@ def _validate(frames: pd.DataFrame, source: Path | str, uses_place_index: bool) 
     if frames["frame_id"].duplicated().any():
         dup = frames.loc[frames["frame_id"].duplicated(), "frame_id"].iloc[0]
         raise DataError(source, f"duplicate frame_id {dup!r}")
-    if uses_place_index:
-        return  # positions only label plots; Nordland frames seqNet does not locate have NaN ones
+    if uses_place_index:  # positions only label plots: Nordland frames seqNet does not locate have NaN ones
+        negative = frames["place_index"].to_numpy() < 0
+        if negative.any():
+            row = frames[negative].iloc[0]
+            raise DataError(source, f"frame {row['frame_id']!r} has place_index {row['place_index']}, not a Nordland-clean index")
+        return
     numeric = frames[["easting", "northing", "heading_deg"]].to_numpy(dtype=np.float64)
     if not np.isfinite(numeric).all():
         raise DataError(source, "non-finite easting/northing/heading_deg")

@@ -138,9 +138,6 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
     truth_lines = ["run,timestamp,easting,northing,heading_deg"]
     root = Path(root)
     sdk_root = Path(sdk_root) if sdk_root is not None else root.parent / "robotcar-dataset-sdk"
-    with atomic_dir(sdk_root / "models") as models:
-        for camera in chosen:
-            write_sdk_model(models, SDK_MODELS[camera], focal, (width / 2, height / 2), radial_lut(width, height, focal, K1, K2))
     with atomic_dir(root) as tmp:
         for run_index, (run, condition) in enumerate(sorted(RUNS.items())):
             start_us = run_start_us(run) + int(FIRST_IMAGE_AFTER_S * 1e6) + int(rng.integers(0, 10**6))
@@ -175,6 +172,10 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
             _write_ins_gps(tmp / run / "gps", route, travelled, t, s_of_t, lateral, start_us,
                            ins_start, camera_t[-1] + 0.5)
             summary[run] = {"condition": condition, "frames": len(stamps)}
+    # After the runs: ``sdk_root`` may be ``root`` itself (models beside the runs, as a user may keep them).
+    with atomic_dir(sdk_root / "models") as models:
+        for camera in chosen:
+            write_sdk_model(models, SDK_MODELS[camera], focal, (width / 2, height / 2), radial_lut(width, height, focal, K1, K2))
     if truth_root is not None:
         Path(truth_root).mkdir(parents=True, exist_ok=True)
         (Path(truth_root) / "camera_poses.csv").write_text("\n".join(truth_lines) + "\n")
