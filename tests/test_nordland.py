@@ -224,3 +224,27 @@ def test_partitioned_release_of_olid_et_al_is_refused_with_a_reason(tmp_path):
     cv2.imwrite(str(section / "0.png"), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(DataError, match=r"spring_images_test: the partitioned Nordland of Olid et al\. numbers frames"):
         normalise_partition(raw, "spring", tmp_path / "out", tmp_path)
+
+
+def test_adelaide_share_archives_extract_to_season_folders_that_load(world, tmp_path):
+    """summer.tar.gz holds summer/images-*.png, winter.tar.gz bare images-*.png (gmberton's
+    download_nordland.py unpacks it into winter/); acquire puts both into season folders."""
+    import tarfile
+
+    from seqvpr.acquire import extract_archives
+
+    raw = world[1]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with tarfile.open(downloads / "summer.tar.gz", "w:gz") as tar:
+        tar.add(raw / "summer", "summer")
+    with tarfile.open(downloads / "winter.tar.gz", "w:gz") as tar:
+        for image in sorted((raw / "winter").iterdir()):
+            tar.add(image, image.name)
+    dataset = tmp_path / "nordland"
+    extract_archives(sorted(downloads.iterdir()), dataset, "nordland")
+    assert discover_partitions(dataset) == ["summer", "winter"]
+    winter = normalise_partition(dataset, "winter", tmp_path / "out", tmp_path, size=16)
+    assert winter.table.num_rows == 3 * FRAMES and winter.table.column("source_file")[0].as_py() == "winter/images-00202.png"
+    assert normalise_partition(dataset, "fall", tmp_path / "out", tmp_path, size=16).notes[0].startswith(
+        "Nordland season 'fall' is not in the raw data")

@@ -1,5 +1,7 @@
 """Frame separation, route sections, sequence bounds and split tables on hand-made frame tables."""
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -209,3 +211,26 @@ def test_write_and_read_split_round_trip_and_is_deterministic(tmp_path):
     assert pq.read_table(first[0]).num_rows == table.num_rows
     negatives = np.load(negatives_path(first[0], "test"))
     assert negatives.shape == (len(role_rows(table, "test", "query")), 10)
+
+
+def test_split_asset_without_spring_and_fall_succeeds_and_its_check_says_what_test_needs(tmp_path):
+    from dagster import materialize
+
+    from assets.splits import split_assets, split_checks
+    from pipelines.resources import PipelineHome
+    from seqvpr.datasets.frames import write_table
+    from seqvpr.layout import Layout
+
+    layout = Layout.from_home(tmp_path)
+    frames = nordland_frames()
+    write_table(frames.filter(pc.is_in(frames["condition"], pa.array(["summer", "winter"]))), layout.frame_table("nordland"))
+    selected = [a for a in split_assets if a.key.to_user_string().startswith("nordland")]
+    checks = [c for c in split_checks if any(k.asset_key.to_user_string() == "nordland_split" for k in c.check_keys)]
+    result = materialize([*selected, *checks], resources={"home": PipelineHome(home=str(tmp_path))},
+                         run_config={"ops": {"nordland_split": {"config": SMALL_NORDLAND}}}, raise_on_error=False)
+    assert result.success  # the asset checks may fail, the assets do not
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    present = evaluations["every_split_present"]
+    assert not present.passed and present.description.startswith("nordland/test needs spring and fall: ")
+    assert sorted(p.name for p in layout.struct_files("nordland").glob("*.db")) == [
+        "nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db"]
