@@ -23,7 +23,7 @@ from seqvpr.atomic import atomic_path
 from seqvpr.datasets.catalog import NORDLAND_SEASONS, ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import write_table
 from seqvpr.errors import DataError
-from seqvpr.geometry import assign_sections, cumulative_distance, subsample_by_distance
+from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
 from seqvpr.pairs import PairRules, Pairs, compute_pairs
 from seqvpr.seqbounds import run_bounds
 
@@ -287,16 +287,7 @@ def _route_fraction(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarra
         where = _known_sets(bench.dataset).get(bench.route_reference, "")
         raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames. {where}".strip())
     reference_xy = reference[["easting", "northing"]].to_numpy()
-    travelled = cumulative_distance(reference_xy)
-    fraction = travelled / travelled[-1] if travelled[-1] > 0 else np.zeros(len(travelled))
-    return assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, fraction)
-
-
-def _sections(route_fraction: np.ndarray, n_sections: int) -> np.ndarray:
-    """Section 1..n of each frame: the route reference cut into ``n_sections`` equal lengths."""
-    if not n_sections:
-        return np.zeros(len(route_fraction), dtype=np.int32)
-    return (np.minimum((route_fraction * n_sections).astype(np.int64), n_sections - 1) + 1).astype(np.int32)
+    return assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_fractions(reference_xy))
 
 
 def _in_route_ranges(route_fraction: np.ndarray, ranges: tuple[float, ...]) -> np.ndarray:
@@ -370,7 +361,8 @@ def build_split(frames: pa.Table | pd.DataFrame, bench: Benchmark, source: Path 
     frames["travelled"] = _travelled(frames, bench.uses_place_index)
     frames["_keep"] = _keep_separated(frames, frames["travelled"].to_numpy(), bench.separation)
     frames["route_fraction"] = _route_fraction(frames, bench, source)
-    frames["section"] = _sections(frames["route_fraction"].to_numpy(), bench.n_sections)
+    frames["section"] = (sections_of(frames["route_fraction"].to_numpy(), bench.n_sections) if bench.n_sections
+                         else np.zeros(len(frames))).astype(np.int32)
 
     parts, pairs, missing = [], {}, {}
     for split in SPLITS:

@@ -10,7 +10,7 @@ from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import frame_table
 from conftest import REFERENCE_DIR
 from seqvpr.errors import DataError
-from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
+from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
 from seqvpr.seqbounds import centred_sequence, format_seqbounds, has_full_sequence, read_seqbounds, run_bounds
 from seqvpr.splits import BENCHMARKS, build_split, configure, negatives_path, read_split, role_rows, write_split
 
@@ -71,7 +71,7 @@ def test_separation_along_a_curve_counts_path_length():
 
 def test_sections_from_reference_reused_for_offset_traversal():
     reference = np.stack([np.arange(0.0, 601.0, 1.0), np.zeros(601)], 1)
-    sections = route_sections(reference, 6)
+    sections = sections_of(route_fractions(reference), 6)
     assert sections[0] == 1 and sections[99] == 1 and sections[100] == 2 and sections[600] == 6
     other = np.array([[150.0, 3.0], [599.0, -2.0], [20.0, 1.0], [450.0, 0.0]])
     assert assign_sections(other, reference, sections).tolist() == [2, 6, 1, 5]
