@@ -279,13 +279,17 @@ def _keep_separated(frames: pd.DataFrame, travelled: np.ndarray, separation: flo
 
 def _route_fraction(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
     """Where each frame lies along the route reference traversal, as a fraction of its length
-    (that of the nearest reference point); NaN when the benchmark has no route reference."""
+    (that of the nearest reference point); NaN when the benchmark has no route reference. When the
+    reference run was not downloaded, the first database run present drives the same route instead,
+    so the splits that can be built still are."""
     if bench.route_reference is None:
         return np.full(len(frames), np.nan)
-    reference = frames[frames["traversal"] == bench.route_reference]
-    if reference.empty:
+    candidates = dict.fromkeys((bench.route_reference, *(run for spec in bench.splits for run in spec.db)))
+    present = [run for run in candidates if run in set(frames["traversal"])]
+    if not present:
         where = _known_sets(bench.dataset).get(bench.route_reference, "")
         raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames. {where}".strip())
+    reference = frames[frames["traversal"] == present[0]]
     reference_xy = reference[["easting", "northing"]].to_numpy()
     return assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_fractions(reference_xy))
 

@@ -234,3 +234,16 @@ def test_split_asset_without_spring_and_fall_succeeds_and_its_check_says_what_te
     assert not present.passed and present.description.startswith("nordland/test needs spring and fall: ")
     assert sorted(p.name for p in layout.struct_files("nordland").glob("*.db")) == [
         "nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db"]
+
+
+def test_oxford_hard_with_only_its_test_runs_builds_test_and_names_the_missing_train_runs():
+    frames = robotcar_frames().to_pandas()
+    frames = frames[frames["traversal"].isin(["2014-12-16-09-14-09", "2014-12-17-18-18-43"])]
+    result = build_split(frames, configure(BENCHMARKS["oxford_hard"], {"negatives_per_query": 5}))
+    assert set(result.table.column("split").to_pylist()) == {"test"}
+    assert result.missing["train"].startswith("oxford_hard/train needs 2014-11-18-13-20-12 and 2014-12-16-18-44-24: "
+                                              "RobotCar run 2014-11-18-13-20-12 is not in the raw data")
+    # sections 3-4 of the 600 m road, measured along the test database run instead of the absent reference
+    test_db = role_rows(result.table, "test", "db")
+    assert set(test_db["section"]) == {3, 4} and test_db["easting"].min() == pytest.approx(620200, abs=3)
+    assert test_db["easting"].max() == pytest.approx(620400, abs=3)
