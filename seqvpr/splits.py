@@ -50,7 +50,7 @@ class Benchmark:
     """Everything that defines a benchmark's frames and pairs.
 
     ``separation`` and the radii are metres, or frames when ``uses_place_index`` (Nordland, whose
-    positions are the 1-D place_index: radius 0 pairs frame i with frame i only). A run of a
+    positions are the 1-D place_index: radius 1 pairs query i with frames i-1, i and i+1). A run of a
     sequence ends where consecutive selected frames are more than ``max_step`` apart.
     """
 
