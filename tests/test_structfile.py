@@ -156,3 +156,14 @@ def test_nuscenes_positives_pickle_is_what_adapt_stformer_loads(tmp_path):
     assert isinstance(positives, np.ndarray) and positives.dtype == object and positives.shape == (3,)
     assert [p.tolist() for p in positives] == [[0, 1], [], [2]]
     assert all(p.dtype == np.int64 for p in positives)
+
+
+def test_frame_names_are_written_as_in_seqnets_files():
+    from seqvpr.structfile import struct_image_name
+
+    names = (REFERENCE_DIR / "imageNamesFiles" / "oxford_2015-03-17-11-08-44_imagenames_subsampled-2m.txt").read_text().split()
+    for name in names[:3] + names[-3:]:  # raw files: <run>/stereo/left/<timestamp>.png, as the tars extract
+        run, timestamp = name.split("/")[0], name.rsplit("/", 1)[1]
+        assert struct_image_name("robotcar", f"{run}/stereo/left/{timestamp}") == name
+    clean = (REFERENCE_DIR / "imageNamesFiles" / "nordland_clean_imageNames.txt").read_text().split()
+    assert {struct_image_name("nordland", f"{season}/{clean[0]}") for season in ("summer", "fall")} == {clean[0]}
