@@ -66,6 +66,7 @@ class Benchmark:
     max_step: float = 20.0
     struct_stem: str = ""
     struct_dataset: str | None = None
+    struct_file: str = ""  # file name template ({db}, {query}, {split}); empty: seqNet's pattern
 
     def split(self, name: str) -> SplitSpec | None:
         return next((s for s in self.splits if s.split == name), None)
@@ -116,6 +117,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         n_sections=6,
         route_reference="2014-12-16-09-14-09",
         struct_stem="oxford-easy",
+        struct_file="oxford2_{db}-{query}_{split}.db",  # Adapt-STformer's get_datasets.py
     ),
     # Oxford-hard as the Adapt-STformer paper defines it: sections 1-2 train, 3-4 test, 1 m.
     "oxford_hard": Benchmark(
@@ -131,6 +133,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         n_sections=6,
         route_reference="2014-11-18-13-20-12",
         struct_stem="oxford-hard",
+        struct_file="oxford_hard_{split}.db",  # Adapt-STformer's get_datasets.py
     ),
     # seqNet's own Oxford split (oravus/seqNet structFiles/oxford-v1.0_*): 2 m subsampling
     # (imagenames_subsampled-2m), train posDistThr 20, test 10, nonTriv 5. Its splitInds hold index
@@ -161,6 +164,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         # Adapt-STformer's get_positives loads saved_positives/nuscene_positives_<dataset>.pkl
         # (the heading-aware positives) only for this dataset name.
         struct_dataset="nuscene_large",
+        struct_file="nuscene_large.db",  # Adapt-STformer's get_datasets.py
     ),
 }
 

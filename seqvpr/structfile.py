@@ -69,14 +69,19 @@ def _fmt(value: float) -> str:
 
 
 def struct_names(bench: Benchmark, split: str) -> tuple[str, str]:
-    """(file name, ``dataset`` field) like seqNet's ``oxford-v1.0_<db>_<q>_test_d-10_d2-5.db``."""
+    """(file name, ``dataset`` field): the benchmark's template (Adapt-STformer's names, e.g.
+    ``oxford2_<db>-<q>_train.db``), else seqNet's pattern ``oxford-v1.0_<db>_<q>_test_d-10_d2-5.db``."""
     spec = bench.split(split)
     thr = thresholds(bench, split)
     suffix = f"{split}_d-{_fmt(thr['posDistThr'])}_d2-{_fmt(thr['nonTrivPosDistSqThr'] ** 0.5)}.db"
+    db, q = "+".join(spec.db), "+".join(spec.query)
     if bench.select_by == "traversal":
-        db, q = "+".join(spec.db), "+".join(spec.query)
-        return f"{bench.struct_stem}_{db}_{q}_{suffix}", bench.struct_dataset or f"{bench.struct_stem}_{db}-{q}"
-    return f"{bench.struct_stem}_{suffix}", bench.struct_dataset or bench.struct_stem
+        name, dataset = f"{bench.struct_stem}_{db}_{q}_{suffix}", f"{bench.struct_stem}_{db}-{q}"
+    else:
+        name, dataset = f"{bench.struct_stem}_{suffix}", bench.struct_stem
+    if bench.struct_file:
+        name = bench.struct_file.format(db=db, query=q, split=split)
+    return name, bench.struct_dataset or dataset
 
 
 def struct_image_name(dataset: str, source_file: str) -> str:

@@ -31,7 +31,7 @@ def test_oxford_easy_split_and_struct_assets(tmp_path):
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {"every_query_has_a_positive": True, "every_split_present": True,
                            "sequences_within_bounds": True, "counts_match_frame_table": True}
-    struct = layout.struct_files("oxford_easy") / "oxford-easy_2014-11-18-13-20-12_2014-12-16-18-44-24_test_d-10_d2-5.db"
+    struct = layout.struct_files("oxford_easy") / "oxford2_2014-11-18-13-20-12-2014-12-16-18-44-24_test.db"  # Adapt-STformer's name
     s = loadmat(struct)["dbStruct"][0, 0]
     assert s["numQueries"].item() == counts["test/query"]
     assert np.load(layout.split_table("oxford_easy").with_name("oxford_easy_negatives_test.npy")).shape[1] == 20

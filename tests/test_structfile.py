@@ -167,3 +167,13 @@ def test_frame_names_are_written_as_in_seqnets_files():
         assert struct_image_name("robotcar", f"{run}/stereo/left/{timestamp}") == name
     clean = (REFERENCE_DIR / "imageNamesFiles" / "nordland_clean_imageNames.txt").read_text().split()
     assert {struct_image_name("nordland", f"{season}/{clean[0]}") for season in ("summer", "fall")} == {clean[0]}
+
+
+def test_adapt_stformer_benchmarks_use_its_struct_file_names():
+    """The names Adapt-STformer's get_datasets.py loads (ai4ce/Adapt-STFormer)."""
+    from seqvpr.structfile import struct_names
+
+    assert [struct_names(BENCHMARKS["oxford_easy"], s)[0] for s in ("train", "test")] == [
+        "oxford2_2014-12-16-09-14-09-2014-12-17-18-18-43_train.db", "oxford2_2014-11-18-13-20-12-2014-12-16-18-44-24_test.db"]
+    assert [struct_names(BENCHMARKS["oxford_hard"], s)[0] for s in ("train", "test")] == ["oxford_hard_train.db", "oxford_hard_test.db"]
+    assert struct_names(BENCHMARKS["nuscenes"], "test") == ("nuscene_large.db", "nuscene_large")
