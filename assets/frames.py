@@ -22,9 +22,15 @@ from seqvpr.layout import DATASETS
 
 
 class NormaliseConfig(Config):
-    """Model input size: frames are resized once here, so embedding never re-decodes originals."""
+    """Model input size: frames are resized once here, so embedding never re-decodes originals.
+
+    RobotCar only: ``camera`` (stereo ``left``, as seqNet and the Oxford benchmarks, or ``centre``)
+    and ``models_dir``, the ``models/`` folder of a robotcar-dataset-sdk checkout (empty: ``models``
+    inside the raw folder, else ``robotcar-dataset-sdk/models`` beside it)."""
 
     size: int = 384
+    camera: str = "left"
+    models_dir: str = ""
 
 
 def trajectory_plot(table) -> str:
@@ -60,19 +66,23 @@ def build_frame_assets(dataset: str):
         normaliser = importlib.import_module(f"seqvpr.datasets.{dataset}")
         context.log.info(f"normalising {dataset} partition {partition} at {config.size}px")
         start = time.perf_counter()
+        options = {"camera": config.camera, "models_dir": config.models_dir} if dataset == "robotcar" else {}
         result = normaliser.normalise_partition(
-            layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size
+            layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size, **options
         )
         write_table(result.table, layout.partition_table(dataset, partition))
         seconds = time.perf_counter() - start
         conditions = Counter(result.table.column("condition").to_pylist())
         context.log.info(f"{dataset}/{partition}: {result.table.num_rows} frames in {seconds:.1f}s, dropped {result.dropped}")
+        for note in result.notes:
+            context.log.warning(f"{dataset}/{partition}: {note}")
         return MaterializeResult(
             metadata={
                 "frames": result.table.num_rows,
                 "traversals": len(set(result.table.column("traversal").to_pylist())),
                 "per_condition": MetadataValue.json(dict(sorted(conditions.items()))),
                 "dropped": MetadataValue.json(dict(sorted(result.dropped.items()))),
+                "notes": MetadataValue.json(result.notes),
                 "frames_per_second": round(result.table.num_rows / max(seconds, 1e-9), 2),
                 "table": MetadataValue.path(str(layout.partition_table(dataset, partition))),
             }

@@ -30,8 +30,8 @@ from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir, atomic_remove
 from seqvpr.errors import DataError
-from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, negatives_path, read_split, role_rows,
-                           write_split)
+from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, missing_splits, negatives_path, read_split,
+                           role_rows, write_split)
 from seqvpr.structfile import struct_names, write_struct_files
 
 
@@ -39,15 +39,17 @@ def _constrained(name: str, kind) -> object:
     """The field's type with the ranges every setting of its kind must keep.
 
     Numbers are distances, angles, counts or seeds: finite and never negative (`*_deg` at most
-    180, `*_per_*` counts at least 1); `*_range` is a [start, end) fraction of the track; traversal
-    lists are not empty. Generic by name and kind, so new settings of seqvpr.splits are covered."""
+    180, `*_per_*` counts at least 1); `*_range` is a [start, end) of place indices,
+    `*_route_ranges` [lo, hi) pairs of route fractions; traversal lists are not empty. Generic by name and kind, so new settings of seqvpr.splits are covered."""
     if kind in (float, float | None):
         number = Annotated[float, Field(ge=0, le=180 if name.endswith("_deg") else None, allow_inf_nan=False)]
         return Optional[number] if kind == float | None else number
     if kind is int:
         return Annotated[int, Field(ge=1 if "_per_" in name else 0)]
-    if kind == list[float]:
-        return Annotated[list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
+    if kind == list[float]:  # flat [lo, hi) pairs of route fractions
+        return Annotated[list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=2)]
+    if kind == list[int] and name.endswith("_range"):  # [start, end) of Nordland-clean indices
+        return Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
     if kind == list[str]:
         return Annotated[kind, Field(min_length=1)]
     return kind
@@ -59,6 +61,8 @@ def _check_ranges_and_sections(config):
     for name, value in values.items():
         if name.endswith("_range") and not value[0] < value[1]:
             raise ValueError(f"{name} must be [start, end) with start < end, got {value}")
+        if name.endswith("_route_ranges") and (len(value) % 2 or not all(lo < hi for lo, hi in zip(value[::2], value[1::2]))):
+            raise ValueError(f"{name} must be [lo, hi) pairs of route fractions with lo < hi, got {value}")
         if name.endswith("_sections") and isinstance(value, list) and not all(1 <= s <= values.get("n_sections", 0) for s in value):
             raise ValueError(f"{name} must be section numbers 1..n_sections ({values.get('n_sections', 0)}), got {value}")
     return config
@@ -135,8 +139,11 @@ def build_split_assets(benchmark: str):
                 context.log.warning(f"{benchmark}/{split}: split is empty now; removed {stale.name}")
         missing = _without_positives(result.table)
         context.log.info(f"{benchmark}: {_counts(result.table)}, queries without positives {missing}")
+        for need in result.missing.values():
+            context.log.error(need)
         return MaterializeResult(
             metadata={
+                "missing_splits": MetadataValue.json(result.missing),
                 "counts": MetadataValue.json(_counts(result.table)),
                 "queries_without_positives": MetadataValue.json(missing),
                 "pairs": MetadataValue.md(pairs_plot(result.table)),
@@ -209,6 +216,13 @@ def build_split_assets(benchmark: str):
             metadata={"queries_without_positives": MetadataValue.json(missing)},
         )
 
+    @asset_check(asset=split_asset, name="every_split_present")
+    def present_check(home: PipelineHome) -> AssetCheckResult:
+        missing = missing_splits(home.layout().split_table(benchmark))
+        return AssetCheckResult(passed=not missing, severity=AssetCheckSeverity.ERROR,
+                                description=" | ".join(missing.values()) or None,
+                                metadata={"missing_splits": MetadataValue.json(missing)})
+
     @asset_check(asset=split_asset, name="sequences_within_bounds")
     def bounds_check(home: PipelineHome) -> AssetCheckResult:
         table, _ = read_split(home.layout().split_table(benchmark))
@@ -243,7 +257,7 @@ def build_split_assets(benchmark: str):
             },
         )
 
-    return [split_asset, struct_asset], [positives_check, bounds_check, counts_check, struct_check]
+    return [split_asset, struct_asset], [positives_check, present_check, bounds_check, counts_check, struct_check]
 
 
 split_assets, split_checks = [], []

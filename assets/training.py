@@ -13,7 +13,8 @@ from seqvpr.evaluate import evaluate_models, results_markdown
 from seqvpr.splits import BENCHMARKS, negatives_path
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
-TRAINED_ON = {"nordland": "nordland", "oxford_easy": "oxford_easy", "oxford_hard": "oxford_hard", "nuscenes": "oxford_easy"}
+TRAINED_ON = {"nordland": "nordland", "oxford_easy": "oxford_easy", "oxford_hard": "oxford_hard",
+              "oxford_seqnet": "oxford_seqnet", "nuscenes": "oxford_easy"}
 
 
 class TrainingConfig(Config):

@@ -7,7 +7,10 @@ Conventions
   timestamp; Nordland: frame number in seconds, as the season folders are 1 fps extractions).
 - ``easting``/``northing`` in metres in UTM zone ``utm_zone`` (number) and ``utm_band`` (letter).
 - ``heading_deg``: compass bearing of the camera's forward axis, clockwise from north, in [0, 360).
-- ``place_index``: Nordland frame number (the 1-frame rule pairs equal indices); -1 elsewhere.
+- ``place_index``: Nordland: the frame's index in seqNet's Nordland-clean list (what seqNet's struct
+  files store in ``utmDb``; ``frame_index`` is the frame number); -1 elsewhere.
+- Nordland positions (lat/lon, UTM, heading) are NaN, and ``utm_band`` empty, for clean frames that
+  seqNet's struct files do not locate (seqvpr/datasets/nordland.py).
 - ``image_path``: normalised frame relative to the data root; ``source_file``: the original image
   relative to the dataset's raw root.
 """

@@ -31,19 +31,21 @@ Extraction
 Real archive names and layouts (what `ingest_local` recognises)
     Oxford RobotCar (robotcar-dataset.robots.ox.ac.uk/datasets/<run>/, see the SDK README in
         ori-mrg/robotcar-dataset-sdk): per run and sensor, ``.tar`` chunks of at most 5 GB covering
-        the same time window for all sensors, e.g. ``2014-12-16-18-44-24_stereo_centre_01.tar``,
-        ``..._stereo_centre_02.tar``, ``2014-12-16-18-44-24_gps.tar``. Members start with the run
-        folder (``<run>/stereo/centre/<timestamp>.png``, ``<run>/stereo.timestamps``,
-        ``<run>/gps/ins.csv``), so all chunks are extracted into the same folder. Camera ``models/``
-        come from the SDK repository, not from the tars: a loose ``models`` folder next to the tars
-        is linked in.
+        the same time window for all sensors, e.g. ``2014-12-16-18-44-24_stereo_left_01.tar``,
+        ``..._stereo_left_02.tar`` (or ``_stereo_centre_NN``), ``2014-12-16-18-44-24_gps.tar``. Members
+        start with the run folder (``<run>/stereo/left/<timestamp>.png``, ``<run>/stereo.timestamps``,
+        ``<run>/gps/ins.csv``), so all chunks are extracted into the same folder; any subset of chunks
+        will do (the loader counts the frames of the others). Camera ``models/`` come from the SDK
+        repository, not from the tars: a loose ``models`` folder next to the tars is linked in (or
+        set the frames' ``models_dir``).
     nuScenes (nuscenes.org/download; S3 names as in the devkit issues): ``v1.0-mini.tgz`` (maps/,
         samples/, sweeps/, v1.0-mini/) or ``v1.0-trainval_meta.tgz`` (maps/, v1.0-trainval/) plus
         ``v1.0-trainval01_blobs.tgz`` .. ``v1.0-trainval10_blobs.tgz`` (samples/, sweeps/; or the
         smaller ``v1.0-trainvalNN_keyframes.tgz``). All are extracted into one dataroot.
-    Nordland (NRK video frames; seqNet/Olid et al. partitions; e.g. ``summer.tar.gz``,
-        ``winter.tar.gz`` on the Adelaide box share, or ``<season>_images_<split>.zip``): one
-        archive per season with frames ``images-NNNNN.png``. An archive whose single top-level
+    Nordland (NRK video frames; e.g. ``summer.tar.gz`` (members ``summer/images-NNNNN.png``) and
+        ``winter.tar.gz`` (bare ``images-NNNNN.png``) on seqNet's Adelaide share, as
+        gmberton/VPR-datasets-downloader's ``download_nordland.py`` unpacks them): one archive per
+        season with frames ``images-NNNNN.png``. An archive whose single top-level
         folder is the season name is extracted into the dataset root; otherwise its members go
         into ``<root>/<season>/``, the season being the catalog season named in the archive's file
         name ("autumn" counts as fall).

@@ -53,6 +53,8 @@ def load_camera_model(models_dir: Path, name: str, height: int, width: int) -> C
     lut = np.fromfile(lut_path, dtype=np.float64)
     if lut.size != 2 * height * width:
         raise DataError(lut_path, f"LUT has {lut.size} values, expected 2 x {height} x {width} for the images")
+    if not np.isfinite(lut).all():
+        raise DataError(lut_path, f"{int((~np.isfinite(lut)).sum())} of its {lut.size} values are NaN or infinite")
     fx, fy, cx, cy = lines[0]
     return CameraModel((fx, fy), (cx, cy), np.array(lines[1:]), lut.reshape(2, -1).T, height, width)
 

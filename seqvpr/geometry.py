@@ -44,18 +44,21 @@ def heading_difference_deg(a, b) -> np.ndarray:
     return np.minimum(diff, 360.0 - diff)
 
 
-def route_sections(reference_xy: np.ndarray, n_sections: int) -> np.ndarray:
-    """Section number (1..n) of every reference point: the reference traversal's travelled
-    distance cut into ``n_sections`` equal lengths."""
+def route_fractions(reference_xy: np.ndarray) -> np.ndarray:
+    """Where every reference point lies along the reference traversal, as a fraction of its length."""
     travelled = cumulative_distance(reference_xy)
     total = travelled[-1] if len(travelled) else 0.0
-    if total <= 0:
-        return np.ones(len(travelled), dtype=np.int64)
-    return np.minimum((travelled / total * n_sections).astype(np.int64), n_sections - 1) + 1
+    return travelled / total if total > 0 else np.zeros(len(travelled))
+
+
+def sections_of(fractions: np.ndarray, n_sections: int) -> np.ndarray:
+    """Section number (1..n) of route fractions: the route cut into ``n_sections`` equal lengths."""
+    return np.minimum((np.asarray(fractions) * n_sections).astype(np.int64), n_sections - 1) + 1
 
 
 def assign_sections(xy: np.ndarray, reference_xy: np.ndarray, reference_sections: np.ndarray) -> np.ndarray:
-    """Section of each point = section of its nearest reference point (KD-tree)."""
+    """Section (or any per-point value, e.g. route fraction) of each point = that of its nearest
+    reference point (KD-tree)."""
     if len(xy) == 0:
         return np.zeros(0, dtype=np.int64)
     _, nearest = cKDTree(np.asarray(reference_xy, dtype=np.float64)).query(np.asarray(xy, dtype=np.float64))

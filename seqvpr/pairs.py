@@ -7,8 +7,8 @@
 - negative candidates: a bounded, seeded random sample of database frames farther than
   ``negative_radius``; training picks the hardest among them (seqNet's cached negatives).
 
-Positions are N x D arrays: UTM metres, or for Nordland the 1-D ``place_index`` with radius 0, so
-frame i pairs with frame i only. Nothing here builds a query x database matrix: it scales to 100k.
+Positions are N x D arrays: UTM metres, or for Nordland the 1-D ``place_index`` (Nordland-clean
+index), where seqNet's test radius 1 makes frames i-1, i and i+1 positives of query i. Nothing here builds a query x database matrix: it scales to 100k.
 """
 from __future__ import annotations
 

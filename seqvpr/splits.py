@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 from schemas.frame_table import FRAME_TABLE_SCHEMA
 from schemas.split_table import ROLES, SPLIT_TABLE_SCHEMA, SPLITS
 from seqvpr.atomic import atomic_path
+from seqvpr.datasets.catalog import NORDLAND_SEASONS, ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import write_table
 from seqvpr.errors import DataError
-from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
+from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
 from seqvpr.pairs import PairRules, Pairs, compute_pairs
 from seqvpr.seqbounds import run_bounds
 
@@ -30,13 +31,18 @@ from seqvpr.seqbounds import run_bounds
 @dataclass(frozen=True)
 class SplitSpec:
     """One split: the database and query traversals (or conditions), optionally restricted to
-    route sections (1-based) or to a ``[start, end)`` fraction of the place-index span."""
+    route sections (1-based), to the place indices ``[start, end)`` (Nordland: indices into the
+    Nordland-clean list) or to ``route_ranges``: flat ``[lo, hi)`` pairs of fractions of the route
+    reference traversal's length. ``radius`` / ``nontrivial_radius`` override the benchmark's for this split."""
 
     split: str
     db: tuple[str, ...]
     query: tuple[str, ...]
     sections: tuple[int, ...] = ()
-    index_range: tuple[float, float] | None = None
+    index_range: tuple[int, int] | None = None
+    route_ranges: tuple[float, ...] = ()
+    radius: float | None = None
+    nontrivial_radius: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Benchmark:
     """Everything that defines a benchmark's frames and pairs.
 
     ``separation`` and the radii are metres, or frames when ``uses_place_index`` (Nordland, whose
-    positions are the 1-D place_index: radius 0 pairs frame i with frame i only). A run of a
+    positions are the 1-D place_index: radius 1 pairs query i with frames i-1, i and i+1). A run of a
     sequence ends where consecutive selected frames are more than ``max_step`` apart.
     """
 
@@ -60,43 +66,60 @@ class Benchmark:
     max_step: float = 20.0
     struct_stem: str = ""
     struct_dataset: str | None = None
+    struct_file: str = ""  # file name template ({db}, {query}, {split}); empty: seqNet's pattern
 
     def split(self, name: str) -> SplitSpec | None:
         return next((s for s in self.splits if s.split == name), None)
 
+    def rules_for(self, split: str) -> PairRules:
+        """The pair rules of one split: its radii, and negatives at least as far as its positives."""
+        spec = self.split(split)
+        radius = self.rules.radius if spec is None or spec.radius is None else spec.radius
+        nontrivial = self.rules.nontrivial_radius if spec is None or spec.nontrivial_radius is None else spec.nontrivial_radius
+        return dataclasses.replace(self.rules, radius=radius, nontrivial_radius=nontrivial,
+                                   negative_radius=max(self.rules.negative_radius, radius))
 
-# Defaults follow the Adapt-STformer paper and the seqNet struct files. Nordland ranges are
-# fractions of each season (seqNet: train 0-15000, test 15100-18100, val 18200-21200 of ~27.6k).
+
+# Defaults follow the Adapt-STformer paper and the seqNet struct files.
+# Nordland: seqNet's get_datasets.py (oravus/seqNet): train np.arange(15000), test
+# np.arange(15100, 18100), val np.arange(18200, 21200) of Nordland-clean indices; its struct files
+# nordland_train_d-40_d2-10.db (posDistThr 40, nonTrivPosDistSqThr 100) and
+# nordland_{val,test}_d-1_d2-1.db (1, 1; the consumers' radius search is inclusive, so frames i-1,
+# i and i+1 are positives of query i); summer/winter for training ("nordland-sw"), spring/fall
+# ("nordland-sf") for the test.
 BENCHMARKS: dict[str, Benchmark] = {
     "nordland": Benchmark(
         name="nordland",
         dataset="nordland",
         select_by="condition",
         splits=(
-            SplitSpec("train", ("summer",), ("winter",), index_range=(0.0, 0.6)),
-            SplitSpec("val", ("summer",), ("winter",), index_range=(0.62, 0.78)),
-            SplitSpec("test", ("spring",), ("fall",), index_range=(0.8, 1.0)),
+            SplitSpec("train", ("summer",), ("winter",), index_range=(0, 15000), radius=40, nontrivial_radius=10),
+            SplitSpec("val", ("summer",), ("winter",), index_range=(18200, 21200)),
+            SplitSpec("test", ("spring",), ("fall",), index_range=(15100, 18100)),
         ),
         separation=1,
-        rules=PairRules(radius=0, nontrivial_radius=0, negative_radius=10),
+        rules=PairRules(radius=1, nontrivial_radius=1, negative_radius=10),
         uses_place_index=True,
         max_step=1,
         struct_stem="nordland",
     ),
+    # Oxford-easy: STformer's "Oxford2" as the Adapt-STformer code base builds it (all six sections, 2 m).
     "oxford_easy": Benchmark(
         name="oxford_easy",
         dataset="robotcar",
         select_by="traversal",
         splits=(
-            SplitSpec("train", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(1, 2, 3, 6)),
-            SplitSpec("test", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), sections=(4, 5)),
+            SplitSpec("train", ("2014-12-16-09-14-09",), ("2014-12-17-18-18-43",), sections=(1, 2, 3, 4, 5, 6)),
+            SplitSpec("test", ("2014-11-18-13-20-12",), ("2014-12-16-18-44-24",), sections=(1, 2, 3, 4, 5, 6)),
         ),
         separation=2.0,
         rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
         n_sections=6,
-        route_reference="2015-03-17-11-08-44",
-        struct_stem="oxford-v1.0",
+        route_reference="2014-12-16-09-14-09",
+        struct_stem="oxford-easy",
+        struct_file="oxford2_{db}-{query}_{split}.db",  # Adapt-STformer's get_datasets.py
     ),
+    # Oxford-hard as the Adapt-STformer paper defines it: sections 1-2 train, 3-4 test, 1 m.
     "oxford_hard": Benchmark(
         name="oxford_hard",
         dataset="robotcar",
@@ -108,8 +131,27 @@ BENCHMARKS: dict[str, Benchmark] = {
         separation=1.0,
         rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
         n_sections=6,
-        route_reference="2015-03-17-11-08-44",
+        route_reference="2014-11-18-13-20-12",
         struct_stem="oxford-hard",
+        struct_file="oxford_hard_{split}.db",  # Adapt-STformer's get_datasets.py
+    ),
+    # seqNet's own Oxford split (oravus/seqNet structFiles/oxford-v1.0_*): 2 m subsampling
+    # (imagenames_subsampled-2m), train posDistThr 20, test 10, nonTriv 5. Its splitInds hold index
+    # ranges of the database run's 4,599 frames: test [2410, 3983], train [0, 2387) and (4006, 4598];
+    # here the same ranges as fractions of the database run's length.
+    "oxford_seqnet": Benchmark(
+        name="oxford_seqnet",
+        dataset="robotcar",
+        select_by="traversal",
+        splits=(
+            SplitSpec("train", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",),
+                      route_ranges=(0.0, 2387 / 4599, 4007 / 4599, 1.0), radius=20.0),
+            SplitSpec("test", ("2015-03-17-11-08-44",), ("2014-12-16-18-44-24",), route_ranges=(2410 / 4599, 3984 / 4599)),
+        ),
+        separation=2.0,
+        rules=PairRules(radius=10.0, nontrivial_radius=5.0, negative_radius=10.0),
+        route_reference="2015-03-17-11-08-44",
+        struct_stem="oxford-v1.0",
     ),
     "nuscenes": Benchmark(
         name="nuscenes",
@@ -122,6 +164,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         # Adapt-STformer's get_positives loads saved_positives/nuscene_positives_<dataset>.pkl
         # (the heading-aware positives) only for this dataset name.
         struct_dataset="nuscene_large",
+        struct_file="nuscene_large.db",  # Adapt-STformer's get_datasets.py
     ),
 }
 
@@ -147,7 +190,11 @@ def config_fields(bench: Benchmark) -> dict[str, tuple[type, object]]:
         if bench.n_sections:
             fields[f"{spec.split}_sections"] = (list[int], list(spec.sections))
         if spec.index_range is not None:
-            fields[f"{spec.split}_range"] = (list[float], list(spec.index_range))
+            fields[f"{spec.split}_range"] = (list[int], list(spec.index_range))
+        if spec.route_ranges:
+            fields[f"{spec.split}_route_ranges"] = (list[float], list(spec.route_ranges))
+        fields[f"{spec.split}_radius"] = (float | None, spec.radius)
+        fields[f"{spec.split}_nontrivial_radius"] = (float | None, spec.nontrivial_radius)
     return fields
 
 
@@ -173,6 +220,9 @@ def configure(bench: Benchmark, values: dict) -> Benchmark:
                 query=tuple(values.get(f"{s}_query", spec.query)),
                 sections=tuple(values.get(f"{s}_sections", spec.sections)),
                 index_range=tuple(index_range) if index_range is not None else None,
+                route_ranges=tuple(values.get(f"{s}_route_ranges", spec.route_ranges)),
+                radius=values.get(f"{s}_radius", spec.radius),
+                nontrivial_radius=values.get(f"{s}_nontrivial_radius", spec.nontrivial_radius),
             )
         )
     return dataclasses.replace(
@@ -192,15 +242,22 @@ class SplitResult:
 
     table: pa.Table
     pairs: dict[str, Pairs] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # split -> what it needs that the data lacks
 
 
-def _validate(frames: pd.DataFrame, source: Path | str) -> None:
+def _validate(frames: pd.DataFrame, source: Path | str, uses_place_index: bool) -> None:
     missing = [f.name for f in FRAME_TABLE_SCHEMA if f.name not in frames.columns]
     if missing:
         raise DataError(source, f"frame table lacks columns {missing}")
     if frames["frame_id"].duplicated().any():
         dup = frames.loc[frames["frame_id"].duplicated(), "frame_id"].iloc[0]
         raise DataError(source, f"duplicate frame_id {dup!r}")
+    if uses_place_index:  # positions only label plots: Nordland frames seqNet does not locate have NaN ones
+        negative = frames["place_index"].to_numpy() < 0
+        if negative.any():
+            row = frames[negative].iloc[0]
+            raise DataError(source, f"frame {row['frame_id']!r} has place_index {row['place_index']}, not a Nordland-clean index")
+        return
     numeric = frames[["easting", "northing", "heading_deg"]].to_numpy(dtype=np.float64)
     if not np.isfinite(numeric).all():
         raise DataError(source, "non-finite easting/northing/heading_deg")
@@ -224,26 +281,36 @@ def _keep_separated(frames: pd.DataFrame, travelled: np.ndarray, separation: flo
     return keep
 
 
-def _sections(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
-    if not bench.n_sections:
-        return np.zeros(len(frames), dtype=np.int32)
-    reference = frames[frames["traversal"] == bench.route_reference]
-    if reference.empty:
-        raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames")
+def _route_fraction(frames: pd.DataFrame, bench: Benchmark, source) -> np.ndarray:
+    """Where each frame lies along the route reference traversal, as a fraction of its length
+    (that of the nearest reference point); NaN when the benchmark has no route reference. When the
+    reference run was not downloaded, the first database run present drives the same route instead,
+    so the splits that can be built still are."""
+    if bench.route_reference is None:
+        return np.full(len(frames), np.nan)
+    candidates = dict.fromkeys((bench.route_reference, *(run for spec in bench.splits for run in spec.db)))
+    present = [run for run in candidates if run in set(frames["traversal"])]
+    if not present:
+        where = _known_sets(bench.dataset).get(bench.route_reference, "")
+        raise DataError(source, f"route reference traversal {bench.route_reference!r} has no frames. {where}".strip())
+    reference = frames[frames["traversal"] == present[0]]
     reference_xy = reference[["easting", "northing"]].to_numpy()
-    sections = assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_sections(reference_xy, bench.n_sections))
-    return sections.astype(np.int32)
+    return assign_sections(frames[["easting", "northing"]].to_numpy(), reference_xy, route_fractions(reference_xy))
 
 
-def _in_index_range(frames: pd.DataFrame, index_range: tuple[float, float]) -> np.ndarray:
-    """Rows whose place_index lies in the fraction ``[f0, f1)`` of its traversal's index span."""
-    inside = np.zeros(len(frames), dtype=bool)
-    place = frames["place_index"].to_numpy()
-    for _, rows in frames.groupby("traversal", sort=False).indices.items():
-        first, count = place[rows].min(), place[rows].max() - place[rows].min() + 1
-        lo, hi = first + int(np.floor(index_range[0] * count)), first + int(np.floor(index_range[1] * count))
-        inside[rows] = (place[rows] >= lo) & (place[rows] < hi)
+def _in_route_ranges(route_fraction: np.ndarray, ranges: tuple[float, ...]) -> np.ndarray:
+    """Frames whose route fraction lies in one of the ``[lo, hi)`` pairs of the flat list ``ranges``
+    (the last pair's ``hi`` of 1.0 includes the route's end)."""
+    inside = np.zeros(len(route_fraction), dtype=bool)
+    for lo, hi in zip(ranges[::2], ranges[1::2]):
+        inside |= (route_fraction >= lo) & ((route_fraction < hi) | (hi >= 1.0))
     return inside
+
+
+def _in_index_range(frames: pd.DataFrame, index_range: tuple[int, int]) -> np.ndarray:
+    """Rows whose place_index lies in ``[start, end)``."""
+    place = frames["place_index"].to_numpy()
+    return (place >= index_range[0]) & (place < index_range[1])
 
 
 def _positions(rows: pd.DataFrame, uses_place_index: bool) -> np.ndarray:
@@ -252,15 +319,38 @@ def _positions(rows: pd.DataFrame, uses_place_index: bool) -> np.ndarray:
     return rows[["easting", "northing"]].to_numpy(dtype=np.float64)
 
 
-def _role_rows(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, names: tuple[str, ...], source) -> pd.DataFrame:
-    unknown = sorted(set(names) - set(frames[bench.select_by]))
+def _known_sets(dataset: str) -> dict[str, str]:
+    """The catalog's sets of a dataset (seasons, runs, conditions) -> where a user gets one."""
+    if dataset == "nordland":
+        from seqvpr.datasets.nordland import missing_season_message
+
+        return {season: missing_season_message(season) for season in NORDLAND_SEASONS}
+    if dataset == "robotcar":
+        return {run: f"RobotCar run {run} is not in the raw data; download its stereo and gps tars from "
+                     f"robotcar-dataset.robots.ox.ac.uk/datasets/{run}/" for run in ROBOTCAR_TRAVERSALS}
+    return {}
+
+
+def _absent_sets(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, source) -> list[str]:
+    """Catalog sets the split needs that the frame table lacks; a name the catalog does not know
+    (a typo) is an error."""
+    needed = list(dict.fromkeys(spec.db + spec.query))
+    absent = [name for name in needed if name not in set(frames[bench.select_by])]
+    known = _known_sets(bench.dataset)
+    unknown = [name for name in absent if name not in known]
     if unknown:
         raise DataError(source, f"{bench.name}/{spec.split}: no frames with {bench.select_by} in {unknown}")
+    return [known[name] for name in absent]
+
+
+def _role_rows(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, names: tuple[str, ...]) -> pd.DataFrame:
     mask = frames["_keep"].to_numpy() & frames[bench.select_by].isin(names).to_numpy()
     if spec.sections:
         mask &= np.isin(frames["section"].to_numpy(), spec.sections)
     if spec.index_range is not None:
         mask &= _in_index_range(frames, spec.index_range)
+    if spec.route_ranges:
+        mask &= _in_route_ranges(frames["route_fraction"].to_numpy(), spec.route_ranges)
     rows = frames[mask].reset_index(drop=True)
     travelled = rows["travelled"].to_numpy()
     steps = np.abs(np.diff(travelled, prepend=travelled[:1])) if len(rows) else travelled
@@ -274,23 +364,29 @@ def build_split(frames: pa.Table | pd.DataFrame, bench: Benchmark, source: Path 
     """Select, subsample, section and pair the frames of ``bench``; ``source`` names the frame
     table in error messages."""
     frames = frames.to_pandas() if isinstance(frames, pa.Table) else frames.copy()
-    _validate(frames, source)
+    _validate(frames, source, bench.uses_place_index)
     frames = frames.sort_values(["traversal", "timestamp_us", "frame_index"], kind="stable").reset_index(drop=True)
     frames["travelled"] = _travelled(frames, bench.uses_place_index)
     frames["_keep"] = _keep_separated(frames, frames["travelled"].to_numpy(), bench.separation)
-    frames["section"] = _sections(frames, bench, source)
+    frames["route_fraction"] = _route_fraction(frames, bench, source)
+    frames["section"] = (sections_of(frames["route_fraction"].to_numpy(), bench.n_sections) if bench.n_sections
+                         else np.zeros(len(frames))).astype(np.int32)
 
-    parts, pairs = [], {}
+    parts, pairs, missing = [], {}, {}
     for split in SPLITS:
         spec = bench.split(split)
         if spec is None:
             continue
-        db = _role_rows(frames, bench, spec, spec.db, source)
-        query = _role_rows(frames, bench, spec, spec.query, source)
+        absent = _absent_sets(frames, bench, spec, source)
+        if absent:
+            missing[split] = f"{bench.name}/{split} needs {' and '.join(spec.db + spec.query)}: " + "; ".join(absent)
+            continue
+        db = _role_rows(frames, bench, spec, spec.db)
+        query = _role_rows(frames, bench, spec, spec.query)
         split_pairs = compute_pairs(
             _positions(db, bench.uses_place_index),
             _positions(query, bench.uses_place_index),
-            bench.rules,
+            bench.rules_for(split),
             db_heading=db["heading_deg"].to_numpy(),
             query_heading=query["heading_deg"].to_numpy(),
         )
@@ -302,8 +398,11 @@ def build_split(frames: pa.Table | pd.DataFrame, bench: Benchmark, source: Path 
         for role, rows in zip(ROLES, (db, query)):
             rows["benchmark"], rows["split"], rows["role"] = bench.name, split, role
             parts.append(rows)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SPLIT_TABLE_SCHEMA.names)
-    return SplitResult(pa.Table.from_pandas(table[SPLIT_TABLE_SCHEMA.names], schema=SPLIT_TABLE_SCHEMA, preserve_index=False), pairs)
+    if not parts:
+        raise DataError(source, "no split of the benchmark can be built: " + " | ".join(missing.values()))
+    table = pd.concat(parts, ignore_index=True)
+    return SplitResult(pa.Table.from_pandas(table[SPLIT_TABLE_SCHEMA.names], schema=SPLIT_TABLE_SCHEMA, preserve_index=False),
+                       pairs, missing)
 
 
 def role_rows(table: pa.Table, split: str, role: str) -> pd.DataFrame:
@@ -321,7 +420,7 @@ def write_split(result: SplitResult, bench_name: str, values: dict, table_path: 
     later stages rebuild the exact Benchmark) and one ``<benchmark>_negatives_<split>.npy`` per
     split beside it. Returns the paths written."""
     table_path = Path(table_path)
-    meta = json.dumps({"benchmark": bench_name, "config": values}, sort_keys=True).encode()
+    meta = json.dumps({"benchmark": bench_name, "config": values, "missing": result.missing}, sort_keys=True).encode()
     write_table(result.table.replace_schema_metadata({CONFIG_METADATA_KEY: meta}), table_path)
     written = [table_path]
     for split, pairs in sorted(result.pairs.items()):
@@ -337,6 +436,12 @@ def negatives_path(table_path: Path, split: str) -> Path:
     """num_queries x negatives_per_query int64 (-1 padded) negative candidates of one split."""
     table_path = Path(table_path)
     return table_path.with_name(f"{table_path.stem}_negatives_{split}.npy")
+
+
+def missing_splits(table_path: Path) -> dict[str, str]:
+    """The splits a split table lacks because the raw data lacks their sets, with what they need."""
+    meta = (pq.read_schema(table_path).metadata or {}).get(CONFIG_METADATA_KEY)
+    return json.loads(meta).get("missing", {}) if meta else {}
 
 
 def read_split(table_path: Path) -> tuple[pa.Table, Benchmark]:

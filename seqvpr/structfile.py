@@ -6,7 +6,7 @@ import io
 import pickle
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -56,12 +56,11 @@ def _number(value: float, place_index: bool):
     return np.int64(round(value)) if place_index else np.float64(value)
 
 
-def thresholds(bench: Benchmark) -> dict[str, float]:
-    """posDistThr / posDistSqThr / nonTrivPosDistSqThr as seqNet stores them. Frame-index
-    benchmarks keep the reference files' 1-frame rule (1, 1, 1)."""
-    if bench.uses_place_index:
-        return {"posDistThr": 1, "posDistSqThr": 1, "nonTrivPosDistSqThr": 1}
-    r, nt = bench.rules.radius, bench.rules.nontrivial_radius
+def thresholds(bench: Benchmark, split: str) -> dict[str, float]:
+    """posDistThr / posDistSqThr / nonTrivPosDistSqThr of one split as seqNet stores them (the
+    reference nordland_train_d-40_d2-10.db: 40, 1600, 100; nordland_test_d-1_d2-1.db: 1, 1, 1)."""
+    rules = bench.rules_for(split)
+    r, nt = rules.radius, rules.nontrivial_radius
     return {"posDistThr": r, "posDistSqThr": r * r, "nonTrivPosDistSqThr": nt * nt}
 
 
@@ -70,18 +69,38 @@ def _fmt(value: float) -> str:
 
 
 def struct_names(bench: Benchmark, split: str) -> tuple[str, str]:
-    """(file name, ``dataset`` field) like seqNet's ``oxford-v1.0_<db>_<q>_test_d-10_d2-5.db``."""
+    """(file name, ``dataset`` field): the benchmark's template (Adapt-STformer's names, e.g.
+    ``oxford2_<db>-<q>_train.db``), else seqNet's pattern ``oxford-v1.0_<db>_<q>_test_d-10_d2-5.db``."""
     spec = bench.split(split)
-    thr = thresholds(bench)
+    thr = thresholds(bench, split)
     suffix = f"{split}_d-{_fmt(thr['posDistThr'])}_d2-{_fmt(thr['nonTrivPosDistSqThr'] ** 0.5)}.db"
+    db, q = "+".join(spec.db), "+".join(spec.query)
     if bench.select_by == "traversal":
-        db, q = "+".join(spec.db), "+".join(spec.query)
-        return f"{bench.struct_stem}_{db}_{q}_{suffix}", bench.struct_dataset or f"{bench.struct_stem}_{db}-{q}"
-    return f"{bench.struct_stem}_{suffix}", bench.struct_dataset or bench.struct_stem
+        name, dataset = f"{bench.struct_stem}_{db}_{q}_{suffix}", f"{bench.struct_stem}_{db}-{q}"
+    else:
+        name, dataset = f"{bench.struct_stem}_{suffix}", bench.struct_stem
+    if bench.struct_file:
+        name = bench.struct_file.format(db=db, query=q, split=split)
+    return name, bench.struct_dataset or dataset
 
 
-def _image_names(rows: pd.DataFrame) -> np.ndarray:
-    return np.array(rows["source_file"].tolist(), dtype=object).reshape(-1, 1)
+def struct_image_name(dataset: str, source_file: str) -> str:
+    """A frame's name as the seqNet struct files write it: Nordland the bare frame name, identical
+    for every season (``images-19159.png``); RobotCar the run's processed stereo image
+    (``<run>/stereo/left/images/<timestamp>.png``, as in ``oxford-v1.0_*.db``); nuScenes its
+    dataroot-relative file."""
+    path = PurePosixPath(source_file)
+    if dataset == "nordland":
+        return path.name
+    if dataset == "robotcar":
+        run, _, camera = path.parts[:3]
+        return f"{run}/stereo/{camera}/images/{path.stem}.png"
+    return source_file
+
+
+def _image_names(rows: pd.DataFrame, dataset: str) -> np.ndarray:
+    names = [struct_image_name(dataset, f) for f in rows["source_file"]]
+    return np.array(names, dtype=object).reshape(-1, 1)
 
 
 def _utm(rows: pd.DataFrame, place_index: bool) -> np.ndarray:
@@ -93,11 +112,11 @@ def _utm(rows: pd.DataFrame, place_index: bool) -> np.ndarray:
 def db_struct(bench: Benchmark, split: str, db: pd.DataFrame, query: pd.DataFrame) -> dict:
     """The ``dbStruct`` dict of one split, fields in the reference order."""
     place = bench.uses_place_index
-    thr = {k: _number(v, place) for k, v in thresholds(bench).items()}
+    thr = {k: _number(v, place) for k, v in thresholds(bench, split).items()}
     struct = {
         "whichSet": split,
-        "dbImageFns": _image_names(db),
-        "qImageFns": _image_names(query),
+        "dbImageFns": _image_names(db, bench.dataset),
+        "qImageFns": _image_names(query, bench.dataset),
         "numImages": np.int64(len(db)),
         "numQueries": np.int64(len(query)),
         "posDistThr": thr["posDistThr"],
@@ -122,10 +141,11 @@ class StructOutputs:
 
 
 def write_struct_files(table: pa.Table, bench: Benchmark, out_dir: Path) -> StructOutputs:
-    """Write every split's struct file and seqBounds files, the splitInds and (heading-aware
-    benchmarks) the positives pickle into ``out_dir``."""
+    """Write the struct file and seqBounds files of every split in the table, the splitInds and
+    (heading-aware benchmarks) the positives pickle into ``out_dir``."""
     out_dir = Path(out_dir)
-    present = [s for s in SPLITS if bench.split(s) is not None]
+    in_table = set(table.column("split").to_pylist())
+    present = [s for s in SPLITS if bench.split(s) is not None and s in in_table]
     structs, bounds_files, inds, offsets = [], [], {}, {"db": 0, "query": 0}
     positives_pickle = None
     for split in present:

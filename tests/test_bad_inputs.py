@@ -37,7 +37,7 @@ from seqvpr.splits import BENCHMARKS, build_split, read_split, write_split
 from seqvpr.structfile import write_struct_files
 from seqvpr.synthetic import generate
 
-NORDLAND_FRAMES = 7  # frames 19159..19165 of the shipped track, in every season
+NORDLAND_FRAMES = 7  # per stretch of the shipped track (test stretch: frames 19159..19165), in every season
 NUSCENES_MAP = "singapore-onenorth"
 ROBOTCAR_RUN = "2015-03-17-11-08-44"
 
@@ -52,7 +52,7 @@ def worlds(tmp_path_factory) -> dict[str, Path]:
     generate("nordland", base / "nordland", seed=5, truth_root=base / "nordland_truth",
              frames=NORDLAND_FRAMES, width=64, height=48)
     generate("robotcar", base / "robotcar", seed=5, truth_root=base / "robotcar_truth",
-             frames_per_traversal=6, width=32, height=24)
+             frames_per_traversal=6, width=32, height=24, sdk_root=base / "robotcar")  # SDK models/ beside the runs
     generate("nuscenes", base / "nuscenes", seed=5, truth_root=base / "nuscenes_truth",
              scenes_per_location=1, samples_per_scene=3, sweeps_per_sample=1, width=96, height=64)
     # Frame table of all four Nordland seasons, as the frame-table asset writes it.
@@ -206,29 +206,6 @@ def nl_duplicate_frame(raw: Path) -> Path:
     return raw / "spring" / "images-19160.png"
 
 
-def nl_missing_gps_rows(raw: Path) -> Path:
-    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: lines[:-3])
-
-
-def nl_nan_gps(raw: Path) -> Path:
-    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: lines[:3] + ["19161,nan,13.2\n"] + lines[4:])
-
-
-def nl_renamed_gps_column(raw: Path) -> Path:
-    return _rewrite_lines(raw / "gps" / "spring.csv", lambda lines: ["frame,lat,longitude\n"] + lines[1:])
-
-
-def nl_gps_file_missing(raw: Path) -> Path:
-    (raw / "gps" / "spring.csv").unlink()
-    return raw / "gps" / "spring.csv"
-
-
-def nl_gps_not_utf8(raw: Path) -> Path:
-    path = raw / "gps" / "spring.csv"
-    path.write_bytes(path.read_bytes() + b"19999,65.7\xff,13.2\n")
-    return path
-
-
 def nl_empty_season(raw: Path) -> Path:
     for image in (raw / "spring").iterdir():
         image.unlink()
@@ -238,7 +215,7 @@ def nl_empty_season(raw: Path) -> Path:
 def _rc_image(raw: Path, index: int) -> Path:
     """The ``index``-th image listed in the run's stereo.timestamps."""
     stamp = (raw / ROBOTCAR_RUN / "stereo.timestamps").read_text().splitlines()[index].split()[0]
-    return raw / ROBOTCAR_RUN / "stereo" / "centre" / f"{stamp}.png"
+    return raw / ROBOTCAR_RUN / "stereo" / "left" / f"{stamp}.png"
 
 
 def rc_truncated_png(raw: Path) -> Path:
@@ -372,9 +349,9 @@ def ft_duplicate_frame_id(tables: Path) -> Path:
     return _table_edit(path, lambda t: _set_column(t, "frame_id", [t["frame_id"][0].as_py()] * 2 + t["frame_id"].to_pylist()[2:]))
 
 
-def ft_nan_easting(tables: Path) -> Path:
+def ft_negative_place_index(tables: Path) -> Path:
     path = tables / "nordland.parquet"
-    return _table_edit(path, lambda t: _set_column(t, "easting", [float("nan")] + t["easting"].to_pylist()[1:]))
+    return _table_edit(path, lambda t: _set_column(t, "place_index", [-1] + t["place_index"].to_pylist()[1:]))
 
 
 def ft_missing_column(tables: Path) -> Path:
@@ -382,7 +359,7 @@ def ft_missing_column(tables: Path) -> Path:
 
 
 def ft_empty_season(tables: Path) -> Path:
-    return _table_edit(tables / "nordland.parquet", lambda t: t.filter(pc.not_equal(t["condition"], "winter")))
+    return _table_edit(tables / "nordland.parquet", lambda t: t.filter(pc.invert(pc.is_in(t["condition"], pa.array(["winter", "fall"])))))
 
 
 def st_no_settings(tables: Path) -> Path:
@@ -448,18 +425,12 @@ class Case:
 
 
 CASES = {
-    # Nordland: season folders of images-<frame>.png plus gps/<season>.csv
+    # Nordland: season folders of images-<frame>.png (no GPS file)
     "nordland: truncated PNG -> cannot decode": Case("nordland", nl_truncated_png, normalise_nordland("spring"), r"cannot decode image"),
     "nordland: zero-byte PNG -> empty image file": Case("nordland", nl_zero_byte_png, normalise_nordland("spring"), r"empty image file \(0 bytes\)"),
     "nordland: duplicate frame id -> duplicate frame number": Case("nordland", nl_duplicate_frame, normalise_nordland("spring"), r"duplicate frame number 19160"),
-    "nordland: missing GPS rows -> no position for 3 frames": Case("nordland", nl_missing_gps_rows, normalise_nordland("spring"), r"no position for 3 frame\(s\)"),
-    "nordland: NaN latitude in GPS -> invalid position": Case("nordland", nl_nan_gps, normalise_nordland("spring"), r"line 4: invalid position nan"),
-    "nordland: renamed GPS column -> missing column latitude": Case("nordland", nl_renamed_gps_column, normalise_nordland("spring"), r"missing column\(s\) latitude"),
-    "nordland: GPS file missing -> GPS file missing": Case("nordland", nl_gps_file_missing, normalise_nordland("spring"), r"GPS file missing"),
-    "nordland: GPS CSV not UTF-8 -> not a text file": Case(
-        "nordland", nl_gps_not_utf8, normalise_nordland("spring"), r"UTF-8|encoding|decode"),
     "nordland: empty season folder -> no frames": Case("nordland", nl_empty_season, normalise_nordland("spring"), r"season folder has no images"),
-    # Oxford RobotCar: <run>/stereo.timestamps, stereo/centre/<timestamp>.png (Bayer), gps/ins.csv, models/
+    # Oxford RobotCar: <run>/stereo.timestamps, stereo/left/<timestamp>.png (Bayer), gps/ins.csv, SDK models/
     "robotcar: truncated Bayer PNG -> cannot decode": Case("robotcar", rc_truncated_png, normalise_robotcar, r"cannot decode image"),
     "robotcar: zero-byte PNG -> cannot decode": Case("robotcar", rc_zero_byte_png, normalise_robotcar, r"cannot decode image"),
     "robotcar: Bayer image of the wrong size -> size differs from the camera LUT": Case("robotcar", rc_wrong_bayer_size, normalise_robotcar, r"image is 16x12 but the camera model's LUT is for 32x24"),
@@ -492,10 +463,10 @@ CASES = {
     "nuscenes: sample_data record without filename -> missing field": Case(
         "nuscenes", ns_record_without_filename, normalise_nuscenes, r"filename"),
     # Frame table -> split (build_split / write_split)
-    "frame table: duplicate frame_id -> duplicate frame_id": Case("frame_table", ft_duplicate_frame_id, split_nordland, r"duplicate frame_id 'fall_images-19159'"),
-    "frame table: NaN easting -> non-finite": Case("frame_table", ft_nan_easting, split_nordland, r"non-finite easting"),
+    "frame table: duplicate frame_id -> duplicate frame_id": Case("frame_table", ft_duplicate_frame_id, split_nordland, r"duplicate frame_id 'fall_images-00202'"),
+    "frame table: negative place_index -> not a clean index": Case("frame_table", ft_negative_place_index, split_nordland, r"place_index -1, not a Nordland-clean index"),
     "frame table: missing heading_deg column -> lacks columns": Case("frame_table", ft_missing_column, split_nordland, r"lacks columns \['heading_deg'\]"),
-    "frame table: empty winter season -> no frames with condition winter": Case("frame_table", ft_empty_season, split_nordland, r"no frames with condition in \['winter'\]"),
+    "frame table: no winter and no fall -> no split can be built": Case("frame_table", ft_empty_season, split_nordland, r"no split of the benchmark can be built: nordland/train needs summer and winter"),
     # Split table -> struct files
     "split table: benchmark settings stripped -> no settings": Case("split_table", st_no_settings, struct_files_nordland, r"no benchmark settings"),
     "split table: renamed column -> differs from schema": Case("split_table", st_renamed_column, struct_files_nordland, r"differ from the split table schema"),
@@ -720,8 +691,10 @@ def _config_problems(home: Path, config: dict, **names) -> str:
      "ops.nordland_split.config.negatives_per_query: Input should be greater than or equal to 1 (got -1)"),
     ({"ops": {"oxford_hard_split": {"config": {"test_sections": [7, 8]}}}}, {},
      "test_sections must be section numbers 1..n_sections (6), got [7, 8]"),
-    ({"ops": {"nordland_split": {"config": {"test_range": [0.9, 0.2]}}}}, {},
-     "test_range must be [start, end) with start < end, got [0.9, 0.2]"),
+    ({"ops": {"nordland_split": {"config": {"test_range": [18100, 15100]}}}}, {},
+     "test_range must be [start, end) with start < end, got [18100, 15100]"),
+    ({"ops": {"oxford_seqnet_split": {"config": {"test_route_ranges": [0.9, 0.2]}}}}, {},
+     "test_route_ranges must be [lo, hi) pairs of route fractions with lo < hi, got [0.9, 0.2]"),
     ({"ops": {"nuscenes_split": {"config": {"max_heading_deg": 400.0}}}}, {},
      "ops.nuscenes_split.config.max_heading_deg: Input should be less than or equal to 180"),
     ({"ops": {"nordland_split": {"config": {"test_db": []}}}}, {}, "ops.nordland_split.config.test_db: List should have at least 1 item"),

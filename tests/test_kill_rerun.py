@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqvpr.datasets.frames import frame_table
-from seqvpr.splits import BENCHMARKS, build_split, write_split
+from seqvpr.splits import BENCHMARKS, build_split, configure, write_split
 from seqvpr.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,11 +164,11 @@ NORMALISE = """
 
 def test_killed_normalisation_reruns_to_identical_frames_and_table(tmp_path):
     raw = tmp_path / "raw" / "nordland"
-    generate("nordland", raw, seed=4, truth_root=tmp_path / "truth", frames=80, width=64, height=48)
+    generate("nordland", raw, seed=4, truth_root=tmp_path / "truth", frames=27, width=64, height=48)
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     _run(NORMALISE.format(raw=str(raw), data=str(clean_dir)))
     clean = _final_files(clean_dir)
-    assert len(clean) == 81 and pq.read_table(clean_dir / "tables" / "nordland" / "summer.parquet").num_rows == 80
+    assert len(clean) == 82 and pq.read_table(clean_dir / "tables" / "nordland" / "summer.parquet").num_rows == 81
 
     frames = killed_dir / "frames" / "nordland" / "summer"
     _kill_when(NORMALISE.format(raw=str(raw), data=str(killed_dir)),
@@ -210,15 +210,16 @@ STRUCT = """
 
 def test_killed_struct_file_writing_reruns_to_identical_files(tmp_path):
     split = tmp_path / "splits" / "nordland.parquet"
-    write_split(build_split(_long_nordland_table(10_000), BENCHMARKS["nordland"]), "nordland", {}, split)
+    ranges = {"train_range": [0, 6000], "val_range": [6000, 8000], "test_range": [8000, 10000]}
+    write_split(build_split(_long_nordland_table(10_000), configure(BENCHMARKS["nordland"], ranges)), "nordland", ranges, split)
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     _run(STRUCT.format(split=str(split), out=str(clean_dir)))
     clean = _final_files(clean_dir)
-    assert set(clean) >= {"nordland_train_d-1_d2-1.db", "nordland_val_d-1_d2-1.db", "nordland_test_d-1_d2-1.db",
+    assert set(clean) >= {"nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db", "nordland_test_d-1_d2-1.db",
                           "nordland_splitInds.npz"}
 
     _kill_when(STRUCT.format(split=str(split), out=str(killed_dir)),
-               lambda: (killed_dir / "nordland_train_d-1_d2-1.db").exists())
+               lambda: (killed_dir / "nordland_train_d-40_d2-10.db").exists())
     _assert_interrupted_state(killed_dir, clean, "nordland_splitInds.npz")
 
     _run(STRUCT.format(split=str(split), out=str(killed_dir)))

@@ -224,3 +224,36 @@ def test_generate_validates_and_is_deterministic(tmp_path):
         files = sorted(p for p in (tmp_path / run).rglob("*") if p.is_file())
         digests.append({p.relative_to(tmp_path / run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert digests[0] == digests[1] and len(digests[0]) == 13 + 3 + 3 * 5 + 1
+
+
+def test_trainval_meta_with_one_blob_archive_loads_the_scenes_it_has(tmp_path):
+    """The trainval distribution: v1.0-trainval_meta.tgz (maps/, v1.0-trainval/) and blob archives of
+    whole scenes (samples/, sweeps/); here the world's scenes split over two blobs, only one downloaded."""
+    import tarfile
+
+    from seqvpr.acquire import extract_archives
+
+    raw = small_world(tmp_path)
+    (raw / "v1.0-mini").rename(raw / "v1.0-trainval")
+    scenes = sorted(json.loads((raw / "v1.0-trainval" / "scene.json").read_text()), key=lambda s: s["name"])
+    samples = {s["token"]: s["scene_token"] for s in json.loads((raw / "v1.0-trainval" / "sample.json").read_text())}
+    in_blob_one = {s["token"] for s in scenes[:2]}
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with tarfile.open(downloads / "v1.0-trainval_meta.tgz", "w:gz") as tar:
+        tar.add(raw / "maps", "maps")
+        tar.add(raw / "v1.0-trainval", "v1.0-trainval")
+    with tarfile.open(downloads / "v1.0-trainval01_blobs.tgz", "w:gz") as tar:
+        for record in json.loads((raw / "v1.0-trainval" / "sample_data.json").read_text()):
+            if samples[record["sample_token"]] in in_blob_one:
+                tar.add(raw / record["filename"], record["filename"])
+    dataroot = tmp_path / "dataroot"
+    extract_archives(sorted(downloads.iterdir()), dataroot, "nuscenes")
+    assert loader.find_version(dataroot) == "v1.0-trainval"
+    locations = {m: loader.normalise_partition(dataroot, m, tmp_path / "out" / m, tmp_path, size=16)
+                 for m in loader.discover_partitions(dataroot)}
+    loaded = {t for r in locations.values() for t in r.table.column("traversal").to_pylist()}
+    assert loaded == {s["name"] for s in scenes[:2]}
+    skipped = sum(r.dropped.get("scenes_not_downloaded", 0) for r in locations.values())
+    assert skipped == len(scenes) - 2
+    assert sum(r.dropped.get("key_frames_not_downloaded", 0) for r in locations.values()) == 3 * (len(scenes) - 2)

@@ -18,6 +18,8 @@ from scipy.io import loadmat
 from pipelines.resources import PipelineHome
 from pipelines.run import run
 from seqvpr.layout import Layout
+from seqvpr.splits import BENCHMARKS
+from seqvpr.structfile import struct_names
 
 TINY = {
     "ops": {
@@ -68,10 +70,10 @@ def test_default_run_prints_a_short_report_ending_with_the_summary_table(home):
 
 def test_struct_files_and_shards_of_every_benchmark(home):
     layout = Layout.from_home(home)
-    for benchmark in ("nordland", "oxford_easy", "oxford_hard", "nuscenes"):
-        dbs = sorted(layout.struct_files(benchmark).glob("*_test_*.db"))
-        assert dbs, benchmark
-        struct = loadmat(dbs[0])["dbStruct"][0, 0]
+    for benchmark in ("nordland", "oxford_easy", "oxford_hard", "oxford_seqnet", "nuscenes"):
+        test_file = layout.struct_files(benchmark) / struct_names(BENCHMARKS[benchmark], "test")[0]
+        assert test_file.is_file(), benchmark
+        struct = loadmat(test_file)["dbStruct"][0, 0]
         manifest = json.loads((layout.shards(benchmark, "test") / "manifest.json").read_text())
         assert manifest["samples"] == int(struct["numImages"][0, 0]) + int(struct["numQueries"][0, 0])
 

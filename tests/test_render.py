@@ -45,3 +45,21 @@ def test_deterministic_for_same_rng(world):
 def test_rejects_unknown_condition(world):
     with pytest.raises(ValueError, match="unknown condition 'dusk'"):
         render_view(world, 0, 0, 0, "dusk", 10, 10)
+
+
+def test_synthetic_writers_share_no_layout_with_the_loaders():
+    """The writers take folder and file names from the real references, not from the loaders or
+    the catalog, so the loader tests on synthetic data do not check the code against itself."""
+    import ast
+    from pathlib import Path
+
+    import seqvpr.synthetic
+
+    for source in Path(seqvpr.synthetic.__file__).parent.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        assert not {m for m in imported if m.startswith(("seqvpr.datasets", "seqvpr.acquire"))}, source.name

@@ -1,5 +1,7 @@
 """Frame separation, route sections, sequence bounds and split tables on hand-made frame tables."""
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -8,7 +10,7 @@ from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import frame_table
 from conftest import REFERENCE_DIR
 from seqvpr.errors import DataError
-from seqvpr.geometry import assign_sections, cumulative_distance, route_sections, subsample_by_distance
+from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
 from seqvpr.seqbounds import centred_sequence, format_seqbounds, has_full_sequence, read_seqbounds, run_bounds
 from seqvpr.splits import BENCHMARKS, build_split, configure, negatives_path, read_split, role_rows, write_split
 
@@ -69,7 +71,7 @@ def test_separation_along_a_curve_counts_path_length():
 
 def test_sections_from_reference_reused_for_offset_traversal():
     reference = np.stack([np.arange(0.0, 601.0, 1.0), np.zeros(601)], 1)
-    sections = route_sections(reference, 6)
+    sections = sections_of(route_fractions(reference), 6)
     assert sections[0] == 1 and sections[99] == 1 and sections[100] == 2 and sections[600] == 6
     other = np.array([[150.0, 3.0], [599.0, -2.0], [20.0, 1.0], [450.0, 0.0]])
     assert assign_sections(other, reference, sections).tolist() == [2, 6, 1, 5]
@@ -137,18 +139,41 @@ def test_positives_in_split_table_match_brute_force():
         assert steps.min() >= 5.0 - 1e-9 and steps.max() < 7.1
 
 
-def test_nordland_ranges_and_one_frame_rule():
-    result = build_split(nordland_frames(), BENCHMARKS["nordland"])
+SMALL_NORDLAND = {"train_range": [0, 90], "val_range": [93, 117], "test_range": [120, 150], "negatives_per_query": 5}
+
+
+def test_nordland_ranges_and_seqnet_frame_rules():
+    result = build_split(nordland_frames(), configure(BENCHMARKS["nordland"], SMALL_NORDLAND))
     train_db = role_rows(result.table, "train", "db")
     train_q = role_rows(result.table, "train", "query")
     assert set(train_db["condition"]) == {"summer"} and set(train_q["condition"]) == {"winter"}
-    assert train_db["place_index"].tolist() == list(range(0, 90))  # [0, 0.6) of 150 frames
+    assert train_db["place_index"].tolist() == list(range(0, 90))
     test_db = role_rows(result.table, "test", "db")
     assert set(test_db["condition"]) == {"spring"} and test_db["place_index"].tolist() == list(range(120, 150))
     val_q = role_rows(result.table, "val", "query")
     assert val_q["place_index"].tolist() == list(range(93, 117))
-    assert all(p.tolist() == [i] for i, p in enumerate(train_q["positives"]))
+    # val/test: radius 1, inclusive, so frames i-1, i, i+1 (order space: same offsets) are positives
+    assert [p.tolist() for p in val_q["positives"]][:2] == [[0, 1], [0, 1, 2]]
+    assert val_q["positives"].iloc[-1].tolist() == [22, 23]
+    # train: posDistThr 40 frames, non-trivial 10 frames
+    assert train_q["positives"].iloc[50].tolist() == list(range(10, 90))
+    assert train_q["nontrivial_positives"].iloc[50].tolist() == list(range(40, 61))
+    negatives = result.pairs["train"].negatives[50]
+    assert np.all((negatives < 10) | (negatives > 90)) and (negatives >= 0).all()
     assert (train_db["seq_start"] == 0).all() and (train_db["seq_end"] == 90).all()
+
+
+def test_nordland_without_spring_and_fall_builds_train_and_val_and_says_what_test_needs():
+    frames = nordland_frames().to_pandas()
+    frames = frames[frames["condition"].isin(["summer", "winter"])]
+    result = build_split(frames, configure(BENCHMARKS["nordland"], SMALL_NORDLAND))
+    assert set(result.table.column("split").to_pylist()) == {"train", "val"}
+    assert list(result.missing) == ["test"]
+    message = result.missing["test"]
+    assert message.startswith("nordland/test needs spring and fall: ")
+    assert "'spring' is not in the raw data" in message and "'fall' is not in the raw data" in message
+    with pytest.raises(DataError, match=r"<frame table>: no split of the benchmark can be built: nordland/train needs"):
+        build_split(frames[frames["condition"] == "summer"], BENCHMARKS["nordland"])
 
 
 def test_nuscenes_day_night_with_heading_rule_and_scene_runs():
@@ -186,3 +211,39 @@ def test_write_and_read_split_round_trip_and_is_deterministic(tmp_path):
     assert pq.read_table(first[0]).num_rows == table.num_rows
     negatives = np.load(negatives_path(first[0], "test"))
     assert negatives.shape == (len(role_rows(table, "test", "query")), 10)
+
+
+def test_split_asset_without_spring_and_fall_succeeds_and_its_check_says_what_test_needs(tmp_path):
+    from dagster import materialize
+
+    from assets.splits import split_assets, split_checks
+    from pipelines.resources import PipelineHome
+    from seqvpr.datasets.frames import write_table
+    from seqvpr.layout import Layout
+
+    layout = Layout.from_home(tmp_path)
+    frames = nordland_frames()
+    write_table(frames.filter(pc.is_in(frames["condition"], pa.array(["summer", "winter"]))), layout.frame_table("nordland"))
+    selected = [a for a in split_assets if a.key.to_user_string().startswith("nordland")]
+    checks = [c for c in split_checks if any(k.asset_key.to_user_string() == "nordland_split" for k in c.check_keys)]
+    result = materialize([*selected, *checks], resources={"home": PipelineHome(home=str(tmp_path))},
+                         run_config={"ops": {"nordland_split": {"config": SMALL_NORDLAND}}}, raise_on_error=False)
+    assert result.success  # the asset checks may fail, the assets do not
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    present = evaluations["every_split_present"]
+    assert not present.passed and present.description.startswith("nordland/test needs spring and fall: ")
+    assert sorted(p.name for p in layout.struct_files("nordland").glob("*.db")) == [
+        "nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db"]
+
+
+def test_oxford_hard_with_only_its_test_runs_builds_test_and_names_the_missing_train_runs():
+    frames = robotcar_frames().to_pandas()
+    frames = frames[frames["traversal"].isin(["2014-12-16-09-14-09", "2014-12-17-18-18-43"])]
+    result = build_split(frames, configure(BENCHMARKS["oxford_hard"], {"negatives_per_query": 5}))
+    assert set(result.table.column("split").to_pylist()) == {"test"}
+    assert result.missing["train"].startswith("oxford_hard/train needs 2014-11-18-13-20-12 and 2014-12-16-18-44-24: "
+                                              "RobotCar run 2014-11-18-13-20-12 is not in the raw data")
+    # sections 3-4 of the 600 m road, measured along the test database run instead of the absent reference
+    test_db = role_rows(result.table, "test", "db")
+    assert set(test_db["section"]) == {3, 4} and test_db["easting"].min() == pytest.approx(620200, abs=3)
+    assert test_db["easting"].max() == pytest.approx(620400, abs=3)

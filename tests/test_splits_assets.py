@@ -23,14 +23,15 @@ def test_oxford_easy_split_and_struct_assets(tmp_path):
     assert result.success
     meta = result.asset_materializations_for_node("oxford_easy_split")[0].metadata
     counts = meta["counts"].value
-    # Train sections 1, 2, 3, 6 hold 400 m of road, test sections 4, 5 hold 200 m; 4 m separation
-    # on frames 2.007 m apart keeps every second frame.
-    assert 95 <= counts["train/db"] <= 101 and 48 <= counts["test/query"] <= 52
+    # Both splits use all six sections, 600 m of road; 4 m separation on frames 2.007 m apart keeps
+    # every second frame.
+    assert 148 <= counts["train/db"] <= 151 and 148 <= counts["test/query"] <= 151
     assert meta["queries_without_positives"].value == {"train": 0, "test": 0}
     assert meta["pairs"].value.startswith("![pairs](data:image/png;base64,")
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert evaluations == {"every_query_has_a_positive": True, "sequences_within_bounds": True, "counts_match_frame_table": True}
-    struct = layout.struct_files("oxford_easy") / "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
+    assert evaluations == {"every_query_has_a_positive": True, "every_split_present": True,
+                           "sequences_within_bounds": True, "counts_match_frame_table": True}
+    struct = layout.struct_files("oxford_easy") / "oxford2_2014-11-18-13-20-12-2014-12-16-18-44-24_test.db"  # Adapt-STformer's name
     s = loadmat(struct)["dbStruct"][0, 0]
     assert s["numQueries"].item() == counts["test/query"]
     assert np.load(layout.split_table("oxford_easy").with_name("oxford_easy_negatives_test.npy")).shape[1] == 20

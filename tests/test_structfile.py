@@ -13,9 +13,10 @@ from seqvpr.seqbounds import read_seqbounds
 from seqvpr.splits import BENCHMARKS, build_split, configure, role_rows
 from seqvpr.structfile import write_struct_files
 from conftest import REFERENCE_DIR
-from test_splits import frame_rows, nordland_frames, robotcar_frames
+from test_splits import SMALL_NORDLAND, frame_rows, nordland_frames, robotcar_frames
 
 OXFORD_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db"
+OXFORD_TRAIN_REF = f"{REFERENCE_DIR}/oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-20_d2-5.db"
 NORDLAND_REF = f"{REFERENCE_DIR}/nordland_test_d-1_d2-1.db"
 
 
@@ -57,7 +58,7 @@ def parse(path):
 
 @pytest.fixture(scope="module")
 def oxford(tmp_path_factory):
-    bench = configure(BENCHMARKS["oxford_easy"], {"negatives_per_query": 10})
+    bench = configure(BENCHMARKS["oxford_seqnet"], {"negatives_per_query": 10})
     table = build_split(robotcar_frames(), bench).table
     out = tmp_path_factory.mktemp("oxford")
     return table, bench, out, write_struct_files(table, bench, out)
@@ -73,8 +74,10 @@ def test_oxford_struct_matches_reference_layout_and_values(oxford):
     names = sorted(p.name for p in outputs.struct_files)
     assert names == [
         "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_test_d-10_d2-5.db",
-        "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-10_d2-5.db",
+        "oxford-v1.0_2015-03-17-11-08-44_2014-12-16-18-44-24_train_d-20_d2-5.db",
     ]
+    train = parse(out / names[1])
+    assert (train["posDistThr"], train["nonTriv"]) == (20.0, 25.0) == (parse(OXFORD_TRAIN_REF)["posDistThr"], 25.0)
     test_path = out / names[0]
     assert_same_layout(struct(test_path), struct(OXFORD_REF))
     ours, ref = parse(test_path), parse(OXFORD_REF)
@@ -89,18 +92,20 @@ def test_oxford_struct_matches_reference_layout_and_values(oxford):
 
 
 def test_nordland_struct_matches_reference_layout(tmp_path):
-    bench = configure(BENCHMARKS["nordland"], {"negatives_per_query": 5})
+    bench = configure(BENCHMARKS["nordland"], SMALL_NORDLAND)
     table = build_split(nordland_frames(), bench).table
     outputs = write_struct_files(table, bench, tmp_path)
     assert sorted(p.name for p in outputs.struct_files) == [
-        "nordland_test_d-1_d2-1.db", "nordland_train_d-1_d2-1.db", "nordland_val_d-1_d2-1.db"
+        "nordland_test_d-1_d2-1.db", "nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db"
     ]
     ours, ref = struct(tmp_path / "nordland_test_d-1_d2-1.db"), struct(NORDLAND_REF)
     assert_same_layout(ours, ref)
     assert ours["utmDb"].dtype == np.int64 and ours["utmDb"][0].tolist() == list(range(120, 150))
     assert ours["posDistThr"].dtype == np.int64 and ours["posDistThr"].item() == 1
-    assert ours["dbImageFns"][0, 0].item() == "spring/images-00120.png"
+    assert ours["dbImageFns"][0, 0].item() == ours["qImageFns"][0, 0].item() == "images-00120.png"
     assert ours["gpsDb"].shape == (2, 30) and ours["gpsDb"][0, 0] == pytest.approx(51.75 + 7300000.0 * 1e-6)
+    train = struct(tmp_path / "nordland_train_d-40_d2-10.db")
+    assert [train[k].item() for k in ("posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")] == [40, 1600, 100]
 
 
 def test_same_input_twice_gives_byte_identical_files(oxford, tmp_path):
@@ -135,8 +140,8 @@ def test_seqbounds_files_match_split_table(oxford):
     bounds = read_seqbounds(path)
     assert np.array_equal(bounds, np.loadtxt(path, dtype=int))
     assert np.array_equal(bounds, role_rows(table, "train", "db")[["seq_start", "seq_end"]].to_numpy())
-    # Train sections 1, 2, 3, 6: four runs.
-    assert len(np.unique(bounds, axis=0)) == 4
+    # Train: the route before and after the test stretch (with seqNet's buffers): two runs.
+    assert len(np.unique(bounds, axis=0)) == 2
 
 
 def test_nuscenes_positives_pickle_is_what_adapt_stformer_loads(tmp_path):
@@ -151,3 +156,24 @@ def test_nuscenes_positives_pickle_is_what_adapt_stformer_loads(tmp_path):
     assert isinstance(positives, np.ndarray) and positives.dtype == object and positives.shape == (3,)
     assert [p.tolist() for p in positives] == [[0, 1], [], [2]]
     assert all(p.dtype == np.int64 for p in positives)
+
+
+def test_frame_names_are_written_as_in_seqnets_files():
+    from seqvpr.structfile import struct_image_name
+
+    names = (REFERENCE_DIR / "imageNamesFiles" / "oxford_2015-03-17-11-08-44_imagenames_subsampled-2m.txt").read_text().split()
+    for name in names[:3] + names[-3:]:  # raw files: <run>/stereo/left/<timestamp>.png, as the tars extract
+        run, timestamp = name.split("/")[0], name.rsplit("/", 1)[1]
+        assert struct_image_name("robotcar", f"{run}/stereo/left/{timestamp}") == name
+    clean = (REFERENCE_DIR / "imageNamesFiles" / "nordland_clean_imageNames.txt").read_text().split()
+    assert {struct_image_name("nordland", f"{season}/{clean[0]}") for season in ("summer", "fall")} == {clean[0]}
+
+
+def test_adapt_stformer_benchmarks_use_its_struct_file_names():
+    """The names Adapt-STformer's get_datasets.py loads (ai4ce/Adapt-STFormer)."""
+    from seqvpr.structfile import struct_names
+
+    assert [struct_names(BENCHMARKS["oxford_easy"], s)[0] for s in ("train", "test")] == [
+        "oxford2_2014-12-16-09-14-09-2014-12-17-18-18-43_train.db", "oxford2_2014-11-18-13-20-12-2014-12-16-18-44-24_test.db"]
+    assert [struct_names(BENCHMARKS["oxford_hard"], s)[0] for s in ("train", "test")] == ["oxford_hard_train.db", "oxford_hard_test.db"]
+    assert struct_names(BENCHMARKS["nuscenes"], "test") == ("nuscene_large.db", "nuscene_large")

@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NormaliseResult:
-    """What normalising one partition produced: its frame table and the frames it dropped, by reason."""
+    """What normalising one partition produced: its frame table, the frames it dropped by reason,
+    and notes for the user (e.g. a partition absent from the raw data and where to get it)."""
 
     table: pa.Table
     dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 # Signature every dataset's normaliser implements:

@@ -1,25 +1,48 @@
-"""Nordland: one season folder per partition, frames named ``images-<frame:05d>.png``.
+"""Nordland: frames extracted at 1 fps from NRK's four videos of the Nordland line, one folder per season.
 
-Positions come from ``<root>/gps/<season>.csv`` (``frame,latitude,longitude``); see
-``seqvpr.synthetic.nordland`` for the layout and why. The frame number is the place identity (the
-1-frame rule pairs equal frame numbers across seasons), so it is both ``frame_index`` and
-``place_index``; ``timestamp_us`` is the frame number in seconds: the season folders are 1 fps extractions.
+Layout read: ``<root>/<season>/images-<frame:05d>.png`` for the seasons present, which is what
+the real distributions give once extracted (README, "Using the real datasets"): the Adelaide share
+of seqNet's Nordland-clean (``summer.tar.gz`` holds ``summer/``; ``winter.tar.gz`` holds bare frames
+that gmberton/VPR-datasets-downloader's ``download_nordland.py`` unpacks into ``winter/``, as
+``seqvpr.acquire`` does) and any plain folder of the four season folders. Upper-case ``.PNG`` frames
+are read like ``.png`` ones. No GPS file is needed: no release ships one. The partitioned release of
+Olid et al. (``<season>_images_{train,test}/section<k>/<n>.png``, as its ``test_nordland.py`` reads
+``test/<season>_images_test/section1/<n>.png``) numbers frames within each partition, which does not
+map onto Nordland-clean: it is refused with an error rather than paired wrongly.
 
-UTM. Every row is projected into zone 33 (``UTM_ZONE``), the band letter follows each row's
+Place identity. The seasons are frame-synchronised: a frame number is the same place in every
+season. seqNet and Adapt-STformer use Nordland-clean (tunnels and red-light stops removed):
+``data/nordland_clean_imageNames.txt`` (oravus/seqNet ``structFiles/imageNamesFiles/``, 27,592
+names, sorted by frame number). ``place_index`` is a frame's index in that list, the index seqNet's
+struct files store in ``utmDb``; frames not in the list are skipped and counted
+(``not_in_clean_list``). ``frame_index`` is the frame number; ``timestamp_us`` the frame number in
+seconds (1 fps extractions).
+
+Positions (for plots and the struct files' ``gpsDb``/``gpsQ``; pairing uses ``place_index``). The
+only public lat/lon per clean frame are those of seqNet's struct files
+(``nordland_{train_d-40_d2-10,val_d-1_d2-1,test_d-1_d2-1}.db``, ``gpsDb``): 21,000 of the 27,592
+clean frames, shipped as ``data/nordland_clean_gps.csv``. Other frames get NaN lat/lon, UTM and
+heading and an empty ``utm_band``: nothing is interpolated.
+
+UTM. Every position is projected into zone 33 (``UTM_ZONE``); the band letter follows each row's
 latitude. The line runs from 10.4 E (zone 32) to 14.4 E (zone 33); one zone keeps every season in
 one metric frame, at a scale error under 0.03 % at Trondheim.
 
-Heading. The UTM grid bearing of the track at each frame, from the nearest earlier frame at another
-position to the nearest later one. GPS repeats its last fix during dropouts (a fifth of the steps
-in seqNet's Nordland test track have length zero), so neighbouring frames often share a position
-and a plain forward difference would point them north. At the ends of the season the difference is
-one-sided; a season with one distinct position gets heading 0. The grid bearing differs from a true
-bearing by the grid convergence (under 2 degrees on this line).
+Heading. The UTM grid bearing of the track at each located clean frame, from the nearest earlier
+frame at another position to the nearest later one (in clean-list order). GPS repeats its
+last fix during dropouts (a fifth of the steps in seqNet's Nordland test track have length zero),
+so a plain forward difference would point such frames north. At the ends the difference is
+one-sided; a track with one distinct position gets heading 0. The grid bearing differs from a true
+bearing by the grid convergence (under 2 degrees on this line). Headings are computed within each
+contiguous stretch of located clean frames, never across a gap.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import re
+from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -31,14 +54,19 @@ from seqvpr.datasets.frames import NormaliseResult, frame_table, resize_for_mode
 from seqvpr.errors import DataError
 
 DATASET = "nordland"
-FRAME_NAME = re.compile(r"^images-(\d+)\.png$")
-GPS_COLUMNS = ("frame", "latitude", "longitude")
+FRAME_NAME = re.compile(r"^images-(\d+)\.png$", re.IGNORECASE)
 FRAMES_PER_SECOND = 1
 UTM_ZONE = 33
-
-
-def gps_path(raw_root: str | Path, season: str) -> Path:
-    return Path(raw_root) / "gps" / f"{season}.csv"
+WHERE_TO_GET = {
+    "summer": "summer.tar.gz on the Adelaide share of seqNet's Nordland-clean "
+              "(gmberton/VPR-datasets-downloader download_nordland.py)",
+    "winter": "winter.tar.gz on the Adelaide share of seqNet's Nordland-clean "
+              "(gmberton/VPR-datasets-downloader download_nordland.py)",
+    "spring": "not on the Adelaide share: extract it from NRK's spring video or another four-season "
+              "release, as <root>/spring/images-NNNNN.png",
+    "fall": "not on the Adelaide share: extract it from NRK's fall video or another four-season "
+            "release, as <root>/fall/images-NNNNN.png",
+}
 
 
 def discover_partitions(raw_root: str | Path) -> list[str]:
@@ -48,30 +76,31 @@ def discover_partitions(raw_root: str | Path) -> list[str]:
             if (raw_root / s).is_dir() and any(FRAME_NAME.match(p.name) for p in (raw_root / s).iterdir())]
 
 
-def read_gps(path: Path) -> dict[int, tuple[float, float]]:
-    """frame -> (lat, lon) from a season's GPS file."""
-    if not path.is_file():
-        raise DataError(path, "GPS file missing")
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = set(GPS_COLUMNS) - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}")
-            gps = {}
-            for line, row in enumerate(reader, start=2):
-                try:
-                    frame, lat, lon = int(row["frame"]), float(row["latitude"]), float(row["longitude"])
-                except (TypeError, ValueError):
-                    raise DataError(path, f"line {line}: not a number in {row}") from None
-                if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-                    raise DataError(path, f"line {line}: invalid position {lat}, {lon} for frame {frame}")
-                if frame in gps:
-                    raise DataError(path, f"line {line}: duplicate frame {frame}")
-                gps[frame] = (lat, lon)
-        return gps
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not a UTF-8 text file: {err.reason} at byte {err.start}") from None
+def missing_season_message(season: str) -> str:
+    return f"Nordland season {season!r} is not in the raw data; get it from {WHERE_TO_GET[season]}"
+
+
+@functools.lru_cache(maxsize=1)
+def clean_list() -> dict[str, int]:
+    """Nordland-clean frame name -> place index (its line in seqNet's list)."""
+    text = resources.files("seqvpr.datasets").joinpath("data/nordland_clean_imageNames.txt").read_text()
+    return {name: i for i, name in enumerate(text.split())}
+
+
+@functools.lru_cache(maxsize=1)
+def clean_positions() -> dict[int, tuple[float, float, float, float, str, float]]:
+    """place index -> (lat, lon, easting, northing, band, heading) for the clean frames seqNet locates."""
+    index = clean_list()
+    with resources.files("seqvpr.datasets").joinpath("data/nordland_clean_gps.csv").open() as fh:
+        rows = sorted((index[r["name"]], float(r["latitude"]), float(r["longitude"])) for r in csv.DictReader(fh))
+    place = np.array([r[0] for r in rows])
+    latlon = np.array([r[1:] for r in rows])
+    easting, northing, bands = to_utm(latlon[:, 0], latlon[:, 1])
+    xy = np.stack([easting, northing], axis=1)
+    heading = np.zeros(len(place))
+    for run in np.split(np.arange(len(place)), np.flatnonzero(np.diff(place) > 1) + 1):
+        heading[run] = track_headings(xy[run])  # never across a stretch seqNet does not locate
+    return {p: (latlon[i, 0], latlon[i, 1], easting[i], northing[i], bands[i], heading[i]) for i, p in enumerate(place)}
 
 
 def list_frames(season_dir: Path) -> list[tuple[int, Path]]:
@@ -125,45 +154,55 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> tuple[list[dict], Counter]:
+    """Frame-table rows of one season's clean frames (no image is read) and the skips by reason."""
+    raw_root, out_dir, data_root = Path(raw_root), Path(out_dir), Path(data_root)
+    clean, positions = clean_list(), clean_positions()
+    unknown = (np.nan, np.nan, np.nan, np.nan, "", np.nan)
+    rows, skipped = [], Counter()
+    for number, path in list_frames(raw_root / season):
+        place = clean.get(f"images-{number:05d}.png")
+        if place is None:
+            skipped["not_in_clean_list"] += 1
+            continue
+        lat, lon, easting, northing, band, heading = positions.get(place, unknown)
+        frame_id = f"{season}_images-{number:05d}"
+        rows.append({
+            "frame_id": frame_id, "dataset": DATASET, "location": DATASET, "traversal": season,
+            "condition": season, "frame_index": number,
+            "timestamp_us": number * 1_000_000 // FRAMES_PER_SECOND,
+            "image_path": (out_dir / f"{frame_id}.png").relative_to(data_root).as_posix(),
+            "source_file": path.relative_to(raw_root).as_posix(),
+            "lat": float(lat), "lon": float(lon), "easting": float(easting), "northing": float(northing),
+            "utm_zone": UTM_ZONE, "utm_band": band, "heading_deg": float(heading), "place_index": place,
+        })
+    return rows, skipped
+
+
+def _partitioned_folder(raw_root: Path, season: str) -> Path | None:
+    """A folder of Olid et al.'s partitioned release for ``season``, if the raw data holds one."""
+    for split in ("train", "test"):
+        for folder in (raw_root / f"{season}_images_{split}", raw_root / split / f"{season}_images_{split}"):
+            if folder.is_dir():
+                return folder
+    return None
+
+
 def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root: Path, size: int = 384) -> NormaliseResult:
-    """Resize every frame of one season and build its frame table."""
+    """Resize every clean frame of one season and build its frame table. A season that is not in
+    the raw data gives an empty table and a note that says where to get it."""
     if partition not in NORDLAND_SEASONS:
         raise ValueError(f"unknown Nordland season {partition!r}; expected one of {', '.join(NORDLAND_SEASONS)}")
     raw_root, out_dir, data_root = Path(raw_root), Path(out_dir), Path(data_root)
-    season_dir = raw_root / partition
-    if not season_dir.is_dir():
-        raise DataError(season_dir, "season folder missing")
-    frames = list_frames(season_dir)
-    gps_file = gps_path(raw_root, partition)
-    gps = read_gps(gps_file)
-    without_gps = [path.name for number, path in frames if number not in gps]
-    if without_gps:
-        raise DataError(gps_file, f"no position for {len(without_gps)} frame(s), e.g. {without_gps[0]}")
-    latlon = np.array([gps[number] for number, _ in frames])
-    easting, northing, bands = to_utm(latlon[:, 0], latlon[:, 1])
-    heading = track_headings(np.stack([easting, northing], axis=1))
-    rows = []
-    for i, (number, path) in enumerate(frames):
-        frame_id = f"{partition}_{path.stem}"
-        target = out_dir / f"{frame_id}.png"
-        save_frame(resize_for_model(_read_image(path), size), target)
-        rows.append({
-            "frame_id": frame_id,
-            "dataset": DATASET,
-            "location": DATASET,
-            "traversal": partition,
-            "condition": partition,
-            "frame_index": number,
-            "timestamp_us": number * 1_000_000 // FRAMES_PER_SECOND,
-            "image_path": target.relative_to(data_root).as_posix(),
-            "source_file": path.relative_to(raw_root).as_posix(),
-            "lat": float(latlon[i, 0]),
-            "lon": float(latlon[i, 1]),
-            "easting": float(easting[i]),
-            "northing": float(northing[i]),
-            "utm_zone": UTM_ZONE,
-            "utm_band": bands[i],
-            "heading_deg": float(heading[i]),
-            "place_index": number,
-        })
-    return NormaliseResult(table=frame_table(rows))
+    partitioned = _partitioned_folder(raw_root, partition)
+    if not (raw_root / partition).is_dir() and partitioned is not None:
+        raise DataError(partitioned, "the partitioned Nordland of Olid et al. numbers frames within each section, "
+                                     "which does not map onto Nordland-clean; use the season folders "
+                                     f"<root>/{partition}/images-NNNNN.png of the Adelaide share or the videos")
+    if not (raw_root / partition).is_dir():
+        return NormaliseResult(table=frame_table([]), notes=[missing_season_message(partition)])
+    rows, skipped = season_rows(raw_root, partition, out_dir, data_root)
+    for row in rows:
+        rgb = _read_image(raw_root / row["source_file"])
+        save_frame(resize_for_model(rgb, size), data_root / row["image_path"])
+    return NormaliseResult(table=frame_table(rows), dropped=dict(sorted(skipped.items())))

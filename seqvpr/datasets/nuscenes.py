@@ -19,6 +19,12 @@ order among the scene's key frames, frame_id = ``<scene name>_<first 12 hex of t
 timestamp_us = the sample's timestamp, condition "night" when the scene description mentions
 night (the real night scenes start with "Night, "), else "day"; place_index is -1.
 
+Partial downloads. ``v1.0-trainval`` ships its images in ten ``v1.0-trainvalNN_blobs.tgz`` (or
+``_keyframes.tgz``) archives of whole scenes (about 85 each). A scene none of whose CAM_FRONT key
+frames is on disk was not downloaded: it is skipped and counted (``scenes_not_downloaded``,
+``key_frames_not_downloaded``); a scene with some of them missing is an error naming the first.
+A scene without key frames is counted (``scenes_without_key_frames``).
+
 Version. The metadata folder is found in the dataset root: ``v1.0-trainval`` if present (it
 contains the mini scenes), else ``v1.0-mini``, else ``v1.0-test``. The loaded ``NuScenes`` object is
 cached per process (loading trainval takes tens of seconds) and reloaded when a table changes.
@@ -176,7 +182,8 @@ def _read_image(path: Path, sample_data: dict, size: int) -> np.ndarray:
 
 
 def _key_frames(nusc, scene: dict) -> list[dict]:
-    """The scene's samples in order, checked against the scene's first/last tokens and count."""
+    """The scene's samples in order, checked against the scene's first/last tokens and count (a
+    scene may have none)."""
     samples, token = [], scene["first_sample_token"]
     referrer, record, field = "scene", scene["token"], "first_sample_token"
     while token:
@@ -186,11 +193,27 @@ def _key_frames(nusc, scene: dict) -> list[dict]:
                             f"sample chain of scene {scene['name']} leaves the scene at sample {token}")
         samples.append(sample)
         referrer, record, field, token = "sample", token, "next", sample["next"]
-    if samples[-1]["token"] != scene["last_sample_token"] or len(samples) != scene["nbr_samples"]:
+    last = samples[-1]["token"] if samples else ""
+    if last != (scene["last_sample_token"] or "") or len(samples) != scene["nbr_samples"]:
         raise DataError(Path(nusc.table_root) / "scene.json",
-                        f"scene {scene['name']}: sample chain has {len(samples)} samples ending at {samples[-1]['token']}, "
-                        f"the scene says {scene['nbr_samples']} ending at {scene['last_sample_token']}")
+                        f"scene {scene['name']}: sample chain has {len(samples)} samples ending at {last or 'nothing'}, "
+                        f"the scene says {scene['nbr_samples']} ending at {scene['last_sample_token'] or 'nothing'}")
     return samples
+
+
+def _camera_key_frames(nusc, scene: dict) -> list[tuple[dict, dict | None]]:
+    """(sample, its CAM_FRONT sample_data or None) of every key frame of the scene."""
+    frames = []
+    for sample in _key_frames(nusc, scene):
+        data_token = sample["data"].get(CHANNEL)
+        if data_token is None:
+            frames.append((sample, None))
+            continue
+        sample_data = _get(nusc, "sample_data", data_token, "sample", sample["token"], f"data.{CHANNEL}")
+        if not isinstance(sample_data.get("filename"), str):
+            raise DataError(Path(nusc.table_root) / "sample_data.json", f"record {data_token} has no 'filename'")
+        frames.append((sample, sample_data))
+    return frames
 
 
 def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Path, data_root: str | Path,
@@ -208,15 +231,21 @@ def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Pat
     rows, dropped = [], Counter()
     for scene in sorted(scenes, key=lambda s: s["name"]):
         condition = "night" if "night" in scene["description"].lower() else "day"
+        key_frames = _camera_key_frames(nusc, scene)
+        if not key_frames:
+            dropped["scenes_without_key_frames"] += 1
+            continue
+        on_disk = [sd is not None and (raw_root / sd["filename"]).is_file() for _, sd in key_frames]
+        if not any(on_disk):
+            # Blob archives hold whole scenes: this scene's archive was not downloaded.
+            dropped["scenes_not_downloaded"] += 1
+            dropped["key_frames_not_downloaded"] += len(key_frames)
+            continue
         frame_index = 0
-        for sample in _key_frames(nusc, scene):
-            data_token = sample["data"].get(CHANNEL)
-            if data_token is None:
+        for sample, sample_data in key_frames:
+            if sample_data is None:
                 dropped[f"no_{CHANNEL}"] += 1
                 continue
-            sample_data = nusc.get("sample_data", data_token)
-            if not isinstance(sample_data.get("filename"), str):
-                raise DataError(Path(nusc.table_root) / "sample_data.json", f"record {data_token} has no 'filename'")
             if not isinstance(sample.get("timestamp"), int):
                 raise DataError(Path(nusc.table_root) / "sample.json",
                                 f"record {sample['token']}: timestamp {sample.get('timestamp')!r} is not an integer (microseconds)")

@@ -8,13 +8,23 @@ from seqvpr.layout import DATASETS
 from seqvpr.synthetic import generate
 
 
+def _number_or_text(value: str):
+    """``12`` -> 12, ``0.5`` -> 0.5, anything else (``summer,winter``, ``left,centre``) as text."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _scale(items: list[str]) -> dict:
     scale = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--scale expects key=value, got {item!r}")
-        scale[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        scale[key] = _number_or_text(value)
     return scale
 
 
@@ -23,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/raw"), help="one sub-folder per dataset is written here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--scale", nargs="*", default=[], help="generator size parameters, e.g. frames_per_traversal=100")
+    parser.add_argument("--scale", nargs="*", default=[], help="generator parameters, e.g. frames_per_traversal=100, seasons=summer,winter, cameras=left,centre")
     args = parser.parse_args(argv)
     try:
         for dataset in args.datasets:

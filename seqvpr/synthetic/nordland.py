@@ -1,16 +1,24 @@
-"""Synthetic Nordland: four season folders of identically numbered frames along the real track.
+"""Synthetic Nordland: season folders of identically numbered frames along stretches of the real line.
 
-Layout written (the one seqNet-era code reads, frame names as in the reference struct files)::
+Layout written, as the real releases give it once extracted::
 
-    <root>/<season>/images-<frame:05d>.png      for season in spring, summer, fall, winter
-    <root>/gps/<season>.csv                     frame,latitude,longitude (one row per frame)
+    <root>/<season>/images-<frame:05d>.png
 
-The NRK release ships the four videos with per-second GPS logs; VPR users extract frames to the
-season folders and interpolate the GPS to frame numbers, which is what ``gps/<season>.csv`` holds.
-Frame numbers and lat/lon come from the real track (``data/nordland_track.csv``: the first 800
-frames of seqNet's Nordland test struct file, ``dbImageFns`` and ``gpsDb``), so the synthetic
-train runs where the real one does, and the GPS files repeat the real fixes, dropouts included
-(a fix repeated on the next frame).
+- Frame names: ``images-`` and the zero-padded 5-digit frame number, as every line of seqNet's
+  ``structFiles/imageNamesFiles/nordland_clean_imageNames.txt`` and the ``dbImageFns`` of its
+  ``structFiles/nordland_*.db`` (oravus/seqNet).
+- Season folders: ``summer`` and ``winter`` as gmberton/VPR-datasets-downloader's
+  ``download_nordland.py`` unpacks ``summer.tar.gz`` / ``winter.tar.gz`` of the Adelaide share
+  (``raw_data/summer/*.png``, ``raw_data/winter/*.png``); ``spring`` and ``fall`` as seqNet's
+  ``get_datasets.py`` names the other pair (``ref, qry = 'spring', 'fall'``). ``seasons`` picks which
+  are written (default: all four; gmberton's download has only summer and winter).
+- No GPS file: no release ships one.
+
+Frames. The real frame numbers and lat/lon of three stretches of the line (``data/nordland_track.csv``:
+the first 200 frames of each of seqNet's ``nordland_train_d-40_d2-10.db``,
+``nordland_val_d-1_d2-1.db`` and ``nordland_test_d-1_d2-1.db``, ``dbImageFns`` and ``gpsDb``);
+the first ``frames`` of each stretch are rendered, so every seqNet split has frames while the world
+stays small (the real seasons have about 35,000 frames each).
 
 Rendering. One rural ``World`` along the true track serves all seasons, so a frame number is the
 same place in every season. The true track is the real one with repeated fixes replaced by
@@ -25,25 +33,29 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import utm
 
 from seqvpr.atomic import atomic_dir, atomic_write_text
-from seqvpr.datasets.catalog import NORDLAND_SEASONS
-from seqvpr.datasets.nordland import to_utm, track_headings
 from seqvpr.synthetic.render import World, render_view
 
+SEASONS = ("spring", "summer", "fall", "winter")
+TRUTH_UTM_ZONE = 33  # the truth file's metric frame (the line crosses zones 32 and 33)
 SEASON_LATERAL_M = 0.8  # bound of each season's sideways camera offset
 SEASON_YAW_DEG = 1.0  # sd of each season's camera yaw
 ALONG_TRACK_M = 1.5  # bound of each frame's offset along the track
 WORLD_MARGIN_M = 200.0  # structures beyond the first/last frame, so the ends see a world ahead
 
 
-def real_track() -> tuple[np.ndarray, np.ndarray]:
-    """Frame numbers and (lat, lon) of the real track shipped with the package."""
+def real_track() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Stretch name -> (frame numbers, (lat, lon) rows) of the real track shipped with the package."""
     with resources.files("seqvpr.synthetic").joinpath("data/nordland_track.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    frames = np.array([int(r["frame"]) for r in rows])
-    latlon = np.array([[float(r["latitude"]), float(r["longitude"])] for r in rows])
-    return frames, latlon
+    stretches = {}
+    for name in dict.fromkeys(r["stretch"] for r in rows):
+        part = [r for r in rows if r["stretch"] == name]
+        stretches[name] = (np.array([int(r["frame"]) for r in part]),
+                           np.array([[float(r["latitude"]), float(r["longitude"])] for r in part]))
+    return stretches
 
 
 def true_positions(frames: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -53,47 +65,55 @@ def true_positions(frames: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(frames, frames[fresh], xy[fresh, k]) for k in range(2)], axis=1)
 
 
-def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: int = 150, start: int = 0,
-             width: int = 640, height: int = 360) -> dict:
-    """Write four seasons of ``frames`` frames each, starting at track row ``start``."""
-    track_frames, track_latlon = real_track()
-    if frames <= 0:
-        raise ValueError(f"frames must be at least 1, got {frames}")
-    if start < 0 or start + frames > len(track_frames):
-        raise ValueError(f"frames {start}..{start + frames} outside the shipped track of {len(track_frames)} frames")
+def _bearings(xy: np.ndarray) -> np.ndarray:
+    """Compass bearing of a track of distinct points (central differences, one-sided at the ends)."""
+    ahead, behind = np.append(np.arange(1, len(xy)), len(xy) - 1), np.insert(np.arange(len(xy) - 1), 0, 0)
+    delta = xy[ahead] - xy[behind]
+    return np.degrees(np.arctan2(delta[:, 0], delta[:, 1])) % 360.0
+
+
+def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: int = 50,
+             width: int = 640, height: int = 360, seasons: str = "spring,summer,fall,winter") -> dict:
+    """Write the first ``frames`` frames of each real stretch for every season in ``seasons``."""
+    stretches = real_track()
+    longest = min(len(f) for f, _ in stretches.values())
+    if not 1 <= frames <= longest:
+        raise ValueError(f"frames must be in 1..{longest} (the shipped stretches), got {frames}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
-    easting, northing, _ = to_utm(track_latlon[:, 0], track_latlon[:, 1])
-    track_xy = true_positions(track_frames, np.stack([easting, northing], axis=1))
-    track_heading = track_headings(track_xy)
-    chosen = slice(start, start + frames)
-    numbers, latlon, xy, heading = track_frames[chosen], track_latlon[chosen], track_xy[chosen], track_heading[chosen]
-    world = World([_extended(xy, heading)], seed=seed, style="rural")
+    chosen = [s.strip() for s in seasons.split(",") if s.strip()]
+    if not chosen or set(chosen) - set(SEASONS):
+        raise ValueError(f"seasons must name some of {', '.join(SEASONS)}, got {seasons!r}")
+    track = []
+    for numbers, latlon in stretches.values():
+        easting, northing, _, _ = utm.from_latlon(latlon[:frames, 0], latlon[:frames, 1], force_zone_number=TRUTH_UTM_ZONE)
+        xy = true_positions(numbers[:frames], np.stack([easting, northing], axis=1))
+        track.append((numbers[:frames], xy, _bearings(xy) if frames > 1 else np.zeros(1)))
+    world = World([_extended(xy, heading) for _, xy, heading in track], seed=seed, style="rural")
     truth = ["season,frame,easting,northing,heading_deg"]
     with atomic_dir(root) as tmp:
-        (tmp / "gps").mkdir()
-        for season_index, season in enumerate(NORDLAND_SEASONS):
+        for season in chosen:
+            season_index = SEASONS.index(season)
             folder = tmp / season
             folder.mkdir()
             season_rng = np.random.default_rng([seed, season_index])
             lateral, yaw = season_rng.uniform(-SEASON_LATERAL_M, SEASON_LATERAL_M), season_rng.normal(0, SEASON_YAW_DEG)
-            for i, number in enumerate(numbers):
-                rng = np.random.default_rng([seed, season_index, int(number)])
-                along = rng.uniform(-ALONG_TRACK_M, ALONG_TRACK_M)
-                h = np.radians(heading[i])
-                forward, right = np.array([np.sin(h), np.cos(h)]), np.array([np.cos(h), -np.sin(h)])
-                x, y = xy[i] + along * forward + lateral * right
-                view_heading = (heading[i] + yaw) % 360.0
-                rgb = render_view(world, x, y, view_heading, season, width, height, rng=rng)
-                ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                (folder / f"images-{number:05d}.png").write_bytes(png.tobytes())
-                truth.append(f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}")
-            lines = ["frame,latitude,longitude"] + [f"{n},{la:.5f},{lo:.5f}" for n, (la, lo) in zip(numbers, latlon)]
-            (tmp / "gps" / f"{season}.csv").write_text("\n".join(lines) + "\n")
+            for numbers, xy, heading in track:
+                for i, number in enumerate(numbers):
+                    rng = np.random.default_rng([seed, season_index, int(number)])
+                    along = rng.uniform(-ALONG_TRACK_M, ALONG_TRACK_M)
+                    h = np.radians(heading[i])
+                    forward, right = np.array([np.sin(h), np.cos(h)]), np.array([np.cos(h), -np.sin(h)])
+                    x, y = xy[i] + along * forward + lateral * right
+                    view_heading = (heading[i] + yaw) % 360.0
+                    rgb = render_view(world, x, y, view_heading, season, width, height, rng=rng)
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    (folder / f"images-{number:05d}.png").write_bytes(png.tobytes())
+                    truth.append(f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}")
     if truth_root is not None:
         atomic_write_text(Path(truth_root) / "camera_poses.csv", "\n".join(truth) + "\n")
-    return {"seasons": list(NORDLAND_SEASONS), "frames_per_season": frames,
-            "first_frame": int(numbers[0]), "last_frame": int(numbers[-1])}
+    return {"seasons": chosen, "frames_per_season": frames * len(track),
+            "stretches": {name: [int(n[0]), int(n[frames - 1])] for name, (n, _) in stretches.items()}}
 
 
 def _extended(xy: np.ndarray, heading: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Synthetic nuScenes: a v1.0-mini-style folder the nuscenes-devkit loads like the real one.
 
-Layout written under ``root`` (as in ``v1.0-mini.tgz``)::
+Layout written under ``root`` (as in ``v1.0-mini.tgz``; folder and file names as nuscenes-devkit's
+``nuscenes/nuscenes.py`` reads them: ``<dataroot>/<version>/<table>.json``, ``sample_data.filename``
+relative to the dataroot, ``map.filename`` ``maps/<token>.png``)::
 
     v1.0-mini/{attribute,calibrated_sensor,category,ego_pose,instance,log,map,sample,
                sample_annotation,sample_data,scene,sensor,visibility}.json
@@ -32,7 +34,6 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from seqvpr.atomic import atomic_dir
-from seqvpr.datasets.catalog import NUSCENES_LOCATIONS
 from seqvpr.synthetic.render import World, render_view
 
 VERSION = "v1.0-mini"
@@ -57,6 +58,8 @@ NETWORKS = {
     "singapore-queenstown": ((170.0, 130.0), (200.0, 180.0)),
     "singapore-hollandvillage": ((120.0, 190.0), (260.0, 140.0)),
 }
+# The Singapore maps, as the ``location`` of the real log.json records (the Boston map has no night).
+LOCATIONS = tuple(NETWORKS)
 CORNER_RADIUS_M = 14.0
 ROAD_WIDTH_M = 10.0
 # Day dates / night dates per map: logs are named n015-<date>-<time>+0800 as the Singapore car's.
@@ -175,7 +178,7 @@ def _token(seed: int, *parts) -> str:
 def _plan_scenes(seed: int, scenes_per_location: int) -> list[ScenePlan]:
     rng = np.random.default_rng([seed, 1])
     plans, number = [], 0
-    for i, location in enumerate(NUSCENES_LOCATIONS):
+    for i, location in enumerate(LOCATIONS):
         for k in range(scenes_per_location):
             route, direction, condition = (
                 REFERENCE_SCENES[k] if k < len(REFERENCE_SCENES)
@@ -274,7 +277,7 @@ def generate(
         table_root = out / VERSION
         for folder in (table_root, out / "maps", out / "samples" / CHANNEL, out / "sweeps" / CHANNEL):
             folder.mkdir(parents=True, exist_ok=True)
-        for i, location in enumerate(NUSCENES_LOCATIONS):
+        for i, location in enumerate(LOCATIONS):
             networks = road_network(location)
             world = World(routes=[p.points for p in networks.values()], seed=seed * 100 + i)
             ok, png = cv2.imencode(".png", _map_mask(networks), [cv2.IMWRITE_PNG_COMPRESSION, 9])

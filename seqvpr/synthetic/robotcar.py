@@ -1,10 +1,26 @@
-"""Synthetic Oxford RobotCar in the dataset's layout (as read by the official SDK):
+"""Synthetic Oxford RobotCar: runs as extracted from the official tar chunks, and an SDK checkout's models.
 
-    <root>/models/stereo_narrow_left.txt, stereo_narrow_left_distortion_lut.bin
-    <root>/<run>/stereo.timestamps             "<microsecond timestamp> <chunk>" per line
-    <root>/<run>/stereo/centre/<timestamp>.png  8-bit Bayer GBRG, distorted by the camera model
-    <root>/<run>/gps/ins.csv                    INS at 50 Hz (real columns; yaw in radians, NED)
-    <root>/<run>/gps/gps.csv                    GPS at 5 Hz (real columns)
+Layout written under ``root`` (one folder per run, as the ``<run>_stereo_left_NN.tar`` and
+``<run>_gps.tar`` chunks of robotcar-dataset.robots.ox.ac.uk extract)::
+
+    <run>/stereo.timestamps             "<microsecond timestamp> <chunk>" per line
+    <run>/stereo/<camera>/<timestamp>.png   8-bit Bayer GBRG, distorted by the camera model
+    <run>/gps/ins.csv                   INS at 50 Hz (real columns; yaw in radians, NED)
+    <run>/gps/gps.csv                   GPS at 5 Hz (real columns)
+
+and under ``sdk_root`` (default ``<root>/../robotcar-dataset-sdk``; no dataset tar holds them)::
+
+    models/<model>.txt, models/<model>_distortion_lut.bin
+
+Sources (ori-mrg/robotcar-dataset-sdk): ``python/play_images.py`` finds ``<camera>.timestamps``
+two folders above ``stereo/<camera>/`` and reads ``tokens[0]`` (timestamp) and ``int(tokens[1])``
+(chunk) per line, skipping images of chunks that are not on disk; ``python/camera_model.py`` picks
+``stereo_wide_left`` for a ``stereo/left`` folder and ``stereo_narrow_left`` for ``stereo/centre``,
+reads ``fx fy cx cy`` then the 4 x 4 ``G_camera_image`` from ``<model>.txt`` and the float64 LUT
+reshaped to ``[2, N]`` from ``<model>_distortion_lut.bin``; ``python/image.py`` demosaics with the
+GBRG pattern. The INS/GPS headers are those of the real ``gps/ins.csv`` / ``gps/gps.csv``. Image
+names are UNIX microseconds on the run's date: the run name is its UTC start time (seqNet's first
+``2015-03-17-11-08-44`` image is ``1426590534857014``, 2015-03-17 11:08:54.86 UTC).
 
 The route is a stretch of the real Oxford route (the UTM positions of seqNet's Oxford test struct
 file, shipped as `data/oxford_route.csv`). Every run drives it at its own varying speed with a small
@@ -12,7 +28,9 @@ lateral offset; the INS of the first run starts after its first camera frames, s
 frames outside the INS time range to drop. Ground truth (true camera pose per frame and some
 undistorted frames) goes to `truth_root`.
 """
+import calendar
 import csv
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -21,11 +39,19 @@ import numpy as np
 import utm
 
 from seqvpr.atomic import atomic_dir
-from seqvpr.camera_model import CENTRE_MODEL, distort, radial_lut, write_camera_model
-from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
+from seqvpr.camera_model import distort, radial_lut
 from seqvpr.geometry import cumulative_distance
 from seqvpr.synthetic.render import World, render_view
 
+# The runs of the Oxford benchmarks (Adapt-STformer's Oxford-easy/-hard, seqNet's Oxford pair) and their light.
+RUNS = {
+    "2014-11-18-13-20-12": "day",
+    "2014-12-16-09-14-09": "day",
+    "2014-12-16-18-44-24": "night",
+    "2014-12-17-18-18-43": "night",
+    "2015-03-17-11-08-44": "day",
+}
+SDK_MODELS = {"left": "stereo_wide_left", "centre": "stereo_narrow_left"}  # python/camera_model.py
 INS_COLUMNS = ["timestamp", "ins_status", "latitude", "longitude", "altitude", "northing", "easting", "down",
                "utm_zone", "velocity_north", "velocity_east", "velocity_down", "roll", "pitch", "yaw"]
 GPS_COLUMNS = ["timestamp", "num_satellites", "latitude", "longitude", "altitude", "latitude_sigma",
@@ -34,6 +60,7 @@ ZONE, BAND = 30, "U"
 K1, K2 = -0.18, 0.03
 HFOV_DEG = 66.0
 TRUTH_EVERY = 10
+FIRST_IMAGE_AFTER_S = 10.0  # seconds from the run name to its first image
 
 
 def real_route() -> np.ndarray:
@@ -74,13 +101,34 @@ def mosaic_gbrg(rgb: np.ndarray) -> np.ndarray:
     return raw
 
 
+def run_start_us(run: str) -> int:
+    """UNIX microseconds of a run's name (its UTC start time)."""
+    return calendar.timegm(time.strptime(run, "%Y-%m-%d-%H-%M-%S")) * 1_000_000
+
+
+def write_sdk_model(models_dir: Path, name: str, focal: float, principal, lut: np.ndarray) -> None:
+    """``<name>.txt`` (fx fy cx cy, then an identity G_camera_image) and the LUT as [2, N] float64."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    rows = [f"{focal:.6f} {focal:.6f} {principal[0]:.6f} {principal[1]:.6f}"]
+    rows += [" ".join(f"{v:.6f}" for v in row) for row in np.eye(4)]
+    (models_dir / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    np.ascontiguousarray(lut.T, dtype=np.float64).tofile(models_dir / f"{name}_distortion_lut.bin")
+
+
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_per_traversal: int = 0,
-             route_length_m: float = 200.0, camera_hz: float = 8.0, width: int = 320, height: int = 240) -> dict:
-    """Write the five runs of catalog.ROBOTCAR_TRAVERSALS. frames_per_traversal > 0 caps each run."""
+             route_length_m: float = 200.0, camera_hz: float = 8.0, width: int = 320, height: int = 240,
+             chunks: int = 2, cameras: str = "left", sdk_root: Path | None = None) -> dict:
+    """Write the five runs of ``RUNS``; frames_per_traversal > 0 caps each run. Each run's frames
+    are cut into ``chunks`` consecutive chunks (numbered from 1) and written for every camera in ``cameras``."""
     if frames_per_traversal < 0:
         raise ValueError(f"frames_per_traversal must be >= 0 (0: whole route), got {frames_per_traversal}")
     if width < 16 or height < 16 or width % 2 or height % 2:
         raise ValueError(f"image size must be even and at least 16x16, got {width}x{height}")
+    if chunks < 1:
+        raise ValueError(f"chunks must be at least 1, got {chunks}")
+    chosen = [c.strip() for c in cameras.split(",") if c.strip()]
+    if not chosen or set(chosen) - set(SDK_MODELS):
+        raise ValueError(f"cameras must name some of {', '.join(SDK_MODELS)}, got {cameras!r}")
     route = _stretch(route_length_m)
     travelled = cumulative_distance(route)
     world = World([route], seed=seed)
@@ -89,11 +137,10 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
     summary = {}
     truth_lines = ["run,timestamp,easting,northing,heading_deg"]
     root = Path(root)
+    sdk_root = Path(sdk_root) if sdk_root is not None else root.parent / "robotcar-dataset-sdk"
     with atomic_dir(root) as tmp:
-        write_camera_model(tmp / "models", CENTRE_MODEL, (focal, focal), (width / 2, height / 2),
-                           radial_lut(width, height, focal, K1, K2))
-        for run_index, (run, condition) in enumerate(sorted(ROBOTCAR_TRAVERSALS.items())):
-            start_us = int(1.4e15) + run_index * 86_400_000_000 + int(rng.integers(0, 10**9))
+        for run_index, (run, condition) in enumerate(sorted(RUNS.items())):
+            start_us = run_start_us(run) + int(FIRST_IMAGE_AFTER_S * 1e6) + int(rng.integers(0, 10**6))
             speed = 5.0 + 1.5 * np.sin(np.linspace(0, rng.uniform(2, 5), 2000) + rng.uniform(0, 6))
             t = np.linspace(0, 2000 / 10.0, 2000)  # speed profile sampled at 10 Hz
             s_of_t = np.concatenate([[0.0], np.cumsum(speed[1:] * np.diff(t))])
@@ -105,22 +152,30 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
             cam_x, cam_y, cam_h = _pose_at(route, travelled, np.interp(camera_t, t, s_of_t), lateral)
             cam_h = (cam_h + rng.normal(0, 1.0, len(camera_t))) % 360.0
             stamps = start_us + np.round(camera_t * 1e6).astype(np.int64)
-            folder = tmp / run / "stereo" / "centre"
-            folder.mkdir(parents=True)
+            chunk_of = 1 + np.arange(len(stamps)) * chunks // max(len(stamps), 1)
+            folders = [tmp / run / "stereo" / camera for camera in chosen]
+            for folder in folders:
+                folder.mkdir(parents=True)
             for i, ts in enumerate(stamps):
                 rgb = render_view(world, cam_x[i], cam_y[i], cam_h[i], condition, width, height, HFOV_DEG,
                                   rng=np.random.default_rng([seed, run_index, i]))
-                cv2.imwrite(str(folder / f"{ts}.png"), mosaic_gbrg(distort(rgb, focal, K1, K2)))
+                bayer = mosaic_gbrg(distort(rgb, focal, K1, K2))
+                for folder in folders:
+                    cv2.imwrite(str(folder / f"{ts}.png"), bayer)
                 truth_lines.append(f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}")
                 if truth_root is not None and i % TRUTH_EVERY == 0:
                     truth_dir = Path(truth_root) / run
                     truth_dir.mkdir(parents=True, exist_ok=True)
                     cv2.imwrite(str(truth_dir / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            (tmp / run / "stereo.timestamps").write_text("".join(f"{ts} 1\n" for ts in stamps))
+            (tmp / run / "stereo.timestamps").write_text("".join(f"{ts} {c}\n" for ts, c in zip(stamps, chunk_of)))
             ins_start = camera_t[3] if run_index == 0 and len(camera_t) > 6 else 0.0
             _write_ins_gps(tmp / run / "gps", route, travelled, t, s_of_t, lateral, start_us,
                            ins_start, camera_t[-1] + 0.5)
             summary[run] = {"condition": condition, "frames": len(stamps)}
+    # After the runs: ``sdk_root`` may be ``root`` itself (models beside the runs, as a user may keep them).
+    with atomic_dir(sdk_root / "models") as models:
+        for camera in chosen:
+            write_sdk_model(models, SDK_MODELS[camera], focal, (width / 2, height / 2), radial_lut(width, height, focal, K1, K2))
     if truth_root is not None:
         Path(truth_root).mkdir(parents=True, exist_ok=True)
         (Path(truth_root) / "camera_poses.csv").write_text("\n".join(truth_lines) + "\n")
