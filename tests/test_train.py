@@ -1,0 +1,41 @@
+"""NetVLAD k-means initialisation, reference mining (negCache, margin-violating negatives, batches of
+4 tuples) and the embedding cut's trainable CCT tail."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqvpr.models.layers import NetVLAD
+
+
+def test_netvlad_init_puts_centroids_on_the_kmeans_centres():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:4] + np.eye(8)[[1, 2, 3, 0]] * 0.5  # four well separated directions
+    labels = np.repeat(np.arange(4), 50)
+    descriptors = centres[labels] * rng.uniform(0.5, 3.0, size=(200, 1)) + rng.normal(scale=0.02, size=(200, 8))
+    unit = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
+    expected = np.stack([unit[labels == c].mean(0) for c in range(4)])  # k-means centres of the normalised descriptors
+
+    vlad = NetVLAD(dim=8, clusters=4)
+    vlad.init_from_descriptors(descriptors)
+    centroids = vlad.centroids.detach().numpy()
+    match = np.argmin(((centroids[:, None] - expected[None]) ** 2).sum(-1), axis=1)
+    assert sorted(match.tolist()) == [0, 1, 2, 3]
+    assert centroids == pytest.approx(expected[match], abs=1e-4)
+
+    # alpha as the authors' init_params: -log(0.01) / mean gap of the two best normalised-centroid dots
+    dots = np.sort(unit @ (expected / np.linalg.norm(expected, axis=1, keepdims=True)).T, axis=1)[:, ::-1]
+    alpha = -math.log(0.01) / np.mean(dots[:, 0] - dots[:, 1])
+    assert vlad.alpha == pytest.approx(alpha, rel=1e-3)
+    weight = vlad.assign.weight.detach().numpy()
+    assert weight == pytest.approx(alpha * expected[match] / np.linalg.norm(expected[match], axis=1, keepdims=True), rel=1e-3)
+    assert not vlad.assign.bias.detach().any()
+    soft = F.softmax(vlad.assign(F.normalize(torch.tensor(descriptors, dtype=torch.float32), dim=-1)), dim=-1)
+    assert (soft.argmax(-1).numpy() == np.argsort(match)[labels]).all()
+
+
+def test_netvlad_init_needs_enough_descriptors():
+    with pytest.raises(ValueError, match="at least as many descriptors"):
+        NetVLAD(dim=8, clusters=16).init_from_descriptors(np.ones((10, 8)))
