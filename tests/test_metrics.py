@@ -80,17 +80,20 @@ def test_training_improves_recall_over_untrained():
     assert len(result.history) >= 1 and all(np.isfinite(h["loss"]) for h in result.history)
 
 
-def test_evaluation_table_has_every_model_and_the_rerank_row():
-    from seqvpr.evaluate import evaluate_models, results_markdown
+def test_evaluation_table_marks_untrained_models_and_counts_queries():
+    from seqvpr.evaluate import UNTRAINED, evaluate_models, results_markdown
 
     rng = np.random.default_rng(3)
     places = rng.normal(size=(8, 576, 384)).astype(np.float16)
     bounds = np.array([[0, 8]] * 8)
-    positives = [np.array([i]) for i in range(8)]
+    positives = [np.array([i]) for i in range(7)] + [np.array([], dtype=np.int64)]
     data = SplitData(places, places, bounds, bounds, positives, positives, np.full((8, 5), -1))
     rows = evaluate_models(data, ["seqvlad", "stformer", "opticornet"], {}, [1, 3], log=lambda *_: None)
     labels = [(r["model"], r["length"]) for r in rows]
-    assert ("stformer (untrained)", 5) in labels and ("stformer (untrained)", 1) not in labels
-    assert ("opticornet (untrained) + SeqSLAM re-rank", 3) in labels and ("seqvlad (untrained)", 1) in labels
-    table = results_markdown("toy", rows)
+    assert ("stformer", 5) in labels and ("stformer", 1) not in labels
+    assert ("opticornet + SeqSLAM re-rank", 3) in labels and ("seqvlad", 1) in labels
+    assert all(r["trained"] == UNTRAINED for r in rows)
+    table = results_markdown("toy", rows, data)
     assert table.count("\n| ") == len(rows) + 1 and "R@20" in table
+    assert "8 queries, 8 database frames; 1 queries without a positive are left out" in table
+    assert table.count(f"| {UNTRAINED} |") == len(rows)

@@ -39,3 +39,24 @@ def test_netvlad_init_puts_centroids_on_the_kmeans_centres():
 def test_netvlad_init_needs_enough_descriptors():
     with pytest.raises(ValueError, match="at least as many descriptors"):
         NetVLAD(dim=8, clusters=16).init_from_descriptors(np.ones((10, 8)))
+
+
+def _mine(db, cache=(), candidates=(2, 3, 4, -1, -1), nontrivial=(0, 1), negatives=5, margin=0.04):
+    from seqvpr.train import mine_tuple
+
+    return mine_tuple(np.zeros(1), np.array(db, dtype=float)[:, None], np.array(nontrivial, dtype=np.int64),
+                      np.array(candidates, dtype=np.int64), np.array(cache, dtype=np.int64), negatives, 50, margin,
+                      np.random.default_rng(0))
+
+
+def test_mining_keeps_only_margin_violating_negatives_and_the_cached_ones():
+    """Query at 0; non-trivial positives 0 (0.1) and 1 (0.5): the nearest, 0, is the positive.
+    Violating: closer than d(q, p) + sqrt(margin) = 0.1 + 0.2. Candidate 2 (0.2) violates, 3 (0.35)
+    and 4 (2.0) do not; cached negative 5 (0.25) is not a candidate but is kept from the negCache."""
+    db = [0.1, 0.5, 0.2, 0.35, 2.0, 0.25]
+    positive, negatives = _mine(db, cache=[5])
+    assert positive == 0 and negatives.tolist() == [2, 5]
+    assert _mine(db, cache=[5], negatives=1)[1].tolist() == [2]  # at most nNeg, nearest first
+    assert _mine(db)[1].tolist() == [2]
+    assert _mine(db, candidates=[3, 4]) is None  # no negative violates the margin: the query is skipped
+    assert _mine(db, nontrivial=[]) is None
