@@ -121,13 +121,13 @@ class TrainConfig:
     model: str = "adapt_stformer"
     model_kwargs: dict = field(default_factory=dict)
     seq_len: int = 5
-    epochs: int = 4
-    lr: float = 1e-4
+    epochs: int = 3
+    lr: float = 3e-4
     margin: float = 0.1
     negatives: int = 5  # nNeg
     negative_sample: int = 1000  # nNegSample, drawn per item from the candidates
     batch_size: int = 4
-    queries_per_epoch: int = 0  # 0: every training query, as the reference
+    queries_per_epoch: int = 12  # 0: every training query, as the reference
     patience: int = 5
     kmeans_init: bool = True
     seed: int = 0

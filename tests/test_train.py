@@ -60,3 +60,17 @@ def test_mining_keeps_only_margin_violating_negatives_and_the_cached_ones():
     assert _mine(db)[1].tolist() == [2]
     assert _mine(db, candidates=[3, 4]) is None  # no negative violates the margin: the query is skipped
     assert _mine(db, nontrivial=[]) is None
+
+
+def test_results_say_when_a_checkpoint_never_beat_its_start():
+    from seqvpr.evaluate import UNTRAINED, training_gain, training_note
+
+    meta = {"initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.5, "benchmark": "toy", "val_split": "test",
+            "best_epoch": 0, "epochs_run": 3}
+    assert training_note(meta).startswith("no: 3 epochs on toy (test R@5 0.500 -> 0.500) never beat the start")
+    improved = training_note({**meta, "best_val_recall5": 0.7, "best_epoch": 2})
+    assert improved == "yes: epoch 2 of 3 on toy (test R@5 0.500 -> 0.700)"
+    rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},
+            {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
+            {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
+    assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "note": improved}}
