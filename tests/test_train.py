@@ -74,3 +74,42 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
             {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
             {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
     assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "note": improved}}
+
+
+def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
+    """The CCT blocks after the cut train with the head and are saved and restored with it."""
+    from seqvpr.embed.cct import CCTTail
+    from seqvpr.train import build_sequence_model, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_sequence_model("seqvlad", 3, {"clusters": 4}, tail=CCTTail(1))
+    tokens = torch.randn(2, 3, 16, 384)
+    with torch.no_grad():
+        per_frame = model.head(model.tail(tokens.flatten(0, 1)).unflatten(0, (2, 3)))
+        assert torch.allclose(model(tokens), per_frame)
+    assert any(p.requires_grad for p in model.tail.parameters())
+    meta = {"seq_len": 3, "model_kwargs": {"clusters": 4}, "tail_blocks": 1}
+    save_checkpoint(tmp_path / "m.pt", "seqvlad", model.state_dict(), meta)
+    restored, _ = load_checkpoint(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.allclose(restored(tokens), model(tokens))
+
+
+def test_training_steps_are_batches_of_four_mined_tuples():
+    from seqvpr.train import SplitData, TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    places = rng.normal(size=(24, 4, 8)).astype(np.float16)
+    queries = (places + 0.3 * rng.normal(size=places.shape)).astype(np.float16)
+    bounds = np.array([[0, 24]] * 24)
+    positives = [np.array([i]) for i in range(24)]
+    negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
+    data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+    cfg = TrainConfig(model="jist", model_kwargs={"dim": 8, "out_dim": 16}, seq_len=3, epochs=2, lr=1e-3,
+                      queries_per_epoch=10, patience=5)
+    result = train(cfg, data, data, log=lambda *_: None)
+    steps = 0
+    for epoch in result.history:
+        assert epoch["tuples"] + epoch["skipped"] == 10 and np.isfinite(epoch["loss"])
+        steps += math.ceil(10 / 4)  # batches of 4 queries; a batch whose queries all lack violators is skipped
+    assert 0 < len(result.losses) <= steps
