@@ -100,7 +100,8 @@ def final_tokens(model: SequenceModel, tokens: np.ndarray, batch_size: int = 16)
 def describe(model: SequenceModel, tokens: np.ndarray, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Sequence descriptors of every frame's window."""
     model.eval()
-    frames, device = final_tokens(model, tokens), _device(model)
+    used = np.unique(windows)  # only the frames these windows read go through the trainable blocks
+    frames, windows, device = final_tokens(model, tokens[used]), np.searchsorted(used, windows), _device(model)
     out = [model.head(sequences(frames, windows, slice(i, i + batch_size), device)).cpu().numpy()
            for i in range(0, len(windows), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
