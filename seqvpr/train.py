@@ -169,7 +169,7 @@ def mine_tuple(q_desc: np.ndarray, db_desc: np.ndarray, nontrivial: np.ndarray, 
 
 
 def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: list, q_windows, db_windows):
-    """The reference's batch loss: one forward pass over queries, positives and negatives; summed
+    """The reference's batch loss over the queries, positives and negatives of a batch of tuples; summed
     triplet losses divided by the number of negatives (OptiCorNet: its quadruplet loss per tuple)."""
     device = _device(model)
     queries = [qi for qi, _, _ in tuples]
