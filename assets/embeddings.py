@@ -31,7 +31,8 @@ def build_embedding_asset(dataset: str):
         group_name="embeddings",
         partitions_def=PARTITIONS[dataset],
         deps=[AssetKey(f"{dataset}_frames"), *[AssetKey(f"{b}_split") for b in DATASET_BENCHMARKS[dataset]]],
-        description=f"CCT384 token maps of the {dataset} frames used by its splits (cached by content).",
+        description=f"CCT384 token maps after the frozen blocks of the {dataset} frames used by its splits, and the "
+                    "pooled descriptors of the final tokens (cached by content).",
         op_tags={"kind": "heavy"},
     )
     def embeddings_asset(context: AssetExecutionContext, home: PipelineHome, encoder: FrameEncoder) -> MaterializeResult:
@@ -60,6 +61,8 @@ def build_embedding_asset(dataset: str):
             "frames_per_second": round(stats.frames_per_second, 2),
             "weights": embedder.weights if embedder.weights.startswith("random-init") else f"sha256:{embedder.weights}",
             "model_id": embedder.model_id,
+            "freeze_te": embedder.freeze_te,
+            "frozen_blocks": f"{embedder.cut} of {embedder.model.num_layers}",
             "device": str(embedder.device),
             "cache": MetadataValue.path(str(cache)),
         })

@@ -21,7 +21,7 @@ from pipelines.resources import FrameEncoder, PipelineHome
 from schemas.shard import MANIFEST
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_remove
-from seqvpr.embed.embed import global_descriptor, load_tokens
+from seqvpr.embed.embed import load_descriptor, load_tokens
 from seqvpr.errors import DataError
 from seqvpr.shards import Sample, verify_manifest, write_split_shards
 from seqvpr.splits import BENCHMARKS, read_split
@@ -41,8 +41,7 @@ def _samples(rows, digests, cache, index_path):
         digest = digests.get(row["frame_id"])
         if digest is None:
             raise DataError(index_path, f"frame {row['frame_id']} has no embedding: materialise the embeddings first")
-        tokens = load_tokens(cache, digest)
-        yield Sample(key=row["frame_id"], tokens=tokens, descriptor=global_descriptor(tokens), row=row)
+        yield Sample(key=row["frame_id"], tokens=load_tokens(cache, digest), descriptor=load_descriptor(cache, digest), row=row)
 
 
 def build_shard_assets(benchmark: str):

@@ -1,8 +1,9 @@
 """WebDataset shard layout (one folder per benchmark split: shards/<benchmark>/<split>/).
 
 Each sample is one frame of the split, key = frame_id (no dots), with members
-- `<key>.tokens.npy`: CCT384 token map, float16 (576, 384);
-- `<key>.desc.npy`: pooled global descriptor, float32 (384,), L2-normalised;
+- `<key>.tokens.npy`: CCT384 token map after the frozen blocks (the encoder's `freeze_te` cut; the
+  final map when every block is frozen), float16 (576, 384);
+- `<key>.desc.npy`: pooled global descriptor of the final token map, float32 (384,), L2-normalised;
 - `<key>.json`: the split-table row (split, role, order, positions, seq bounds, positives...).
 Samples are in split-table order (db rows, then query rows, each by `order`). Tar headers are fixed
 (mtime 0, uid/gid 0, empty user/group names, mode 0644), so the same input gives identical bytes.

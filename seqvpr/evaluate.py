@@ -1,12 +1,19 @@
-"""Evaluation of sequence models on a test split: Recall@K at several sequence lengths (models
-trained at L = 5 evaluated at L = 1, 3, 5), optional PCA, and extraction cost, as in Table II."""
+"""Evaluation of sequence models on a test split: Recall@K (the reference `getRecallAtN`) at several
+sequence lengths (models trained at L = 5 evaluated at L = 1, 3, 5), optional PCA fitted on the
+training split, and extraction cost, as in Table II. Every row says whether and how its model was
+trained and which frame features it read."""
 import numpy as np
 import torch
 
-from seqvpr.metrics import RECALL_AT, apply_pca, extraction_cost, fit_pca, nearest, recall_at_k
-from seqvpr.models import LENGTH_AGNOSTIC, build_model
+from seqvpr.metrics import RECALL_AT, apply_pca, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
+from seqvpr.models import LENGTH_AGNOSTIC
 from seqvpr.models.opticornet import hierarchical_retrieval
-from seqvpr.train import SplitData, describe, sequence_windows
+from seqvpr.train import SplitData, build_sequence_model, describe, final_tokens, sequence_windows
+
+# Models whose published frame backbone is not CCT384; here they read pooled CCT384 tokens.
+PUBLISHED_BACKBONE = {"jist": "ResNet-18 + GeM (CosPlace)", "seqnet": "VGG16 + NetVLAD-4096"}
+UNTRAINED_SEED = 0  # the seed training starts from, so an untrained row is the trained model's start
+UNTRAINED = "no: seeded random init"
 
 
 def _frame_descriptors(tokens) -> np.ndarray:
@@ -14,52 +21,92 @@ def _frame_descriptors(tokens) -> np.ndarray:
     return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
 
 
-def evaluate_model(model, data: SplitData, length: int, pca_dim: int | None = None, rerank: bool = False) -> dict:
-    """Recall@K and cost of one model at one sequence length. rerank: OptiCorNet's hierarchical
-    retrieval (shortlist by sequence descriptor, SeqSLAM re-ranking with frame descriptors)."""
+def _sequence_descriptors(model, data: SplitData, length: int) -> tuple[np.ndarray, np.ndarray]:
+    return (describe(model, data.db_tokens, sequence_windows(data.db_bounds, length)),
+            describe(model, data.q_tokens, sequence_windows(data.q_bounds, length)))
+
+
+def evaluate_model(model, data: SplitData, length: int, pca_train: SplitData | None = None, pca_dim: int | None = None,
+                   rerank: bool = False) -> dict:
+    """Recall@K and cost of one model at one sequence length. PCA: fitted on the descriptors of
+    every training sequence (database and queries), as the authors' `compute_pca`. rerank:
+    OptiCorNet's hierarchical retrieval (shortlist by sequence descriptor, SeqSLAM re-ranking
+    with frame descriptors)."""
     db_windows, q_windows = sequence_windows(data.db_bounds, length), sequence_windows(data.q_bounds, length)
-    db = describe(model, data.db_tokens, db_windows)
-    q = describe(model, data.q_tokens, q_windows)
+    db, q = _sequence_descriptors(model, data, length)
     if pca_dim:
-        pca = fit_pca(db, pca_dim)
+        pca = fit_pca(np.concatenate(_sequence_descriptors(model, pca_train, length)), pca_dim)
         db, q = apply_pca(db, pca), apply_pca(q, pca)
     if rerank:
-        ranked = hierarchical_retrieval(q, db, _frame_descriptors(data.q_tokens), _frame_descriptors(data.db_tokens),
+        ranked = hierarchical_retrieval(q, db, _frame_descriptors(final_tokens(model, data.q_tokens)),
+                                        _frame_descriptors(final_tokens(model, data.db_tokens)),
                                         q_windows, db_windows, shortlist=max(RECALL_AT), top=max(RECALL_AT))
     else:
         ranked = nearest(db, q, max(RECALL_AT))
     recall = recall_at_k(ranked, data.positives, RECALL_AT)
-    sample = torch.from_numpy(data.q_tokens[sequence_windows(data.q_bounds, length)[:1]].astype("float32"))
+    sample = torch.from_numpy(data.q_tokens[q_windows[:1]].astype("float32"))
     return {"recall": {str(k): v for k, v in recall.items()}, **extraction_cost(model, sample, repeats=2),
             "descriptor_dim": int(db.shape[1])}
 
 
-def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
-                    log=print) -> list[dict]:
-    """Rows for every trained model and every untrained model in `names` at each usable length.
+def training_note(meta: dict) -> str:
+    """How a checkpoint was trained, saying so when no epoch improved on its starting weights."""
+    start, best = meta["initial_val_recall"]["5"], meta["best_val_recall5"]
+    where = f"{meta['benchmark']} ({meta['val_split']} R@5 {start:.3f} -> {best:.3f})"
+    if meta["best_epoch"] == 0:
+        return f"no: {meta['epochs_run']} epochs on {where} never beat the start, k-means init kept"
+    return f"yes: epoch {meta['best_epoch']} of {meta['epochs_run']} on {where}"
 
-    Fixed-length models (STformer) are evaluated at their training length only."""
-    torch.manual_seed(0)
-    candidates = [(label, model, seq_len) for label, (model, seq_len) in trained.items()]
-    candidates += [(f"{name} (untrained)", build_model(name).eval(), 5) for name in names]
+
+def features_note(name: str, tail_blocks: int) -> str:
+    cct = f"CCT384, last {tail_blocks} blocks trained" if tail_blocks else "CCT384, frozen"
+    if name in PUBLISHED_BACKBONE:
+        return f"{cct}, mean-pooled (published: {PUBLISHED_BACKBONE[name]})"
+    return cct
+
+
+def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
+                    pca_train: SplitData | None = None, tail=None, log=print) -> list[dict]:
+    """Rows for every trained model (label -> (model, checkpoint meta)) and every untrained model in
+    `names` at each usable length. Untrained models start as training would: the seeded head and
+    `tail`, the CCT blocks after the cut as the encoder has them. Fixed-length models (STformer)
+    are evaluated at their training length only."""
+    tail_blocks = len(tail.blocks) if tail is not None else 0
+    candidates = [(label, model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"])
+                  for label, (model, meta) in trained.items()]
+    candidates += [(name, build_sequence_model(name, 5, tail=tail, seed=UNTRAINED_SEED).eval(), 5, name,
+                    UNTRAINED, tail_blocks) for name in names]
     rows = []
-    for label, model, seq_len in candidates:
-        name = label.split(" ")[0]
+    for label, model, seq_len, name, note, blocks in candidates:
         for length in (lengths if name in LENGTH_AGNOSTIC else [seq_len]):
             for rerank in (False, True) if name == "opticornet" else (False,):
                 shown = f"{label} + SeqSLAM re-rank" if rerank else label
-                row = {"model": shown, "length": length, **evaluate_model(model, data, length, pca_dim, rerank)}
-                log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f}")
+                row = {"model": shown, "length": length, "trained": note, "features": features_note(name, blocks),
+                       **evaluate_model(model, data, length, pca_train, pca_dim, rerank)}
+                log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {note})")
                 rows.append(row)
     return rows
 
 
-def results_markdown(benchmark: str, rows: list[dict]) -> str:
+def training_gain(rows: list[dict], length: int) -> dict:
+    """Per checkpoint: its R@5 at `length` and that of the same model untrained (plain rows only)."""
+    plain = [r for r in rows if r["length"] == length and not r["model"].endswith("re-rank")]
+    untrained = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == UNTRAINED}
+    return {r["model"]: {"checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]), "note": r["trained"]}
+            for r in plain if r["trained"] != UNTRAINED}
+
+
+def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: list[str] = ()) -> str:
+    without = queries_without_positives(data.positives)
     lines = [f"### {benchmark}", "",
-             "| model | L | R@1 | R@5 | R@10 | R@20 | mem (MB) | params | time/seq (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Test split: {len(data.positives)} queries, {len(data.db_tokens)} database frames; {without} queries "
+             "without a positive are left out of Recall@K (as seqNet's and the authors' getRecallAtN).",
+             *notes, "",
+             "| model | trained | features | L | R@1 | R@5 | R@10 | R@20 | mem (MB) | params | time/seq (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rec = r["recall"]
-        lines.append(f"| {r['model']} | {r['length']} | {rec['1']:.3f} | {rec['5']:.3f} | {rec['10']:.3f} | {rec['20']:.3f} "
-                     f"| {r['peak_memory_mb']:.1f} | {r['parameters']:,} | {r['seconds_per_sequence']:.4f} |")
+        lines.append(f"| {r['model']} | {r['trained']} | {r['features']} | {r['length']} | {rec['1']:.3f} | {rec['5']:.3f} "
+                     f"| {rec['10']:.3f} | {rec['20']:.3f} | {r['peak_memory_mb']:.1f} | {r['parameters']:,} "
+                     f"| {r['seconds_per_sequence']:.4f} |")
     return "\n".join(lines) + "\n"

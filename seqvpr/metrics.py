@@ -1,5 +1,6 @@
-"""Retrieval metrics: Recall@K with caller-supplied positives, kNN with faiss, PCA, and the cost
-of extracting a sequence descriptor (time, peak memory)."""
+"""Retrieval metrics: Recall@K with caller-supplied positives (the reference `getRecallAtN`), kNN
+with faiss, PCA fitted on training descriptors, and the cost of extracting a sequence descriptor
+(time, peak memory)."""
 import time
 from typing import Sequence
 
@@ -20,30 +21,35 @@ def nearest(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at_k(ranked: np.ndarray, positives: Sequence[np.ndarray], ks: Sequence[int] = RECALL_AT) -> dict[int, float]:
-    """Fraction of queries with at least one positive among their top K. Queries without any
-    positive count as failures (the split asset reports them)."""
+    """Fraction of queries with a positive among their top K, as seqNet's and Adapt-STformer's
+    `getRecallAtN` (oravus/seqNet `test.py`, ai4ce/Adapt-STFormer `svpr/utils/utils.py`): queries
+    without any positive are left out of the denominator (`queries_without_positives` counts them)."""
     if len(ranked) != len(positives):
         raise ValueError(f"{len(ranked)} rankings for {len(positives)} queries")
-    hits = np.zeros((len(ranked), len(ks)), dtype=bool)
-    for qi, (row, pos) in enumerate(zip(ranked, positives)):
-        found = np.isin(row, np.asarray(pos))
-        for ki, k in enumerate(ks):
-            hits[qi, ki] = found[:k].any()
-    return {k: float(hits[:, ki].mean()) if len(ranked) else 0.0 for ki, k in enumerate(ks)}
+    scored = [(row, np.asarray(pos)) for row, pos in zip(ranked, positives) if len(pos)]
+    hits = np.array([[np.isin(row[:k], pos).any() for k in ks] for row, pos in scored], dtype=bool).reshape(-1, len(ks))
+    return {k: float(hits[:, ki].mean()) if len(scored) else float("nan") for ki, k in enumerate(ks)}
 
 
-def fit_pca(db: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA fitted on the database (mean, components D x dim), whitening-free as in seqNet's PCA."""
-    mean = db.mean(0)
-    dim = min(dim, *db.shape)
-    _, _, vt = np.linalg.svd(db - mean, full_matrices=False)
+def queries_without_positives(positives: Sequence[np.ndarray]) -> int:
+    return sum(1 for pos in positives if len(pos) == 0)
+
+
+def fit_pca(train_descriptors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA (mean, components D x dim) fitted on training descriptors, without whitening, as the
+    authors' `compute_pca` (ai4ce/Adapt-STFormer `svpr/utils/pca.py`: sklearn PCA on the train set)."""
+    if not 0 < dim <= min(train_descriptors.shape):
+        raise ValueError(f"PCA to {dim} dimensions needs at least {dim} training descriptors of at least "
+                         f"{dim} dimensions, got {train_descriptors.shape}")
+    mean = train_descriptors.mean(0)
+    _, _, vt = np.linalg.svd(train_descriptors - mean, full_matrices=False)
     return mean, vt[:dim].T
 
 
 def apply_pca(x: np.ndarray, pca: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """sklearn's `PCA.transform`: centred projection, not re-normalised (as the authors' test.py)."""
     mean, components = pca
-    y = (x - mean) @ components
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    return ((x - mean) @ components).astype(np.float32)
 
 
 def extraction_cost(model: torch.nn.Module, sequence: torch.Tensor, repeats: int = 3) -> dict:

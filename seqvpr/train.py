@@ -1,7 +1,14 @@
-"""Training of the sequence models on precomputed CCT384 tokens (Adapt-STformer recipe):
-triplet loss with margin 0.1; per query the best positive (nearest non-trivial positive in
-descriptor space) and the 5 hardest negatives among cached GNSS-filtered candidates; Adam;
-early stopping on validation Recall@5 with patience 5."""
+"""Training of the sequence models on cached CCT384 tokens, as the Adapt-STformer authors train
+(ai4ce/Adapt-STFormer `svpr_main.py`, `train.py`, `datasets.py`, `get_models.py`, themselves seqNet's
+recipe): the NetVLAD layers start from k-means centres of training tokens; every epoch the
+descriptors of all training sequences are cached; per query the nearest non-trivial positive, and
+negatives resampled from the candidates plus the query's `negCache` of past hard negatives, of which
+only margin-violating ones are kept; batches of 4 such tuples; summed triplet loss (margin 0.1)
+divided by the number of negatives; Adam; early stopping on validation Recall@5.
+
+The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
+blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head.
+"""
 import copy
 import io
 from dataclasses import dataclass, field
@@ -9,25 +16,51 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seqvpr.atomic import atomic_write_bytes
+from seqvpr.embed.cct import CCTTail
+from seqvpr.embed.embed import pick_device
 from seqvpr.metrics import nearest, recall_at_k
 from seqvpr.models import build_model
+from seqvpr.models.layers import NetVLAD
 from seqvpr.models.opticornet import quadruplet_loss
 from seqvpr.seqbounds import centred_sequence
+
+KMEANS_DESCRIPTORS = 50_000  # the authors' descriptors_num, 100 random tokens per image
+KMEANS_PER_IMAGE = 100
 
 
 @dataclass
 class SplitData:
     """One split of a benchmark, in struct-file order (the split table's `order`)."""
 
-    db_tokens: np.ndarray  # (Ndb, n, D) float16
+    db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks
     q_tokens: np.ndarray  # (Nq, n, D) float16
     db_bounds: np.ndarray  # (Ndb, 2) [start, end) runs
     q_bounds: np.ndarray
     positives: list  # per query: db indices within the radius (and heading) rule
     nontrivial_positives: list
-    negatives: np.ndarray  # (Nq, K) cached negative candidates, -1 padded
+    negatives: np.ndarray  # (Nq, K) negative candidates (outside the negative radius), -1 padded
+
+
+class SequenceModel(nn.Module):
+    """The trainable CCT blocks after the cut (per frame), then the sequence head."""
+
+    def __init__(self, head: nn.Module, tail: CCTTail | None = None):
+        super().__init__()
+        self.head = head
+        self.tail = tail
+
+    def frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, n, D) cached tokens -> final CCT tokens."""
+        return tokens if self.tail is None else self.tail(tokens)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, n, D) cached tokens -> (B, dim) descriptors."""
+        if self.tail is None:
+            return self.head(tokens)
+        return self.head(self.tail(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2]))
 
 
 def sequence_windows(bounds: np.ndarray, length: int) -> np.ndarray:
@@ -42,15 +75,34 @@ def sequence_windows(bounds: np.ndarray, length: int) -> np.ndarray:
     return np.array(windows, dtype=np.int64).reshape(len(bounds), length)
 
 
-def sequences(tokens: np.ndarray, windows: np.ndarray, rows) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(tokens[windows[rows]], dtype=np.float32))
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sequences(tokens: np.ndarray, windows: np.ndarray, rows, device=None) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(tokens[windows[rows]], dtype=np.float32)).to(device)
 
 
 @torch.no_grad()
-def describe(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+def final_tokens(model: SequenceModel, tokens: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Every frame's tokens through the trainable CCT blocks once (the cached tokens themselves
+    with a frozen backbone), so sequences that share frames do not recompute them."""
+    if model.tail is None:
+        return tokens
+    model.eval()
+    device = _device(model)
+    out = [model.tail(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device)).cpu().numpy()
+           for i in range(0, len(tokens), batch_size)]
+    return np.concatenate(out).astype(np.float16) if out else tokens
+
+
+@torch.no_grad()
+def describe(model: SequenceModel, tokens: np.ndarray, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Sequence descriptors of every frame's window."""
     model.eval()
-    out = [model(sequences(tokens, windows, slice(i, i + batch_size))).numpy()
+    used = np.unique(windows)  # only the frames these windows read go through the trainable blocks
+    frames, windows, device = final_tokens(model, tokens[used]), np.searchsorted(used, windows), _device(model)
+    out = [model.head(sequences(frames, windows, slice(i, i + batch_size), device)).cpu().numpy()
            for i in range(0, len(windows), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
@@ -63,16 +115,24 @@ def evaluate_recall(model, data: SplitData, length: int, ks=(1, 5, 10, 20)) -> d
 
 @dataclass
 class TrainConfig:
+    """Defaults: the authors' recipe (margin 0.1, 5 negatives from 1000 sampled, batches of 4,
+    patience 5, k-means NetVLAD init) with a learning rate and epoch budget that train visibly on
+    a CPU in minutes; the authors use lr 1e-5 for 200 epochs on a GPU."""
+
     model: str = "adapt_stformer"
     model_kwargs: dict = field(default_factory=dict)
     seq_len: int = 5
     epochs: int = 3
-    lr: float = 1e-5
+    lr: float = 3e-4
     margin: float = 0.1
-    negatives: int = 5
-    queries_per_epoch: int = 64
+    negatives: int = 5  # nNeg
+    negative_sample: int = 1000  # nNegSample, drawn per item from the candidates
+    batch_size: int = 4
+    queries_per_epoch: int = 12  # 0: every training query, as the reference
     patience: int = 5
+    kmeans_init: bool = True
     seed: int = 0
+    device: str = "auto"
 
 
 @dataclass
@@ -80,59 +140,134 @@ class TrainResult:
     state_dict: dict
     best_recall5: float
     initial_recall: dict
-    history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall"}
-    losses: list = field(default_factory=list)  # per step
+    best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept
+    history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall", "tuples", "skipped"}
+    losses: list = field(default_factory=list)  # per step (batch)
 
 
-def _step_loss(model, cfg: TrainConfig, data: SplitData, qi: int, db_desc: np.ndarray, q_windows, db_windows):
-    """Triplet (or OptiCorNet's quadruplet) loss of one query, or None if it has no usable pair."""
-    pos = np.asarray(data.nontrivial_positives[qi]) if len(data.nontrivial_positives[qi]) else np.asarray(data.positives[qi])
-    negs = data.negatives[qi][data.negatives[qi] >= 0]
-    if len(pos) == 0 or len(negs) < cfg.negatives:
+def mine_tuple(q_desc: np.ndarray, db_desc: np.ndarray, nontrivial: np.ndarray, candidates: np.ndarray,
+               neg_cache: np.ndarray, negatives: int, sample: int, margin: float, rng: np.random.Generator):
+    """(positive, negatives) of one query as the reference `QueryDatasetFromStruct.__getitem__`, or
+    None when it has no non-trivial positive or no negative violates the margin.
+
+    Positive: the non-trivial positive nearest in descriptor space. Negatives: `sample` candidates
+    drawn with replacement, joined with the query's cached hard negatives; of their 10 x `negatives`
+    nearest, those closer than d(q, p) + sqrt(margin) (Euclidean, as the reference), at most
+    `negatives` of them."""
+    candidates = candidates[candidates >= 0]
+    if len(nontrivial) == 0 or len(candidates) == 0:
         return None
-    q_desc = describe(model, data.q_tokens, q_windows[[qi]])[0]
-    best_pos = pos[np.argmin(((db_desc[pos] - q_desc) ** 2).sum(1))]
-    hardest = negs[np.argsort(((db_desc[negs] - q_desc) ** 2).sum(1), kind="stable")[: cfg.negatives]]
-    model.train()
-    anchor = model(sequences(data.q_tokens, q_windows, [qi]))
-    others = model(sequences(data.db_tokens, db_windows, np.concatenate([[best_pos], hardest])))
-    positive, negatives = others[:1], others[1:]
+    d_pos = np.linalg.norm(db_desc[nontrivial] - q_desc, axis=1)
+    positive = int(nontrivial[np.argmin(d_pos)])
+    pool = np.unique(np.concatenate([neg_cache, rng.choice(candidates, sample)]).astype(np.int64))
+    d_neg = np.linalg.norm(db_desc[pool] - q_desc, axis=1)
+    nearest_first = np.argsort(d_neg, kind="stable")[: negatives * 10]
+    violating = nearest_first[d_neg[nearest_first] < d_pos.min() + margin ** 0.5]
+    if len(violating) == 0:
+        return None
+    return positive, pool[violating[:negatives]]
+
+
+def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: list, q_windows, db_windows):
+    """The reference's batch loss over the queries, positives and negatives of a batch of tuples; summed
+    triplet losses divided by the number of negatives (OptiCorNet: its quadruplet loss per tuple)."""
+    device = _device(model)
+    queries = [qi for qi, _, _ in tuples]
+    db_rows = [p for _, p, _ in tuples] + [n for _, _, negs in tuples for n in negs]
+    q = model(sequences(data.q_tokens, q_windows, queries, device))
+    others = model(sequences(data.db_tokens, db_windows, db_rows, device))
+    positives, negatives = others[: len(tuples)], others[len(tuples):]
     if cfg.model == "opticornet":
-        return quadruplet_loss(anchor, positive, negatives[:1], negatives[1:2], margin1=cfg.margin)
-    return F.triplet_margin_loss(anchor.expand_as(negatives), positive.expand_as(negatives), negatives, margin=cfg.margin)
+        losses, start = [], 0
+        for i, (_, _, negs) in enumerate(tuples):
+            losses.append(quadruplet_loss(q[i: i + 1], positives[i: i + 1], negatives[start: start + 1], negatives[start + 1: start + 2]))
+            start += len(negs)
+        return torch.stack(losses).mean()
+    owner = torch.tensor([i for i, (_, _, negs) in enumerate(tuples) for _ in negs], device=device)
+    return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=cfg.margin, reduction="sum") / len(owner)
 
 
-def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, log=print) -> TrainResult:
-    torch.manual_seed(cfg.seed)
+def build_sequence_model(name: str, seq_len: int, model_kwargs: dict | None = None, tail: CCTTail | None = None,
+                         seed: int = 0) -> SequenceModel:
+    """A head with seeded initial weights (the same for training and for the untrained rows)."""
+    torch.manual_seed(seed)
+    kwargs = {**(model_kwargs or {}), **({"seq_len": seq_len} if name == "stformer" else {})}
+    return SequenceModel(build_model(name, **kwargs), copy.deepcopy(tail))
+
+
+@torch.no_grad()
+def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Generator, seed: int = 0) -> int:
+    """k-means initialisation of every NetVLAD on token-level features (SeqVLAD, STformer,
+    Adapt-STformer and its ablations), on 100 random final tokens of up to 500 random training
+    frames, as `modified_initialize_seqvlad_layer`. Returns how many layers it initialised."""
+    layers = [m for m in model.head.modules() if isinstance(m, NetVLAD) and m.dim == data.db_tokens.shape[-1]]
+    if not layers:
+        return 0
+    frames = np.concatenate([data.db_tokens, data.q_tokens])
+    picked = np.sort(rng.choice(len(frames), min(len(frames), KMEANS_DESCRIPTORS // KMEANS_PER_IMAGE), replace=False))
+    tokens = final_tokens(model, frames[picked]).astype(np.float32)
+    per_frame = min(KMEANS_PER_IMAGE, tokens.shape[1])
+    descriptors = np.concatenate([t[rng.choice(len(t), per_frame, replace=False)] for t in tokens])
+    for layer in layers:
+        layer.init_from_descriptors(descriptors, seed=seed)
+    return len(layers)
+
+
+def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print) -> TrainResult:
+    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone)."""
     rng = np.random.default_rng(cfg.seed)
-    model = build_model(cfg.model, **cfg.model_kwargs, **({"seq_len": cfg.seq_len} if cfg.model == "stformer" else {}))
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    device = pick_device(cfg.device)
+    model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log(f"{cfg.model}: {sum(p.numel() for p in trainable):,} trainable parameters "
+        f"({sum(p.numel() for p in model.tail.parameters() if p.requires_grad) if model.tail else 0:,} in CCT blocks after the cut)")
+    if cfg.kmeans_init:
+        log(f"{cfg.model}: k-means initialised {initialise_vlad(model, train_data, rng, cfg.seed)} NetVLAD layer(s)")
+    optimiser = torch.optim.Adam(trainable, lr=cfg.lr)
     q_windows = sequence_windows(train_data.q_bounds, cfg.seq_len)
     db_windows = sequence_windows(train_data.db_bounds, cfg.seq_len)
+    trainable_queries = np.array([qi for qi, pos in enumerate(train_data.nontrivial_positives) if len(pos)], dtype=np.int64)
+    neg_cache = [np.zeros(0, dtype=np.int64) for _ in range(len(q_windows))]
     initial = evaluate_recall(model, val_data, cfg.seq_len)
-    best, best_state, stale = initial[5], copy.deepcopy(model.state_dict()), 0
-    result = TrainResult(state_dict=best_state, best_recall5=best, initial_recall=initial)
-    log(f"{cfg.model}: untrained val R@5 {best:.3f}")
+    best, stale = initial[5], 0
+    result = TrainResult(state_dict=copy.deepcopy(model.state_dict()), best_recall5=best, initial_recall=initial)
+    log(f"{cfg.model}: before training val R@5 {best:.3f} ({len(trainable_queries)} training queries with a non-trivial positive)")
     for epoch in range(1, cfg.epochs + 1):
-        db_desc = describe(model, train_data.db_tokens, db_windows)  # cached for mining, once per epoch
-        order = rng.permutation(len(q_windows))[: cfg.queries_per_epoch]
-        epoch_losses = []
-        for qi in order:
-            loss = _step_loss(model, cfg, train_data, int(qi), db_desc, q_windows, db_windows)
-            if loss is None:
+        order = rng.permutation(trainable_queries)
+        if cfg.queries_per_epoch:
+            order = order[: cfg.queries_per_epoch]
+        # the reference's per-epoch feature cache: every database sequence, and this epoch's queries
+        db_desc = describe(model, train_data.db_tokens, db_windows)
+        q_desc = dict(zip(order.tolist(), describe(model, train_data.q_tokens, q_windows[order])))
+        epoch_losses, used, skipped = [], 0, 0
+        model.train()
+        for start in range(0, len(order), cfg.batch_size):
+            tuples = []
+            for qi in order[start: start + cfg.batch_size]:
+                mined = mine_tuple(q_desc[qi], db_desc, train_data.nontrivial_positives[qi], train_data.negatives[qi],
+                                   neg_cache[qi], cfg.negatives, cfg.negative_sample, cfg.margin, rng)
+                if mined is None or (cfg.model == "opticornet" and len(mined[1]) < 2):
+                    skipped += 1
+                    continue
+                neg_cache[qi] = mined[1]
+                tuples.append((int(qi), *mined))
+            if not tuples:
                 continue
+            loss = batch_loss(model, cfg, train_data, tuples, q_windows, db_windows)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             epoch_losses.append(loss.item())
+            used += len(tuples)
         recall = evaluate_recall(model, val_data, cfg.seq_len)
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
         result.losses += epoch_losses
-        result.history.append({"epoch": epoch, "loss": mean_loss, "recall": recall})
-        log(f"{cfg.model}: epoch {epoch} loss {mean_loss:.4f} val R@5 {recall[5]:.3f}")
+        result.history.append({"epoch": epoch, "loss": mean_loss, "recall": recall, "tuples": used, "skipped": skipped})
+        log(f"{cfg.model}: epoch {epoch} loss {mean_loss:.4f} over {used} tuples ({skipped} queries without a "
+            f"margin-violating negative) val R@5 {recall[5]:.3f}")
         if recall[5] > best:
             best, stale = recall[5], 0
-            result.state_dict, result.best_recall5 = copy.deepcopy(model.state_dict()), best
+            result.state_dict, result.best_recall5, result.best_epoch = copy.deepcopy(model.state_dict()), best, epoch
         else:
             stale += 1
             if stale >= cfg.patience:
@@ -142,17 +277,19 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, log=prin
 
 
 def save_checkpoint(path, model_name: str, state_dict: dict, meta: dict) -> None:
+    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut)."""
     buf = io.BytesIO()
-    torch.save({"model": model_name, "state_dict": state_dict, "meta": meta}, buf)
+    torch.save({"model": model_name, "state_dict": {k: v.cpu() for k, v in state_dict.items()}, "meta": meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    kwargs = {"seq_len": checkpoint["meta"]["seq_len"]} if checkpoint["model"] == "stformer" else {}
-    model = build_model(checkpoint["model"], **kwargs)
+    meta = checkpoint["meta"]
+    tail = CCTTail(meta["tail_blocks"]) if meta["tail_blocks"] else None
+    model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail)
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint["meta"]
+    return model.eval(), meta
 
 
 def load_split_data(shard_dir, negatives_file) -> SplitData:

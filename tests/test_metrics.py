@@ -3,18 +3,24 @@ short training run that improves Recall@5 over the untrained model."""
 import numpy as np
 import pytest
 
-from seqvpr.metrics import apply_pca, fit_pca, nearest, recall_at_k
+from seqvpr.metrics import apply_pca, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.pairs import PairRules, compute_pairs
 from seqvpr.train import SplitData, TrainConfig, sequence_windows, train
 
 
-def test_recall_at_k_by_hand():
+def test_recall_at_k_by_hand_leaves_out_queries_without_positives():
+    """getRecallAtN (seqNet, Adapt-STformer): a query without positives is not in the denominator."""
     db = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
-    queries = np.array([[0.1, 0], [2.9, 0], [1.6, 0]])
+    queries = np.array([[0.1, 0], [2.9, 0], [1.6, 0], [0.9, 0]])
     ranked = nearest(db, queries, 4)
-    assert ranked.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0], [2, 1, 3, 0]]
-    positives = [np.array([0]), np.array([1]), np.array([], dtype=int)]  # query 3 has no positive
-    assert recall_at_k(ranked, positives, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 3), 3: pytest.approx(2 / 3)}
+    assert ranked.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0], [2, 1, 3, 0], [1, 0, 2, 3]]
+    # query 0: hit at rank 1; query 1: first positive at rank 3; query 2: none; query 3: hit at rank 4
+    positives = [np.array([0]), np.array([1, 0]), np.array([], dtype=int), np.array([3])]
+    assert recall_at_k(ranked, positives, (1, 2, 3, 4)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 3),
+                                                          3: pytest.approx(2 / 3), 4: pytest.approx(1.0)}
+    assert queries_without_positives(positives) == 1
+    only_without = recall_at_k(ranked[2:3], positives[2:3], (1,))
+    assert np.isnan(only_without[1])
 
 
 def test_recall_with_radius_and_heading_rule():
@@ -30,12 +36,18 @@ def test_recall_with_radius_and_heading_rule():
     assert recall_at_k(ranked, pairs.positives, (1, 3)) == {1: 0.0, 3: 1.0}
 
 
-def test_pca_keeps_the_main_axis():
+def test_pca_is_fitted_on_training_descriptors_and_not_renormalised():
     rng = np.random.default_rng(0)
-    db = np.outer(rng.normal(size=100), [3.0, 4.0, 0.0]) + rng.normal(scale=0.01, size=(100, 3))
-    pca = fit_pca(db, 1)
-    assert abs(pca[1][:, 0] @ np.array([0.6, 0.8, 0.0])) == pytest.approx(1.0, abs=1e-3)
-    assert np.allclose(np.abs(apply_pca(db[:3], pca)), 1.0)
+    train = np.outer(rng.normal(size=100), [3.0, 4.0, 0.0]) + rng.normal(scale=0.01, size=(100, 3))
+    pca = fit_pca(train, 1)
+    axis = pca[1][:, 0] * np.sign(pca[1][0, 0])
+    assert axis == pytest.approx([0.6, 0.8, 0.0], abs=1e-3)
+    test = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 7.0]])
+    projected = apply_pca(test, pca)[:, 0] * np.sign(pca[1][0, 0])
+    centre = train.mean(0) @ np.array([0.6, 0.8, 0.0])
+    assert projected == pytest.approx([-centre, 5.0 - centre, -centre], abs=1e-2)  # sklearn's transform: no re-normalising
+    with pytest.raises(ValueError, match="PCA to 4 dimensions"):
+        fit_pca(train, 4)
 
 
 def test_sequence_windows_stay_in_their_run():
@@ -68,17 +80,20 @@ def test_training_improves_recall_over_untrained():
     assert len(result.history) >= 1 and all(np.isfinite(h["loss"]) for h in result.history)
 
 
-def test_evaluation_table_has_every_model_and_the_rerank_row():
-    from seqvpr.evaluate import evaluate_models, results_markdown
+def test_evaluation_table_marks_untrained_models_and_counts_queries():
+    from seqvpr.evaluate import UNTRAINED, evaluate_models, results_markdown
 
     rng = np.random.default_rng(3)
     places = rng.normal(size=(8, 576, 384)).astype(np.float16)
     bounds = np.array([[0, 8]] * 8)
-    positives = [np.array([i]) for i in range(8)]
+    positives = [np.array([i]) for i in range(7)] + [np.array([], dtype=np.int64)]
     data = SplitData(places, places, bounds, bounds, positives, positives, np.full((8, 5), -1))
     rows = evaluate_models(data, ["seqvlad", "stformer", "opticornet"], {}, [1, 3], log=lambda *_: None)
     labels = [(r["model"], r["length"]) for r in rows]
-    assert ("stformer (untrained)", 5) in labels and ("stformer (untrained)", 1) not in labels
-    assert ("opticornet (untrained) + SeqSLAM re-rank", 3) in labels and ("seqvlad (untrained)", 1) in labels
-    table = results_markdown("toy", rows)
+    assert ("stformer", 5) in labels and ("stformer", 1) not in labels
+    assert ("opticornet + SeqSLAM re-rank", 3) in labels and ("seqvlad", 1) in labels
+    assert all(r["trained"] == UNTRAINED for r in rows)
+    table = results_markdown("toy", rows, data)
     assert table.count("\n| ") == len(rows) + 1 and "R@20" in table
+    assert "8 queries, 8 database frames; 1 queries without a positive are left out" in table
+    assert table.count(f"| {UNTRAINED} |") == len(rows)

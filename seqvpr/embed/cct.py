@@ -6,6 +6,11 @@ loads with `strict=True`. As in the Adapt-STformer code base (its training scrip
 `sbatch_files/train/cct_adapt_stformer_train.sbatch`, pass `--trunc_te 8 --freeze_te 1`), only the
 first `num_layers` = 8 transformer blocks are kept for features, and the sequence pooling is
 skipped: the encoder returns the (B, 576, 384) token map after the final LayerNorm.
+
+The embedding cut follows the authors' `--freeze_te` (`svpr/models/encoder.py`, `SeqVladModel`):
+the tokenizer, the positional embedding, blocks 0..freeze_te and the final LayerNorm are frozen,
+blocks with index > freeze_te train with the sequence head. `forward_cut` returns the tokens after
+the frozen blocks (what the embedding cache keeps) and `tail` the trainable rest.
 """
 import hashlib
 import logging
@@ -99,10 +104,51 @@ class CCT384(nn.Module):
         self.classifier = TransformerClassifier()
 
     def forward(self, images):
+        return self.forward_cut(images, self.num_layers)[1]
+
+    def forward_cut(self, images, cut: int):
+        """(tokens after the first `cut` blocks, final tokens); with every block frozen (cut ==
+        num_layers) both are the final, normalised tokens."""
         x = self.tokenizer(images) + self.classifier.positional_emb
-        for block in self.classifier.blocks[: self.num_layers]:
+        at_cut = x
+        for index, block in enumerate(self.classifier.blocks[: self.num_layers]):
             x = block(x)
-        return self.classifier.norm(x)
+            if index + 1 == cut:
+                at_cut = x
+        final = self.classifier.norm(x)
+        return (final if cut == self.num_layers else at_cut), final
+
+    def tail(self, cut: int) -> "CCTTail | None":
+        """A copy of the blocks after the cut and the final (frozen) LayerNorm; None when every block is frozen."""
+        if cut == self.num_layers:
+            return None
+        tail = CCTTail(self.num_layers - cut)
+        tail.blocks.load_state_dict(nn.ModuleList(self.classifier.blocks[cut: self.num_layers]).state_dict())
+        tail.norm.load_state_dict(self.classifier.norm.state_dict())
+        return tail
+
+
+class CCTTail(nn.Module):
+    """The trainable CCT blocks after the embedding cut, then the final LayerNorm, which stays
+    frozen as in the authors' code (only blocks with index > freeze_te are unfrozen)."""
+
+    def __init__(self, blocks: int):
+        super().__init__()
+        self.blocks = nn.ModuleList([EncoderLayer() for _ in range(blocks)])
+        self.norm = nn.LayerNorm(EMBED_DIM)
+        self.norm.requires_grad_(False)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def frozen_blocks(freeze_te: int, num_layers: int = DEFAULT_LAYERS) -> int:
+    """Blocks before the cut (the authors' freeze_te + 1); freeze_te = num_layers - 1 freezes all."""
+    if not -1 <= freeze_te <= num_layers - 1:
+        raise ValueError(f"freeze_te must be in -1..{num_layers - 1} for {num_layers} blocks, got {freeze_te}")
+    return freeze_te + 1
 
 
 def weights_identity(checkpoint: str | Path | None, seed: int = 0) -> str:
@@ -125,6 +171,13 @@ def build_cct384(num_layers: int = DEFAULT_LAYERS, checkpoint: str | Path | None
         _init_random(model)
         log.warning("no CCT checkpoint given: using seeded random weights (%s)", weights)
     return model.eval(), weights
+
+
+def build_cct_tail(freeze_te: int, num_layers: int = DEFAULT_LAYERS, checkpoint: str | Path | None = None,
+                   seed: int = 0) -> CCTTail | None:
+    """The trainable blocks after the cut, with the same starting weights as the embedding encoder."""
+    cut = frozen_blocks(freeze_te, num_layers)
+    return build_cct384(num_layers, checkpoint, seed)[0].tail(cut) if cut < num_layers else None
 
 
 def _init_random(model: CCT384) -> None:

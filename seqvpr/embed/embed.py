@@ -1,9 +1,13 @@
 """Batch inference over normalised frames with a content-addressed token cache.
 
 Cache key: SHA-256 of the normalised frame file's bytes, inside a folder named by `model_id` (the
-weights identity, layers kept, input size and normalisation). A frame embedded once with the same
-weights and preprocessing is never embedded again, so a new frame separation only embeds the
-frames it adds.
+weights identity, layers kept, embedding cut, input size and normalisation). A frame embedded once
+with the same weights and preprocessing is never embedded again, so a new frame separation only
+embeds the frames it adds.
+
+An entry is two files: `<digest>.desc.npy`, the pooled descriptor of the final token map (the
+same meaning whatever the cut), written first, and `<digest>.npy`, the float16 tokens after the
+frozen blocks, written last: an entry counts as cached only when both exist.
 """
 import hashlib
 import time
@@ -16,14 +20,20 @@ import torch
 
 from seqvpr.atomic import atomic_path
 from seqvpr.datasets.frames import load_frame
-from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, build_cct384
+from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, build_cct384, frozen_blocks
 from seqvpr.errors import DataError
 
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 
 
-def model_id(weights: str, num_layers: int) -> str:
+def model_id(weights: str, num_layers: int, freeze_te: int | None = None) -> str:
+    """Cache namespace; freeze_te None (or num_layers - 1) is the frozen backbone, whose tokens
+    are the final ones (the namespace it always had)."""
+    freeze_te = num_layers - 1 if freeze_te is None else freeze_te
+    cut = frozen_blocks(freeze_te, num_layers)
     key = f"cct_14_7x2_384|{weights}|layers={num_layers}|{PREPROCESSING}"
+    if cut < num_layers:
+        key += f"|freeze_te={freeze_te}"
     return "cct384-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -35,12 +45,28 @@ def cache_file(cache_dir: Path, digest: str) -> Path:
     return Path(cache_dir) / digest[:2] / f"{digest}.npy"
 
 
-def load_tokens(cache_dir: Path, digest: str) -> np.ndarray:
-    """(576, 384) float16 tokens of a cached frame."""
-    path = cache_file(cache_dir, digest)
+def descriptor_file(cache_dir: Path, digest: str) -> Path:
+    return Path(cache_dir) / digest[:2] / f"{digest}.desc.npy"
+
+
+def is_cached(cache_dir: Path, digest: str) -> bool:
+    return cache_file(cache_dir, digest).exists() and descriptor_file(cache_dir, digest).exists()
+
+
+def _load(path: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(path, "embedding missing from the cache: materialise the embeddings first")
     return np.load(path)
+
+
+def load_tokens(cache_dir: Path, digest: str) -> np.ndarray:
+    """(576, 384) float16 tokens of a cached frame, after the frozen blocks."""
+    return _load(cache_file(cache_dir, digest))
+
+
+def load_descriptor(cache_dir: Path, digest: str) -> np.ndarray:
+    """(384,) float32 pooled descriptor of the frame's final token map."""
+    return _load(descriptor_file(cache_dir, digest))
 
 
 def global_descriptor(tokens: np.ndarray) -> np.ndarray:
@@ -78,33 +104,40 @@ class EmbedStats:
 
 
 class FrameEmbedder:
-    """CCT384 on the GPU when there is one (bf16 autocast), CPU otherwise."""
+    """CCT384 on the GPU when there is one (bf16 autocast), CPU otherwise. freeze_te: the authors'
+    cut (blocks 0..freeze_te frozen; default num_layers - 1, every block frozen)."""
 
-    def __init__(self, num_layers: int = 8, checkpoint: str | None = None, device: str = "auto", seed: int = 0):
+    def __init__(self, num_layers: int = 8, checkpoint: str | None = None, device: str = "auto", seed: int = 0,
+                 freeze_te: int | None = None):
         self.device = pick_device(device)
+        self.freeze_te = num_layers - 1 if freeze_te is None else freeze_te
+        self.cut = frozen_blocks(self.freeze_te, num_layers)
         model, self.weights = build_cct384(num_layers, checkpoint, seed)
         self.model = model.to(self.device)
-        self.model_id = model_id(self.weights, num_layers)
+        self.model_id = model_id(self.weights, num_layers, self.freeze_te)
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """float16 tokens after the frozen blocks, and float32 pooled descriptors of the final tokens."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = self.model(batch)
-        return tokens.float().cpu().numpy().astype(np.float16)
+            at_cut, final = self.model.forward_cut(batch, self.cut)
+        final = final.float().cpu().numpy().astype(np.float16)
+        return at_cut.float().cpu().numpy().astype(np.float16), np.stack([global_descriptor(f) for f in final])
 
     def embed_files(self, paths: Sequence[Path], cache_dir: Path, batch_size: int = 8,
                     progress: Callable[[int, int], None] | None = None) -> tuple[list[str], EmbedStats]:
         """Embed every frame file not cached yet; returns each file's digest (cache key) and stats."""
         start = time.perf_counter()
         digests = [file_sha256(p) for p in paths]
-        todo = sorted({d: p for d, p in zip(digests, paths) if not cache_file(cache_dir, d).exists()}.items())
+        todo = sorted({d: p for d, p in zip(digests, paths) if not is_cached(cache_dir, d)}.items())
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i + batch_size]
-            tokens = self(to_batch([load_frame(p) for _, p in chunk], self.device))
-            for (digest, _), frame_tokens in zip(chunk, tokens):
-                with atomic_path(cache_file(cache_dir, digest)) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, frame_tokens)
+            tokens, descriptors = self(to_batch([load_frame(p) for _, p in chunk], self.device))
+            for (digest, _), frame_tokens, descriptor in zip(chunk, tokens, descriptors):
+                for path, array in ((descriptor_file(cache_dir, digest), descriptor), (cache_file(cache_dir, digest), frame_tokens)):
+                    with atomic_path(path) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, array)
             if progress:
                 progress(min(i + batch_size, len(todo)), len(todo))
         stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo), seconds=time.perf_counter() - start)

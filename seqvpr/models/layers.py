@@ -24,6 +24,29 @@ class NetVLAD(nn.Module):
         self.assign.weight.data = 2.0 * self.alpha * c
         self.assign.bias.data = -self.alpha * c.norm(dim=1)
 
+    @torch.no_grad()
+    def init_from_descriptors(self, descriptors, iterations: int = 100, seed: int = 0) -> None:
+        """k-means initialisation as the authors' `modified_initialize_seqvlad_layer` and
+        `init_params` (ai4ce/Adapt-STFormer `svpr/models/pooling.py`): centroids are the k-means
+        centres of the L2-normalised local descriptors; alpha = -log(0.01) / mean gap between each
+        descriptor's two best normalised-centroid dot products; assignment weights are alpha times
+        the normalised centroids, with no bias."""
+        import faiss
+
+        x = F.normalize(torch.as_tensor(descriptors, dtype=torch.float32), dim=-1).contiguous().numpy()
+        if len(x) < self.clusters:
+            raise ValueError(f"k-means for {self.clusters} clusters needs at least as many descriptors, got {len(x)}")
+        kmeans = faiss.Kmeans(x.shape[1], self.clusters, niter=iterations, seed=seed, verbose=False)
+        kmeans.train(x)
+        centroids = torch.from_numpy(kmeans.centroids.copy())
+        unit = F.normalize(centroids, dim=-1)
+        dots = torch.sort(unit @ torch.from_numpy(x).T, dim=0, descending=True).values
+        self.alpha = float(-math.log(0.01) / (dots[0] - dots[1]).mean())
+        self.centroids.data.copy_(centroids)
+        self.assign.weight.data.copy_(self.alpha * unit)
+        if self.assign.bias is not None:
+            self.assign.bias.data.zero_()
+
     def forward(self, x):
         x = F.normalize(x, dim=-1)
         soft = F.softmax(self.assign(x), dim=-1)  # (B, N, C)

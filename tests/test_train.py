@@ -1,0 +1,115 @@
+"""NetVLAD k-means initialisation, reference mining (negCache, margin-violating negatives, batches of
+4 tuples) and the embedding cut's trainable CCT tail."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqvpr.models.layers import NetVLAD
+
+
+def test_netvlad_init_puts_centroids_on_the_kmeans_centres():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:4] + np.eye(8)[[1, 2, 3, 0]] * 0.5  # four well separated directions
+    labels = np.repeat(np.arange(4), 50)
+    descriptors = centres[labels] * rng.uniform(0.5, 3.0, size=(200, 1)) + rng.normal(scale=0.02, size=(200, 8))
+    unit = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
+    expected = np.stack([unit[labels == c].mean(0) for c in range(4)])  # k-means centres of the normalised descriptors
+
+    vlad = NetVLAD(dim=8, clusters=4)
+    vlad.init_from_descriptors(descriptors)
+    centroids = vlad.centroids.detach().numpy()
+    match = np.argmin(((centroids[:, None] - expected[None]) ** 2).sum(-1), axis=1)
+    assert sorted(match.tolist()) == [0, 1, 2, 3]
+    assert centroids == pytest.approx(expected[match], abs=1e-4)
+
+    # alpha as the authors' init_params: -log(0.01) / mean gap of the two best normalised-centroid dots
+    dots = np.sort(unit @ (expected / np.linalg.norm(expected, axis=1, keepdims=True)).T, axis=1)[:, ::-1]
+    alpha = -math.log(0.01) / np.mean(dots[:, 0] - dots[:, 1])
+    assert vlad.alpha == pytest.approx(alpha, rel=1e-3)
+    weight = vlad.assign.weight.detach().numpy()
+    assert weight == pytest.approx(alpha * expected[match] / np.linalg.norm(expected[match], axis=1, keepdims=True), rel=1e-3)
+    assert not vlad.assign.bias.detach().any()
+    soft = F.softmax(vlad.assign(F.normalize(torch.tensor(descriptors, dtype=torch.float32), dim=-1)), dim=-1)
+    assert (soft.argmax(-1).numpy() == np.argsort(match)[labels]).all()
+
+
+def test_netvlad_init_needs_enough_descriptors():
+    with pytest.raises(ValueError, match="at least as many descriptors"):
+        NetVLAD(dim=8, clusters=16).init_from_descriptors(np.ones((10, 8)))
+
+
+def _mine(db, cache=(), candidates=(2, 3, 4, -1, -1), nontrivial=(0, 1), negatives=5, margin=0.04):
+    from seqvpr.train import mine_tuple
+
+    return mine_tuple(np.zeros(1), np.array(db, dtype=float)[:, None], np.array(nontrivial, dtype=np.int64),
+                      np.array(candidates, dtype=np.int64), np.array(cache, dtype=np.int64), negatives, 50, margin,
+                      np.random.default_rng(0))
+
+
+def test_mining_keeps_only_margin_violating_negatives_and_the_cached_ones():
+    """Query at 0; non-trivial positives 0 (0.1) and 1 (0.5): the nearest, 0, is the positive.
+    Violating: closer than d(q, p) + sqrt(margin) = 0.1 + 0.2. Candidate 2 (0.2) violates, 3 (0.35)
+    and 4 (2.0) do not; cached negative 5 (0.25) is not a candidate but is kept from the negCache."""
+    db = [0.1, 0.5, 0.2, 0.35, 2.0, 0.25]
+    positive, negatives = _mine(db, cache=[5])
+    assert positive == 0 and negatives.tolist() == [2, 5]
+    assert _mine(db, cache=[5], negatives=1)[1].tolist() == [2]  # at most nNeg, nearest first
+    assert _mine(db)[1].tolist() == [2]
+    assert _mine(db, candidates=[3, 4]) is None  # no negative violates the margin: the query is skipped
+    assert _mine(db, nontrivial=[]) is None
+
+
+def test_results_say_when_a_checkpoint_never_beat_its_start():
+    from seqvpr.evaluate import UNTRAINED, training_gain, training_note
+
+    meta = {"initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.5, "benchmark": "toy", "val_split": "test",
+            "best_epoch": 0, "epochs_run": 3}
+    assert training_note(meta).startswith("no: 3 epochs on toy (test R@5 0.500 -> 0.500) never beat the start")
+    improved = training_note({**meta, "best_val_recall5": 0.7, "best_epoch": 2})
+    assert improved == "yes: epoch 2 of 3 on toy (test R@5 0.500 -> 0.700)"
+    rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},
+            {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
+            {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
+    assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "note": improved}}
+
+
+def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
+    """The CCT blocks after the cut train with the head and are saved and restored with it."""
+    from seqvpr.embed.cct import CCTTail
+    from seqvpr.train import build_sequence_model, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_sequence_model("seqvlad", 3, {"clusters": 4}, tail=CCTTail(1))
+    tokens = torch.randn(2, 3, 16, 384)
+    with torch.no_grad():
+        per_frame = model.head(model.tail(tokens.flatten(0, 1)).unflatten(0, (2, 3)))
+        assert torch.allclose(model(tokens), per_frame)
+    assert any(p.requires_grad for p in model.tail.parameters())
+    meta = {"seq_len": 3, "model_kwargs": {"clusters": 4}, "tail_blocks": 1}
+    save_checkpoint(tmp_path / "m.pt", "seqvlad", model.state_dict(), meta)
+    restored, _ = load_checkpoint(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.allclose(restored(tokens), model(tokens))
+
+
+def test_training_steps_are_batches_of_four_mined_tuples():
+    from seqvpr.train import SplitData, TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    places = rng.normal(size=(24, 4, 8)).astype(np.float16)
+    queries = (places + 0.3 * rng.normal(size=places.shape)).astype(np.float16)
+    bounds = np.array([[0, 24]] * 24)
+    positives = [np.array([i]) for i in range(24)]
+    negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
+    data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+    cfg = TrainConfig(model="jist", model_kwargs={"dim": 8, "out_dim": 16}, seq_len=3, epochs=2, lr=1e-3,
+                      queries_per_epoch=10, patience=5)
+    result = train(cfg, data, data, log=lambda *_: None)
+    steps = 0
+    for epoch in result.history:
+        assert epoch["tuples"] + epoch["skipped"] == 10 and np.isfinite(epoch["loss"])
+        steps += math.ceil(10 / 4)  # batches of 4 queries; a batch whose queries all lack violators is skipped
+    assert 0 < len(result.losses) <= steps
