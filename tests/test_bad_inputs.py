@@ -608,8 +608,9 @@ def test_a_file_added_to_a_generated_world_stops_its_replacement(tmp_path):
 
 
 def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails_on_stale_data(tmp_path):
-    """`frame_separation: 1e9` empties the Oxford-easy test split: its struct file goes, the train
-    one is rewritten, and the check fails when an old test struct file is put back."""
+    """`frame_separation: 1e9` keeps each run's first frame (section 1), so a test split of section 6
+    is empty: its struct file goes, the train one is rewritten, and the check fails when an old
+    test struct file is put back."""
     from dagster import materialize
 
     from assets.splits import split_assets, split_checks
@@ -630,10 +631,10 @@ def test_split_emptied_by_new_settings_loses_its_struct_file_and_the_check_fails
 
     folder = layout.struct_files("oxford_easy")
     assert materialise(frame_separation=4.0) == {"struct_files_match_split": True}
-    old_test = next(folder.glob("*_test_*.db"))
+    old_test = next(folder.glob("*_test.db"))
     stale = old_test.read_bytes()
-    assert materialise(frame_separation=1e9) == {"struct_files_match_split": True}
-    assert not list(folder.glob("*_test_*.db")) and len(list(folder.glob("*_train_*.db"))) == 1
+    assert materialise(frame_separation=1e9, test_sections=[6]) == {"struct_files_match_split": True}
+    assert not list(folder.glob("*_test.db")) and len(list(folder.glob("*_train.db"))) == 1
     negatives = sorted(p.name for p in layout.split_table("oxford_easy").parent.glob("oxford_easy_negatives_*.npy"))
     assert negatives == ["oxford_easy_negatives_train.npy"]
     old_test.write_bytes(stale)  # what an earlier pipeline left in place

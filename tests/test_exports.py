@@ -104,7 +104,7 @@ def nordland_like(count, seasons=("summer", "winter", "spring", "fall")):
 
 
 def nordland_bench(ranges):
-    """Nordland-like with the 1-frame rule; ``ranges``: split -> [start, end) fraction."""
+    """Nordland-like with the 1-frame rule; ``ranges``: split -> [start, end) of place indices."""
     seasons = {"train": ("summer", "winter"), "val": ("summer", "winter"), "test": ("spring", "fall")}
     return dataclasses.replace(
         BENCHMARKS["nordland"], splits=tuple(SplitSpec(s, (seasons[s][0],), (seasons[s][1],), index_range=r) for s, r in ranges.items()),
@@ -281,8 +281,7 @@ def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
     arange(18200, 21200): with splits on exactly those place indices, the rows it takes are our
     frames of that split, and the test positives (posDistThr = 1) are ours."""
     n = 21200
-    bench = nordland_bench({"train": (0.0, (15000 + 0.5) / n), "val": ((18200 + 0.5) / n, 1.0),
-                            "test": ((15100 + 0.5) / n, (18100 + 0.5) / n)})
+    bench = nordland_bench({"train": (0, 15000), "val": (18200, 21200), "test": (15100, 18100)})
     table = build_split(nordland_like(n), bench).table
     descriptors = descriptors_of(table, bench)
     info = write_seqnet(tmp_path, table, bench, descriptors, "cct384-test-mean")
@@ -307,7 +306,7 @@ def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
 
 
 def test_seqnet_export_through_shards_is_atomic_and_reproducible(tmp_path):
-    bench = nordland_bench({"train": (0.0, 0.5), "test": (0.5, 1.0)})
+    bench = nordland_bench({"train": (0, 10), "test": (10, 20)})
     layout, table = materialise(tmp_path, nordland_like(20), bench, images=False)
     write_shards(layout, table, bench)
     got = shard_descriptors(layout.shard_root / "nordland", table, bench)
@@ -362,7 +361,7 @@ def normalised(path):
 def test_adapt_stformer_nordland_season_arrays_by_place_index(tmp_path):
     """trainInds arange(0, 15000) / testInds len(train_ref) + arange(15100, 18100) index the
     season arrays by Nordland-clean position: row p of a season is the frame at place p."""
-    bench = nordland_bench({"train": (0.0, 0.5), "test": (0.5, 1.0)})
+    bench = nordland_bench({"train": (0, 3), "test": (3, 6)})
     layout, table = materialise(tmp_path, nordland_like(6), bench)
     folder, info = export(layout, "adapt-stformer", "nordland", raw_inputs=True)
     assert sorted(p.name for p in (folder / "structFiles").iterdir()) == ["nordland_test_d-1_d2-1.db", "nordland_train_d-40_d2-10.db"]
@@ -434,7 +433,7 @@ def test_gsv_names_positives_and_traversal_order(tmp_path):
 
 
 def test_gsv_nordland_follows_download_nordland(tmp_path):
-    bench = nordland_bench({"train": (0.0, 0.5), "test": (0.5, 1.0)})
+    bench = nordland_bench({"train": (0, 10), "test": (10, 20)})
     layout, table = materialise(tmp_path, nordland_like(20), bench)
     folder, info = export(layout, "gsv", "nordland")
     paths = gsv_folder(folder / "images" / "test" / "queries")

@@ -16,7 +16,7 @@ import yaml
 from scipy.io import loadmat
 
 from pipelines.resources import PipelineHome
-from pipelines.run import run
+from pipelines.run import plan, run
 from seqvpr.layout import Layout
 from seqvpr.splits import BENCHMARKS
 from seqvpr.structfile import struct_names
@@ -29,6 +29,11 @@ TINY = {
     },
     "resources": {"encoder": {"config": {"num_layers": 1, "batch_size": 16}}},
 }
+
+
+def _default_task_count() -> int:
+    """Asset partitions of the default run (every dataset product, no training)."""
+    return sum(len(wave) for wave in plan())
 
 
 def _digests(root):
@@ -61,8 +66,9 @@ def test_default_run_prints_a_short_report_ending_with_the_summary_table(home):
     table = lines[table_start + 2:-1]
     assert {row.split("|")[0].strip() for row in table} >= {"nordland_raw", "robotcar_frames", "oxford_hard_shards"}
     assert next(row for row in table if row.startswith("robotcar_frames ")).split("|")[1].strip() == "5 run"
-    assert lines[-1].startswith("42 asset partitions (42 run, 0 fresh)")
-    assert sum(1 for line in lines if line.startswith("  + ")) == 42
+    total = _default_task_count()
+    assert lines[-1].startswith(f"{total} asset partitions ({total} run, 0 fresh)")
+    assert sum(1 for line in lines if line.startswith("  + ")) == total
     log = next((home / "logs").glob("run-*.log")).read_text()
     assert "DagsterExecutionStepExecutionError" not in log and "STEP_SUCCESS" in log
     assert (home / ".dagster_home" / "dagster.yaml").exists()
@@ -86,7 +92,7 @@ def test_unchanged_rerun_does_no_work_and_a_forced_one_is_byte_identical(home):
     again = run(str(home), workers=2, run_config=TINY)
     assert [task.name for task in again if not task.fresh] == ["nordland_struct_files"]
     forced = run(str(home), workers=2, run_config=TINY, rebuild_from=["nordland_raw", "robotcar_raw", "nuscenes_raw"])
-    assert len(forced) == 42 and not any(task.fresh for task in forced)
+    assert len(forced) == _default_task_count() and not any(task.fresh for task in forced)
     assert {**_digests(layout.struct_root), **_digests(layout.shard_root)} == before
 
 
@@ -104,32 +110,35 @@ def test_new_frame_separation_embeds_nothing_new(home):
 
 def test_changed_setting_reruns_only_what_it_feeds(home):
     """No --rebuild-from: the changed split, its struct files and shards run, and what reads the split's
-    frames (the RobotCar embedding index, embedding nothing new, and the Oxford-easy shards made
-    from it); raw data, frames, Nordland and nuScenes are fresh."""
+    frames (the RobotCar embedding index, embedding nothing new, and the other Oxford benchmarks'
+    shards and exports made from it); raw data, frames, other splits, Nordland and nuScenes are fresh."""
     config = {**TINY, "ops": {**TINY["ops"], "oxford_hard_split": {"config": {"frame_separation": 3.0}}}}
     tasks = run(str(home), workers=2, run_config=config)
     ran = {task.key for task in tasks if not task.fresh}
     assert {"oxford_hard_split", "oxford_hard_struct_files", "oxford_hard_shards"} <= ran
-    assert ran <= {"oxford_hard_split", "oxford_hard_struct_files", "oxford_hard_shards", "robotcar_embeddings", "oxford_easy_shards"}
+    fed = {key for key in ran if key.startswith("oxford_hard_") or key == "robotcar_embeddings"
+           or (key.startswith(("oxford_easy_", "oxford_seqnet_")) and key.endswith(("_shards", "_export")))}
+    assert ran == fed, ran - fed
     assert all(task.written.get("embedded", 0) == 0 for task in tasks if task.key == "robotcar_embeddings")
     assert not any(task.failed_checks for task in tasks)
 
 
 def test_split_emptied_by_new_settings_loses_its_old_shards(home):
-    """`frame_separation: 1e9` leaves the Oxford-easy test split empty: its shards and struct file go,
-    the checks pass; old shards put back make the one-sample-per-frame check fail."""
+    """`frame_separation: 1e9` keeps each run's first frame (section 1), so an Oxford-easy test split
+    of section 6 is empty: its shards and struct file go, the checks pass; old shards put back make
+    the one-sample-per-frame check fail."""
     from assets.shards import shard_assets_and_checks
 
     layout = Layout.from_home(home)
     test_shards = layout.shards("oxford_easy", "test")
     stale = home.parent / "stale_test_shards"
     shutil.copytree(test_shards, stale)
-    config = {**TINY, "ops": {**TINY["ops"], "oxford_easy_split": {"config": {"frame_separation": 1e9}}}}
+    config = {**TINY, "ops": {**TINY["ops"], "oxford_easy_split": {"config": {"frame_separation": 1e9, "test_sections": [6]}}}}
     tasks = run(str(home), workers=2, run_config=config)
     assert {"oxford_easy_split", "oxford_easy_struct_files", "oxford_easy_shards"} <= {t.key for t in tasks if not t.fresh}
     assert not any(task.failed_checks for task in tasks)
     assert not test_shards.exists() and layout.shards("oxford_easy", "train").exists()
-    assert not list(layout.struct_files("oxford_easy").glob("*_test_*.db"))
+    assert not list(layout.struct_files("oxford_easy").glob("*_test.db"))
     shutil.copytree(stale, test_shards)
     check = next(c for c in shard_assets_and_checks
                  if any(k.name == "one_sample_per_frame" and k.asset_key.to_user_string() == "oxford_easy_shards"
