@@ -1,6 +1,6 @@
 """Sequence-descriptor extraction cost as Tables II, III and IV of Adapt-STformer measure it: the
-whole extraction, backbone included, batch 1, per sequence; printed as Markdown, with ratios to
-STformer measured side by side in the same run.
+whole extraction, each model on its published backbone (seqvpr/models/extractor.py), batch 1, per
+sequence; printed as Markdown, with ratios to STformer measured side by side in the same run.
 
     .venv/bin/python benchmarks/bench_models.py --table 2        # Table II models, L = 5
     .venv/bin/python benchmarks/bench_models.py --table 3-4      # ablations at L = 1, 3, 5 (K = 8 vs 576)
@@ -9,10 +9,12 @@ STformer measured side by side in the same run.
 
 Time: median of `--repeats` timed extractions after `--warmup` ones, the models taking turns in
 each round; wall time on CUDA (synchronised around each), process CPU time on a CPU (one thread).
-Head: the same for the sequence head alone on the backbone's tokens (more repeats: the backbone
-is the same for the CCT models and dominates the CPU time). Memory: peak during one extraction
-above what was allocated before the model was built (weights, input, activations, workspaces):
-on CUDA `max_memory_allocated` after `reset_peak_memory_stats`; on a CPU the rise of the
+Head: the same for the sequence head alone on the backbone's features (more repeats). Where the
+backbone is cut differs per model (STformer's own 8 CCT blocks are in its head, Adapt-STformer's
+8 in its backbone), so compare whole extractions; the head columns show where the time goes.
+Memory: peak during one extraction above what was allocated before the model was built (weights
+kept, input, activations, workspaces; not the transient full-size CCT or fp32 copy the build
+drops): on CUDA `max_memory_allocated` after `reset_peak_memory_stats`; on a CPU the rise of the
 process's peak RSS (VmHWM) in a fresh subprocess per model, which sees every allocation (glibc's
 mmap threshold fixed, see peak_memory_mb).
 Stages: the paper's Fig. 3 split (backbone, spatial, temporal, aggregation) from forward hooks.
@@ -34,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from seqvpr.models import LENGTH_AGNOSTIC  # noqa: E402
+from seqvpr.models import PAPER_PARAMETERS  # noqa: E402
 from seqvpr.models.extractor import build_extractor, module_times  # noqa: E402
 from seqvpr.models.layers import (  # noqa: E402
     DeformableEncoderLayer,
@@ -49,11 +51,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LABELS = {"adapt_stformer": "Adapt-STformer", "stformer": "STformer", "seqvlad": "SeqVLAD", "seqnet": "SeqNet",
           "jist": "JIST", "opticornet": "OptiCorNet", "adapt_transformer_temporal": "Adapt, temporal transformer",
           "adapt_seqgem_only": "Adapt, SeqGeM only", "adapt_dense_k576": "Adapt, dense K=576"}
-
-
-def head_kwargs(name: str, length: int) -> dict:
-    """Models built for one sequence length (STformer's learned time positions) are built for L."""
-    return {} if name in LENGTH_AGNOSTIC else {"seq_len": length}
 
 
 def sequence_images(length: int, dtype, device) -> torch.Tensor:
@@ -110,7 +107,7 @@ def peak_memory_mb(name: str, length: int, dtype: str, device, threads: int) -> 
     images = sequence_images(length, DTYPES[dtype], device)
     before = torch.cuda.memory_allocated()
     torch.manual_seed(0)
-    extractor = build_extractor(name, **head_kwargs(name, length)).to(device, DTYPES[dtype])
+    extractor = build_extractor(name, seq_len=length).to(device, DTYPES[dtype])
     with torch.inference_mode():
         extractor(images)  # warm-up: lazy CUDA / cuDNN / cuBLAS state is not the model's cost
         torch.cuda.synchronize()
@@ -133,9 +130,10 @@ def _memory_child(name: str, length: int, dtype: str) -> None:
     images = sequence_images(length, DTYPES[dtype], torch.device("cpu"))
     torch.ones(64, 64) @ torch.ones(64, 64)  # start the thread pool before the baseline
     before = _rss("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     torch.manual_seed(0)
-    extractor = build_extractor(name, **head_kwargs(name, length)).to(dtype=DTYPES[dtype])
+    extractor = build_extractor(name, seq_len=length).to(dtype=DTYPES[dtype])
+    gc.collect()  # what the build dropped (unused CCT blocks, fp32 weights) is unmapped: not counted
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     with torch.inference_mode():
         extractor(images)
         whole = _rss("VmHWM") - before
@@ -156,7 +154,7 @@ def measure(names: list[str], length: int, dtype: str, device, args) -> dict[str
     for name in names:
         try:
             torch.manual_seed(0)
-            extractor = build_extractor(name, **head_kwargs(name, length)).to(device, DTYPES[dtype])
+            extractor = build_extractor(name, seq_len=length).to(device, DTYPES[dtype])
             with torch.inference_mode():
                 features = extractor.backbone(images.flatten(0, 1))
                 tokens[name] = features.view(1, length, *features.shape[1:])
@@ -196,17 +194,18 @@ def table_ii(device, args) -> None:
         ref = rows["stformer"]
         print(f"\n#### Table II, {dtype}, L = 5, batch 1, {device.type}\n")
         print("| model | ms / sequence | ÷ STformer | head ms | ÷ STformer | peak MB | ÷ STformer | head peak MB "
-              "| ÷ STformer | parameters (head) | Fig. 3 stages, ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| ÷ STformer | parameters (head) | Table II | Fig. 3 stages, ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, row in rows.items():
             if row is None:
-                print(f"| {LABELS[name]} | n/a | | | | | | | | | |")
+                print(f"| {LABELS[name]} | n/a | | | | | | | | | | |")
                 continue
+            paper = f"{PAPER_PARAMETERS[name] / 1e6:.1f}M" if name in PAPER_PARAMETERS else "n/a"
             ratio = (lambda key: f"{row[key] / ref[key]:.2f}") if ref else (lambda key: "n/a")
             print(f"| {LABELS[name]} | {row['seconds'] * 1e3:.1f} | {ratio('seconds')} | {row['head_seconds'] * 1e3:.2f} "
                   f"| {ratio('head_seconds')} | {row['peak_mb']:.0f} | {ratio('peak_mb')} | {row['head_peak_mb']:.1f} "
                   f"| {ratio('head_peak_mb')} | {row['parameters']:,} "
-                  f"({row['head_parameters']:,}) | {_stages_text(row)} |")
+                  f"({row['head_parameters']:,}) | {paper} | {_stages_text(row)} |")
 
 
 def table_iii_iv(device, args) -> None:
@@ -259,7 +258,7 @@ class _DenseAttention(torch.nn.Module):
         self.attn = attn
 
     def forward(self, query, reference, value, shape):
-        return self.attn(query, value, value, need_weights=False)[0]
+        return self.attn(query, value)
 
 
 def table_spatial(device, args) -> None:
@@ -269,7 +268,7 @@ def table_spatial(device, args) -> None:
     cases = {"deformable layer, K = 8": deformable, "dense layer, K = 576": dense,
              "deformable attention": deformable.attn,
              "deformable attention, grid_sample reference": _GridSampleAttention(deformable.attn),
-             "dense attention (nn.MultiheadAttention)": _DenseAttention(dense.attn)}
+             "dense attention (all 576 tokens, SDPA)": _DenseAttention(dense.attn)}
     for dtype in args.dtypes:
         frame = torch.randn(1, 576, 384, generator=torch.Generator().manual_seed(1)).to(device, DTYPES[dtype])
         models = {label: _SpatialOnFrame(module).to(device, DTYPES[dtype]) for label, module in cases.items()}
@@ -280,7 +279,7 @@ def table_spatial(device, args) -> None:
         for label, s in seconds.items():
             print(f"| {label} | {s * 1e3:.2f} |")
         print(f"\ndense / deformable: layer {seconds['dense layer, K = 576'] / seconds['deformable layer, K = 8']:.2f}x, "
-              f"attention {seconds['dense attention (nn.MultiheadAttention)'] / seconds['deformable attention']:.2f}x; "
+              f"attention {seconds['dense attention (all 576 tokens, SDPA)'] / seconds['deformable attention']:.2f}x; "
               f"grid_sample reference / fast deformable attention "
               f"{seconds['deformable attention, grid_sample reference'] / seconds['deformable attention']:.2f}x")
 

@@ -1,37 +1,28 @@
 """The whole sequence-descriptor extraction, backbone included, as Table II of Adapt-STformer times
-it: images (B, L, 3, 384, 384) -> frame backbone -> sequence head -> descriptor.
+it: images (B, L, 3, H, W) -> the model's published frame backbone on every frame -> sequence head
+-> descriptor.
+
+Backbones (`seqvpr.models.MODEL_BACKBONE`): CCT384 cut after `CCT_BLOCKS_BEFORE_HEAD[name]` blocks
+(8 for Adapt-STformer, its ablations and SeqVLAD; STformer reads the tokenizer output, its own
+branches hold the blocks), CosPlace ResNet-18 + GeM for JIST, VGG16 + NetVLAD + WPCA-4096 for
+SeqNet and OptiCorNet. Only the parts that run are kept, so the extractor's parameters are exactly
+what one extraction uses.
 
 `module_times` splits one extraction into the parts of the paper's Fig. 3 (backbone, spatial,
-temporal, aggregation) with forward hooks on submodules of those names.
+temporal, aggregation) with forward hooks: the extractor's `backbone` and the head's submodules of
+those names (every head names its stages so, see seqvpr.models.sequence).
 """
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from seqvpr.embed.cct import DEFAULT_LAYERS, build_cct384
-from seqvpr.models import build_model
+from seqvpr.models import CCT_BLOCKS_BEFORE_HEAD, FIXED_LENGTH, MODEL_BACKBONE, build_model
+from seqvpr.models.backbones import build_backbone
 
-# The parts of Fig. 3: the extractor's `backbone`, and the head's submodules of these names.
 STAGES = ("backbone", "spatial", "temporal", "aggregation")
-
-
-def backbone_for(model_name: str) -> str:
-    """The frame backbone a sequence model runs on; the single place where it is chosen.
-
-    LEAD (merge with H12b): return `seqvpr.models.MODEL_BACKBONE[model_name]` (SeqNet on
-    VGG16 + NetVLAD-4096, JIST on ResNet-18 + GeM). On this branch every model runs on CCT384.
-    """
-    return "cct384"
-
-
-def build_backbone(name: str, checkpoint=None) -> nn.Module:
-    """LEAD (merge with H12b): `seqvpr.models.backbones.build_backbone(name)` for the non-CCT ones."""
-    if name != "cct384":
-        raise ValueError(f"unknown backbone {name!r}")
-    # truncated to 8 of 14 blocks as the authors (see seqvpr.embed.cct)
-    return build_cct384(DEFAULT_LAYERS, checkpoint)[0]
 
 
 class SequenceExtractor(nn.Module):
@@ -47,10 +38,31 @@ class SequenceExtractor(nn.Module):
         return self.head(features.view(b, length, *features.shape[1:]))
 
 
-def build_extractor(name: str, checkpoint=None, **head_kwargs) -> SequenceExtractor:
-    """`name` is a registry name of seqvpr.models; head_kwargs go to build_model (e.g. seq_len)."""
-    head = build_model(name, **head_kwargs)
-    return SequenceExtractor(build_backbone(backbone_for(name), checkpoint), head).eval()
+def frame_backbone(name: str, checkpoint: str | Path | None = None, seed: int = 0) -> nn.Module:
+    """Model `name`'s frame backbone in eval mode, cut where its head starts."""
+    backbone, _ = build_backbone(MODEL_BACKBONE[name], checkpoint, seed)
+    if MODEL_BACKBONE[name] != "cct384":
+        return backbone
+    blocks = CCT_BLOCKS_BEFORE_HEAD[name]
+    if blocks == 0:
+        return backbone.tokenizer  # (B, 576, 384) without positions, as STformer's branches read it
+    classifier = backbone.classifier
+    classifier.blocks = classifier.blocks[:blocks]  # CCT384.forward runs blocks[:num_layers]
+    classifier.attention_pool = classifier.fc = None  # the classification head never runs
+    backbone.num_layers = blocks
+    return backbone
+
+
+def build_extractor(name: str, checkpoint: str | Path | None = None, seq_len: int = 5, seed: int = 0) -> SequenceExtractor:
+    """`name` is a registry name of seqvpr.models; `checkpoint` the official weights of its backbone
+    (for STformer also the start of both its branches, as the authors); `seq_len` reaches the models
+    built for one sequence length (`FIXED_LENGTH`)."""
+    backbone = frame_backbone(name, checkpoint, seed)
+    head = build_model(name, **({"seq_len": seq_len} if name in FIXED_LENGTH else {}))
+    if name == "stformer" and checkpoint:
+        state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        head.load_cct(state.get("state_dict", state))
+    return SequenceExtractor(backbone, head).eval()
 
 
 def stage_modules(extractor: SequenceExtractor) -> dict[str, nn.Module]:

@@ -68,11 +68,15 @@ class SeqGeM(nn.Module):
 
 
 class DeformableAttention(nn.Module):
-    """Multi-scale deformable attention (Deformable DETR) in pure PyTorch with `grid_sample`.
+    """Multi-scale deformable attention (Deformable DETR) in pure PyTorch, without `grid_sample`.
 
     Each query attends to `points` sampled locations per head and level around its reference
     point, instead of to every token. `levels` value maps are expected; Adapt-STformer builds 2
     levels and feeds one, which `levels_fed` reproduces (the second level's offsets are unused).
+    Sampling is one fused `embedding_bag` gather over the bilinear corners in the fed levels (see
+    `forward`), faster than Deformable DETR's per-head `grid_sample` formulation
+    (`ms_deform_attn_core_pytorch`; speed-ups in benchmarks/RESULTS.md), which
+    tests/test_deformable.py keeps as the reference and matches, outputs and gradients, to 1e-5.
     """
 
     def __init__(self, dim: int, heads: int = 8, levels: int = 2, points: int = 8, levels_fed: int = 1):

@@ -40,21 +40,25 @@ class DifferentiableSequenceDelta(nn.Module):
 
 
 class OptiCorNet(nn.Module):
-    """NetVLAD frame descriptors (B, T, dim) -> Conv1d encoder (kernel 3) -> DSD -> L2 norm."""
+    """NetVLAD frame descriptors (B, T, dim) -> Conv1d encoder (kernel 3) -> DSD -> L2 norm.
+
+    Stages named as the paper describes them and as Fig. 3 of Adapt-STformer splits a model: the
+    encoder is its "spatial feature extraction" (`spatial`), DSD its "temporal differencing"
+    (`temporal`)."""
 
     def __init__(self, dim: int = 4096, channels: int = 512, hidden: int = 512, seq_len: int = 5, kernel: int = 3):
         super().__init__()
         self.seq_len = seq_len
-        self.encoder = nn.Conv1d(dim, channels, kernel_size=kernel, padding=kernel // 2)
+        self.spatial = nn.Conv1d(dim, channels, kernel_size=kernel, padding=kernel // 2)
         self.temporal = DifferentiableSequenceDelta(channels, hidden, seq_len)
 
     def forward(self, frames):
-        x = self.encoder(frames.transpose(1, 2)).transpose(1, 2)
+        x = self.spatial(frames.transpose(1, 2)).transpose(1, 2)
         return F.normalize(self.temporal(x), dim=-1)
 
     def frame_descriptors(self, frames: torch.Tensor) -> torch.Tensor:
         """S1: the encoder applied to each frame on its own, (N, dim) -> (N, channels) L2-normalised."""
-        return F.normalize(self.encoder(frames.unsqueeze(-1)).squeeze(-1), dim=-1)
+        return F.normalize(self.spatial(frames.unsqueeze(-1)).squeeze(-1), dim=-1)
 
 
 def quadruplet_loss(anchor, positive, negative1, negative2, margin: float = 0.1, gamma1: float = 1.0,
