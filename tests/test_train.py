@@ -127,9 +127,9 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     model = build_sequence_model("opticornet", 5, {"dim": 8, "channels": 6, "hidden": 6})
     assert model.pooled and model.head.encoder.in_channels == 8
     windows = sequence_windows(bounds, 5)
-    tuples = [(0, 1, np.array([5, 7, 9])), (3, 4, np.array([10, 11]))]
+    tuples = [(0, 9, np.array([1, 2, 5])), (3, 11, np.array([4, 2]))]  # far positives: the margin is violated
     loss = batch_loss(model, TrainConfig(model="opticornet", margin=0.3), data, tuples, windows, windows)
     with torch.no_grad():
         describe = lambda rows: model(torch.from_numpy(tokens[windows[rows]].astype(np.float32)))
-        expected = quadruplet_loss(describe([0, 3]), describe([1, 4]), describe([5, 10]), describe([7, 11]), margin=0.3)
+        expected = quadruplet_loss(describe([0, 3]), describe([9, 11]), describe([1, 4]), describe([2, 2]), margin=0.3)
     assert loss.item() > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
