@@ -6,19 +6,24 @@ import numpy as np
 import torch
 
 from seqvpr.metrics import RECALL_AT, apply_pca, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
-from seqvpr.models import LENGTH_AGNOSTIC
+from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE
 from seqvpr.models.opticornet import hierarchical_retrieval
-from seqvpr.train import SplitData, build_sequence_model, describe, final_tokens, sequence_windows
+from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe, frame_features, sequence_windows
 
-# Models whose published frame backbone is not CCT384; here they read pooled CCT384 tokens.
-PUBLISHED_BACKBONE = {"jist": "ResNet-18 + GeM (CosPlace)", "seqnet": "VGG16 + NetVLAD-4096"}
+# The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) the pipeline does not run
+PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
 UNTRAINED_SEED = 0  # the seed training starts from, so an untrained row is the trained model's start
 UNTRAINED = "no: seeded random init"
 
 
-def _frame_descriptors(tokens) -> np.ndarray:
-    mean = np.asarray(tokens, dtype=np.float32).mean(axis=1)
-    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+@torch.no_grad()
+def learned_frame_descriptors(model, tokens: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """OptiCorNet's S1 (`frame_descriptors`) of every frame, from the frame features its head reads."""
+    features = frame_features(model, tokens)
+    device = next(model.parameters()).device
+    out = [model.head.frame_descriptors(torch.from_numpy(np.asarray(features[i:i + batch_size], dtype=np.float32)).to(device)).cpu().numpy()
+           for i in range(0, len(features), batch_size)]
+    return np.concatenate(out)
 
 
 def _sequence_descriptors(model, data: SplitData, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,17 +35,17 @@ def evaluate_model(model, data: SplitData, length: int, pca_train: SplitData | N
                    rerank: bool = False) -> dict:
     """Recall@K and cost of one model at one sequence length. PCA: fitted on the descriptors of
     every training sequence (database and queries), as the authors' `compute_pca`. rerank:
-    OptiCorNet's hierarchical retrieval (shortlist by sequence descriptor, SeqSLAM re-ranking
-    with frame descriptors)."""
+    OptiCorNet's hierarchical retrieval (its default shortlist by sequence descriptor, re-ranked
+    by its learned frame descriptors S1 along the aligned windows, in bounded memory)."""
     db_windows, q_windows = sequence_windows(data.db_bounds, length), sequence_windows(data.q_bounds, length)
     db, q = _sequence_descriptors(model, data, length)
     if pca_dim:
         pca = fit_pca(np.concatenate(_sequence_descriptors(model, pca_train, length)), pca_dim)
         db, q = apply_pca(db, pca), apply_pca(q, pca)
     if rerank:
-        ranked = hierarchical_retrieval(q, db, _frame_descriptors(final_tokens(model, data.q_tokens)),
-                                        _frame_descriptors(final_tokens(model, data.db_tokens)),
-                                        q_windows, db_windows, shortlist=max(RECALL_AT), top=max(RECALL_AT))
+        ranked = hierarchical_retrieval(q, db, learned_frame_descriptors(model, data.q_tokens),
+                                        learned_frame_descriptors(model, data.db_tokens), q_windows, db_windows,
+                                        top=max(RECALL_AT))
     else:
         ranked = nearest(db, q, max(RECALL_AT))
     recall = recall_at_k(ranked, data.positives, RECALL_AT)
@@ -59,26 +64,38 @@ def training_note(meta: dict) -> str:
 
 
 def features_note(name: str, tail_blocks: int) -> str:
-    cct = f"CCT384, last {tail_blocks} blocks trained" if tail_blocks else "CCT384, frozen"
-    if name in PUBLISHED_BACKBONE:
-        return f"{cct}, mean-pooled (published: {PUBLISHED_BACKBONE[name]})"
+    """What the head read per frame, and how that differs from its paper."""
+    cct = f"CCT384 final tokens, last {tail_blocks} blocks trained" if tail_blocks else "CCT384 final tokens, frozen"
+    if MODEL_BACKBONE[name] != "cct384":
+        return f"{cct}, mean-pooled 384-D (published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]})"
+    if name == "stformer":
+        return f"{cct} (published: tokenizer output, before any CCT block)"
     return cct
+
+
+def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[int]:
+    """Fixed-length models at their length only; SeqNet at lengths of at least its filter width."""
+    if name in FIXED_LENGTH:
+        return [seq_len]
+    width = getattr(model.head, "width", 1)
+    return [length for length in lengths if length >= width] or [seq_len]
 
 
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
                     pca_train: SplitData | None = None, tail=None, log=print) -> list[dict]:
     """Rows for every trained model (label -> (model, checkpoint meta)) and every untrained model in
     `names` at each usable length. Untrained models start as training would: the seeded head and
-    `tail`, the CCT blocks after the cut as the encoder has them. Fixed-length models (STformer)
-    are evaluated at their training length only."""
+    `tail`, the CCT blocks after the cut as the encoder has them, at the default training length.
+    Fixed-length models (STformer, OptiCorNet) are evaluated at their length only."""
     tail_blocks = len(tail.blocks) if tail is not None else 0
     candidates = [(label, model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"])
                   for label, (model, meta) in trained.items()]
-    candidates += [(name, build_sequence_model(name, 5, tail=tail, seed=UNTRAINED_SEED).eval(), 5, name,
+    seq_len = TrainConfig.seq_len
+    candidates += [(name, build_sequence_model(name, seq_len, tail=tail, seed=UNTRAINED_SEED).eval(), seq_len, name,
                     UNTRAINED, tail_blocks) for name in names]
     rows = []
     for label, model, seq_len, name, note, blocks in candidates:
-        for length in (lengths if name in LENGTH_AGNOSTIC else [seq_len]):
+        for length in usable_lengths(name, model, seq_len, lengths):
             for rerank in (False, True) if name == "opticornet" else (False,):
                 shown = f"{label} + SeqSLAM re-rank" if rerank else label
                 row = {"model": shown, "length": length, "trained": note, "features": features_note(name, blocks),

@@ -7,7 +7,10 @@ only margin-violating ones are kept; batches of 4 such tuples; summed triplet lo
 divided by the number of negatives; Adam; early stopping on validation Recall@5.
 
 The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
-blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head.
+blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head. Heads
+whose published frame backbone is not CCT384 (`seqvpr.models.MODEL_BACKBONE`: JIST's ResNet-18 +
+GeM, SeqNet's and OptiCorNet's VGG16 + NetVLAD) read what the cache has: each frame's final CCT
+tokens mean-pooled and L2-normalised, a 384-D descriptor, with the head built for that dimension.
 """
 import copy
 import io
@@ -19,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvpr.atomic import atomic_write_bytes
-from seqvpr.embed.cct import CCTTail
+from seqvpr.embed.cct import EMBED_DIM, CCTTail
 from seqvpr.embed.embed import pick_device
 from seqvpr.metrics import nearest, recall_at_k
-from seqvpr.models import build_model
+from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE, build_model
 from seqvpr.models.layers import NetVLAD
 from seqvpr.models.opticornet import quadruplet_loss
 from seqvpr.seqbounds import centred_sequence
@@ -44,23 +47,31 @@ class SplitData:
     negatives: np.ndarray  # (Nq, K) negative candidates (outside the negative radius), -1 padded
 
 
-class SequenceModel(nn.Module):
-    """The trainable CCT blocks after the cut (per frame), then the sequence head."""
+def reads_pooled_tokens(name: str) -> bool:
+    """Whether model `name` reads mean-pooled CCT tokens in place of its published frame descriptor."""
+    return MODEL_BACKBONE[name] != "cct384"
 
-    def __init__(self, head: nn.Module, tail: CCTTail | None = None):
+
+class SequenceModel(nn.Module):
+    """The trainable CCT blocks after the cut (per frame), optionally mean-pooling, then the head."""
+
+    def __init__(self, head: nn.Module, tail: CCTTail | None = None, pooled: bool = False):
         super().__init__()
         self.head = head
         self.tail = tail
+        self.pooled = pooled
 
     def frames(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, n, D) cached tokens -> final CCT tokens."""
-        return tokens if self.tail is None else self.tail(tokens)
+        """(N, n, D) cached tokens -> what the head reads per frame: final CCT tokens (N, n, D), or
+        with `pooled` their L2-normalised mean (N, D)."""
+        tokens = tokens if self.tail is None else self.tail(tokens)
+        return F.normalize(tokens.mean(1), dim=-1) if self.pooled else tokens
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L, n, D) cached tokens -> (B, dim) descriptors."""
-        if self.tail is None:
+        if self.tail is None and not self.pooled:
             return self.head(tokens)
-        return self.head(self.tail(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2]))
+        return self.head(self.frames(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2]))
 
 
 def sequence_windows(bounds: np.ndarray, length: int) -> np.ndarray:
@@ -84,16 +95,18 @@ def sequences(tokens: np.ndarray, windows: np.ndarray, rows, device=None) -> tor
 
 
 @torch.no_grad()
-def final_tokens(model: SequenceModel, tokens: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Every frame's tokens through the trainable CCT blocks once (the cached tokens themselves
-    with a frozen backbone), so sequences that share frames do not recompute them."""
-    if model.tail is None:
+def frame_features(model: SequenceModel, tokens: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Every frame's features (`SequenceModel.frames`) computed once, so sequences that share frames
+    do not recompute them: the cached tokens themselves with a frozen backbone and a token head."""
+    if model.tail is None and not model.pooled:
         return tokens
     model.eval()
     device = _device(model)
-    out = [model.tail(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device)).cpu().numpy()
+    out = [model.frames(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device)).cpu().numpy()
            for i in range(0, len(tokens), batch_size)]
-    return np.concatenate(out).astype(np.float16) if out else tokens
+    if not out:
+        return tokens
+    return np.concatenate(out) if model.pooled else np.concatenate(out).astype(np.float16)
 
 
 @torch.no_grad()
@@ -101,7 +114,7 @@ def describe(model: SequenceModel, tokens: np.ndarray, windows: np.ndarray, batc
     """Sequence descriptors of every frame's window."""
     model.eval()
     used = np.unique(windows)  # only the frames these windows read go through the trainable blocks
-    frames, windows, device = final_tokens(model, tokens[used]), np.searchsorted(used, windows), _device(model)
+    frames, windows, device = frame_features(model, tokens[used]), np.searchsorted(used, windows), _device(model)
     out = [model.head(sequences(frames, windows, slice(i, i + batch_size), device)).cpu().numpy()
            for i in range(0, len(windows), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
@@ -177,22 +190,33 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
     q = model(sequences(data.q_tokens, q_windows, queries, device))
     others = model(sequences(data.db_tokens, db_windows, db_rows, device))
     positives, negatives = others[: len(tuples)], others[len(tuples):]
-    if cfg.model == "opticornet":
-        losses, start = [], 0
-        for i, (_, _, negs) in enumerate(tuples):
-            losses.append(quadruplet_loss(q[i: i + 1], positives[i: i + 1], negatives[start: start + 1], negatives[start + 1: start + 2]))
-            start += len(negs)
-        return torch.stack(losses).mean()
+    if cfg.model == "opticornet":  # Eqs. 7-9 per tuple with its two nearest mined negatives
+        first = torch.tensor(np.cumsum([0] + [len(negs) for _, _, negs in tuples[:-1]]), device=device)
+        return quadruplet_loss(q, positives, negatives[first], negatives[first + 1], margin=cfg.margin)
     owner = torch.tensor([i for i, (_, _, negs) in enumerate(tuples) for _ in negs], device=device)
     return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=cfg.margin, reduction="sum") / len(owner)
+
+
+def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None) -> dict:
+    """The head's constructor arguments: `seq_len` for fixed-length models, and for heads reading
+    pooled CCT tokens an input (and, SeqNet, output) dimension of the CCT width, unless given."""
+    kwargs = dict(model_kwargs or {})
+    if name in FIXED_LENGTH:
+        kwargs["seq_len"] = seq_len
+    if name == "seqnet":
+        kwargs.setdefault("dim", EMBED_DIM)
+        kwargs.setdefault("out_dim", kwargs["dim"])  # seqNet maps descriptors to their own width
+    elif name == "opticornet":
+        kwargs.setdefault("dim", EMBED_DIM)
+    return kwargs
 
 
 def build_sequence_model(name: str, seq_len: int, model_kwargs: dict | None = None, tail: CCTTail | None = None,
                          seed: int = 0) -> SequenceModel:
     """A head with seeded initial weights (the same for training and for the untrained rows)."""
     torch.manual_seed(seed)
-    kwargs = {**(model_kwargs or {}), **({"seq_len": seq_len} if name == "stformer" else {})}
-    return SequenceModel(build_model(name, **kwargs), copy.deepcopy(tail))
+    return SequenceModel(build_model(name, **head_kwargs(name, seq_len, model_kwargs)), copy.deepcopy(tail),
+                         pooled=reads_pooled_tokens(name))
 
 
 @torch.no_grad()
@@ -201,11 +225,11 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     Adapt-STformer and its ablations), on 100 random final tokens of up to 500 random training
     frames, as `modified_initialize_seqvlad_layer`. Returns how many layers it initialised."""
     layers = [m for m in model.head.modules() if isinstance(m, NetVLAD) and m.dim == data.db_tokens.shape[-1]]
-    if not layers:
+    if not layers or model.pooled:
         return 0
     frames = np.concatenate([data.db_tokens, data.q_tokens])
     picked = np.sort(rng.choice(len(frames), min(len(frames), KMEANS_DESCRIPTORS // KMEANS_PER_IMAGE), replace=False))
-    tokens = final_tokens(model, frames[picked]).astype(np.float32)
+    tokens = frame_features(model, frames[picked]).astype(np.float32)
     per_frame = min(KMEANS_PER_IMAGE, tokens.shape[1])
     descriptors = np.concatenate([t[rng.choice(len(t), per_frame, replace=False)] for t in tokens])
     for layer in layers:

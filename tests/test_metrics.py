@@ -72,28 +72,59 @@ def _synthetic_split(n, rng, noise):
 
 
 def test_training_improves_recall_over_untrained():
+    """SeqNet on pooled tokens (its head built for their 32-D width) learns to ignore the clutter."""
     rng = np.random.default_rng(0)
     train_data, val_data = _synthetic_split(40, rng, 3.0), _synthetic_split(40, rng, 3.0)
-    cfg = TrainConfig(model="jist", model_kwargs={"dim": 32, "out_dim": 64}, seq_len=3, epochs=6, lr=3e-3, queries_per_epoch=40, patience=6)
+    cfg = TrainConfig(model="seqnet", model_kwargs={"dim": 32}, seq_len=5, epochs=6, lr=3e-3, queries_per_epoch=40, patience=6)
     result = train(cfg, train_data, val_data, log=lambda *_: None)
-    assert result.best_recall5 > result.initial_recall[5]
+    assert result.best_recall5 >= result.initial_recall[5] + 0.1
     assert len(result.history) >= 1 and all(np.isfinite(h["loss"]) for h in result.history)
 
 
+def _toy_split(frames, tokens, seed=3):
+    rng = np.random.default_rng(seed)
+    places = rng.normal(size=(frames, tokens, 384)).astype(np.float16)
+    bounds = np.array([[0, frames]] * frames)
+    positives = [np.array([i]) for i in range(frames - 1)] + [np.array([], dtype=np.int64)]
+    return SplitData(places, places, bounds, bounds, positives, positives, np.full((frames, 5), -1))
+
+
 def test_evaluation_table_marks_untrained_models_and_counts_queries():
+    """Every default CPU model has its rows at the lengths it can read (OptiCorNet at its length 5
+    only, SeqNet from its width 5), OptiCorNet also re-ranked, each saying which features it read."""
     from seqvpr.evaluate import UNTRAINED, evaluate_models, results_markdown
 
-    rng = np.random.default_rng(3)
-    places = rng.normal(size=(8, 576, 384)).astype(np.float16)
-    bounds = np.array([[0, 8]] * 8)
-    positives = [np.array([i]) for i in range(7)] + [np.array([], dtype=np.int64)]
-    data = SplitData(places, places, bounds, bounds, positives, positives, np.full((8, 5), -1))
-    rows = evaluate_models(data, ["seqvlad", "stformer", "opticornet"], {}, [1, 3], log=lambda *_: None)
+    data = _toy_split(6, 576)
+    names = ["adapt_stformer", "seqvlad", "seqnet", "jist", "opticornet"]
+    rows = evaluate_models(data, names, {}, [3, 5], log=lambda *_: None)
     labels = [(r["model"], r["length"]) for r in rows]
-    assert ("stformer", 5) in labels and ("stformer", 1) not in labels
-    assert ("opticornet + SeqSLAM re-rank", 3) in labels and ("seqvlad", 1) in labels
+    assert labels == [("adapt_stformer", 3), ("adapt_stformer", 5), ("seqvlad", 3), ("seqvlad", 5), ("seqnet", 5),
+                      ("jist", 3), ("jist", 5), ("opticornet", 5), ("opticornet + SeqSLAM re-rank", 5)]
     assert all(r["trained"] == UNTRAINED for r in rows)
+    features = {r["model"]: r["features"] for r in rows}
+    assert features["seqvlad"] == features["adapt_stformer"] == "CCT384 final tokens, frozen"
+    assert "mean-pooled 384-D (published: ResNet-18 + GeM" in features["jist"]
+    assert "mean-pooled 384-D (published: VGG16 + NetVLAD" in features["seqnet"]
+    assert features["opticornet"] == features["seqnet"]
+    assert {r["model"]: r["descriptor_dim"] for r in rows if r["length"] == 5} == {
+        "adapt_stformer": 64 * 384, "seqvlad": 64 * 384, "seqnet": 384, "jist": 384, "opticornet": 512,
+        "opticornet + SeqSLAM re-rank": 512}
     table = results_markdown("toy", rows, data)
     assert table.count("\n| ") == len(rows) + 1 and "R@20" in table
-    assert "8 queries, 8 database frames; 1 queries without a positive are left out" in table
+    assert "6 queries, 6 database frames; 1 queries without a positive are left out" in table
     assert table.count(f"| {UNTRAINED} |") == len(rows)
+
+
+def test_fixed_length_checkpoint_is_evaluated_at_its_length_only():
+    """A (small) trained STformer: one row at its sequence length, marked trained, saying that it
+    read final CCT tokens where the paper feeds it the tokenizer output."""
+    from seqvpr.evaluate import evaluate_models
+    from seqvpr.train import build_sequence_model
+
+    model = build_sequence_model("stformer", 5, {"tokens": 36, "blocks": 1, "clusters": 4}).eval()
+    meta = {"name": "stformer", "seq_len": 5, "tail_blocks": 0, "benchmark": "toy", "val_split": "val",
+            "initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.6, "best_epoch": 1, "epochs_run": 2}
+    rows = evaluate_models(_toy_split(6, 36), [], {"stformer": (model, meta)}, [1, 3, 5], log=lambda *_: None)
+    assert [(r["model"], r["length"], r["trained"]) for r in rows] == [
+        ("stformer", 5, "yes: epoch 1 of 2 on toy (val R@5 0.500 -> 0.600)")]
+    assert rows[0]["features"] == "CCT384 final tokens, frozen (published: tokenizer output, before any CCT block)"

@@ -105,11 +105,31 @@ def test_training_steps_are_batches_of_four_mined_tuples():
     positives = [np.array([i]) for i in range(24)]
     negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
     data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
-    cfg = TrainConfig(model="jist", model_kwargs={"dim": 8, "out_dim": 16}, seq_len=3, epochs=2, lr=1e-3,
-                      queries_per_epoch=10, patience=5)
+    cfg = TrainConfig(model="jist", seq_len=3, epochs=2, lr=1e-3, queries_per_epoch=10, patience=5)
     result = train(cfg, data, data, log=lambda *_: None)
     steps = 0
     for epoch in result.history:
         assert epoch["tuples"] + epoch["skipped"] == 10 and np.isfinite(epoch["loss"])
         steps += math.ceil(10 / 4)  # batches of 4 queries; a batch whose queries all lack violators is skipped
     assert 0 < len(result.losses) <= steps
+
+
+def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negatives():
+    """Per tuple, Eqs. 7-9 with the first two mined negatives (nearest first), averaged over the batch;
+    the head reads pooled tokens and is built for their width."""
+    from seqvpr.models.opticornet import quadruplet_loss
+    from seqvpr.train import SplitData, TrainConfig, batch_loss, build_sequence_model, sequence_windows
+
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(12, 4, 8)).astype(np.float16)
+    bounds = np.array([[0, 12]] * 12)
+    data = SplitData(tokens, tokens, bounds, bounds, [], [], np.zeros((12, 0)))
+    model = build_sequence_model("opticornet", 5, {"dim": 8, "channels": 6, "hidden": 6})
+    assert model.pooled and model.head.encoder.in_channels == 8
+    windows = sequence_windows(bounds, 5)
+    tuples = [(0, 9, np.array([1, 2, 5])), (3, 11, np.array([4, 2]))]  # far positives: the margin is violated
+    loss = batch_loss(model, TrainConfig(model="opticornet", margin=0.3), data, tuples, windows, windows)
+    with torch.no_grad():
+        describe = lambda rows: model(torch.from_numpy(tokens[windows[rows]].astype(np.float32)))
+        expected = quadruplet_loss(describe([0, 3]), describe([9, 11]), describe([1, 4]), describe([2, 2]), margin=0.3)
+    assert loss.item() > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
