@@ -125,7 +125,7 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     bounds = np.array([[0, 12]] * 12)
     data = SplitData(tokens, tokens, bounds, bounds, [], [], np.zeros((12, 0)))
     model = build_sequence_model("opticornet", 5, {"dim": 8, "channels": 6, "hidden": 6})
-    assert model.pooled and model.head.encoder.in_channels == 8
+    assert model.pooled and model.head.spatial.in_channels == 8
     windows = sequence_windows(bounds, 5)
     tuples = [(0, 9, np.array([1, 2, 5])), (3, 11, np.array([4, 2]))]  # far positives: the margin is violated
     loss = batch_loss(model, TrainConfig(model="opticornet", margin=0.3), data, tuples, windows, windows)
