@@ -76,6 +76,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def remove_stale_dirs(path: str | Path) -> None:
+    """Remove the temporary folders that killed ``atomic_dir`` builds of ``path`` left beside it."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.partial") if path.parent.exists() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def atomic_remove(path: str | Path) -> bool:
     """Remove a file or folder so that no half-deleted copy is ever visible under its name.
 

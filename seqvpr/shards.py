@@ -3,7 +3,6 @@ import hashlib
 import io
 import json
 import queue
-import shutil
 import tarfile
 import threading
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from schemas.shard import DESCRIPTOR_FILES, MANIFEST, SHARD_PATTERN, WIDS_INDEX
-from seqvpr.atomic import atomic_dir
+from seqvpr.atomic import atomic_dir, remove_stale_dirs
 
 
 class _ShardWriter:
@@ -103,8 +102,7 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
     leaves no shard that looks complete and a re-run starts clean.
     """
     out_dir = Path(out_dir)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*.partial") if out_dir.parent.exists() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_dirs(out_dir)
     shards, descriptors = [], {"db": [], "query": []}
     keys: set[str] = set()
     with atomic_dir(out_dir) as tmp:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seqvpr.atomic import atomic_dir
+from seqvpr.atomic import atomic_dir, remove_stale_dirs
 from seqvpr.errors import DataError
 from seqvpr.exports import adapt_stformer, seqnet, vpr_datasets
-from seqvpr.exports.common import descriptor_type, remove_stale_partials, shard_descriptors
+from seqvpr.exports.common import descriptor_type, shard_descriptors
 from seqvpr.layout import Layout
 from seqvpr.splits import read_split
 
@@ -38,7 +38,7 @@ def export(layout: Layout, consumer: str, benchmark: str, model_id: str | None =
     out_dir = layout.exports(consumer, benchmark)
     if "@" in str(out_dir):
         raise DataError(out_dir, "consumers split file paths on '@': the export path must not contain one")
-    remove_stale_partials(out_dir)
+    remove_stale_dirs(out_dir)
     if consumer == "seqnet":
         if model_id is None:
             raise DataError(source, "the seqNet export needs the encoder's model id to name its descType")

@@ -3,7 +3,6 @@ own positives re-derived from what we wrote, and the folder swap that makes an e
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,14 +88,6 @@ def radius_positives(db_xy: np.ndarray, query_xy: np.ndarray, radius: float) -> 
 def count_positive_mismatches(derived: list[np.ndarray], ours) -> int:
     """Queries whose derived positive set differs from the split table's."""
     return sum(1 for a, b in zip(derived, ours) if not np.array_equal(np.sort(np.asarray(b, dtype=np.int64)), a))
-
-
-def remove_stale_partials(out_dir: Path) -> None:
-    """Temporary folders a killed export left beside ``out_dir`` (seqvpr.atomic.atomic_dir names)."""
-    out_dir = Path(out_dir)
-    if out_dir.parent.exists():
-        for stale in out_dir.parent.glob(f".{out_dir.name}.*.partial"):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def write_info(folder: Path, info: dict) -> None:
