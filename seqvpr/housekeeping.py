@@ -55,13 +55,13 @@ def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) ->
 
 def sweep_temporaries(home: str | Path) -> list[Path]:
     """Delete the temporary files and folders of dead runs in the home's output folders (data/,
-    struct_files/, shards/); returns what was removed.
+    struct_files/, shards/, exports/); returns what was removed.
 
     Call only while holding `home_lock`. Symlinks are never followed, so a user's dataset linked
     in as a local source is never looked into; nothing else in the home (a checkout, say) is."""
     layout = Layout.from_home(home)
     removed = []
-    for root in (layout.data_root, layout.struct_root, layout.shard_root):
+    for root in (layout.data_root, layout.struct_root, layout.shard_root, layout.export_root):
         for folder, dirs, names in os.walk(root):
             for name in [*dirs, *names]:
                 if TEMPORARY.match(name):

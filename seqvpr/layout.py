@@ -60,8 +60,12 @@ class Layout:
     def shards(self, benchmark: str, split: str) -> Path:
         return self.shard_root / benchmark / split
 
+    @property
+    def export_root(self) -> Path:
+        return self.data_root.parent / "exports"
+
     def exports(self, consumer: str, benchmark: str) -> Path:
-        return self.data_root.parent / "exports" / consumer / benchmark
+        return self.export_root / consumer / benchmark
 
     def models(self) -> Path:
         return self.data_root / "models"

@@ -114,6 +114,7 @@ def test_rerun_sweeps_the_temporaries_of_a_dead_run_and_nothing_else(home, tmp_p
     raw_parent = home / "data" / "raw"
     leftovers = [raw_parent / ".nordland.abc123.partial", raw_parent / ".robotcar.x1.extracting",
                  home / "shards" / "nordland" / ".test.q9.partial", home / "struct_files" / ".nordland.old-4242",
+                 home / "exports" / "seqnet" / ".nordland.old-4242",
                  home / "data" / "tables" / ".nordland.parquet.zz.partial"]
     for path in leftovers[:-1]:
         (path / "inner").mkdir(parents=True)
