@@ -12,7 +12,7 @@ from pipelines.resources import FrameEncoder, PipelineHome
 from seqvpr.atomic import atomic_write_text
 from seqvpr.embed.embed import pick_device
 from seqvpr.evaluate import evaluate_models, results_markdown, training_gain
-from seqvpr.metrics import queries_without_positives
+from seqvpr.metrics import chance_recall, queries_without_positives
 from seqvpr.splits import BENCHMARKS, negatives_path
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
@@ -101,7 +101,7 @@ def build_checkpoint_asset(benchmark: str):
                 "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
                 "history": history, "losses": result.losses, "freeze_te": encoder.resolved_freeze_te(),
                 "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id()}
-        save_checkpoint(path, cfg.model, result.state_dict, meta)
+        save_checkpoint(path, cfg.model, result.state_dict, meta, result.start_state_dict)
         if result.best_epoch == 0:
             context.log.warning(f"{cfg.model}: no epoch beat the starting weights on {val_split}; the checkpoint is untrained")
         return MaterializeResult(metadata={
@@ -142,6 +142,9 @@ def build_results_asset(benchmark: str):
                 context.log.warning(f"{path}: trained on other embeddings ({meta['encoder_model_id']}), left out")
                 continue
             trained[meta["name"]] = (model, meta)
+            start, _ = load_checkpoint(path, start=True)
+            if start is not None and meta["best_epoch"]:  # else the checkpoint is its start
+                trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
         names = evaluated_models(config, encoder.device)
         rows = evaluate_models(data, names, trained, config.lengths, config.pca_dim or None, pca_train,
                                tail=encoder.tail(), log=context.log.info)
@@ -157,6 +160,7 @@ def build_results_asset(benchmark: str):
             "table": MetadataValue.md(table),
             "queries": len(data.positives),
             "queries_without_positive": queries_without_positives(data.positives),
+            "random_ranking_recall": MetadataValue.json({str(k): v for k, v in chance_recall(data.positives, len(data.db_tokens)).items()}),
             "best_at_L5": f"{best['model']} ({best['trained']}): R@5 {best['recall']['5']:.3f}" if best else "",
             "trained_vs_untrained_R@5_L5": MetadataValue.json(training_gain(rows, 5)),
         })

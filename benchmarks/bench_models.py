@@ -261,6 +261,27 @@ class _DenseAttention(torch.nn.Module):
         return self.attn(query, value)
 
 
+class _ExplicitDenseAttention(torch.nn.Module):
+    """The dense attention on the same weights as the authors write it (`dense_spatial_cross_attention.py`,
+    `CrossAttention.forward`: matmul, softmax, matmul, materialising the 8 x 576 x 576 scores) where
+    `DenseCrossAttention` calls PyTorch's fused SDPA."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, query, reference, value, shape):
+        a, (b, n, d) = self.attn, query.shape
+        q = a.q_proj(query + a.pos_embed_q).view(b, n, a.heads, -1).transpose(1, 2)
+        k = a.k_proj(value + a.pos_embed_k).view(b, n, a.heads, -1).transpose(1, 2)
+        v = a.v_proj(value).view(b, n, a.heads, -1).transpose(1, 2)
+        scores = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+        return a.proj((scores @ v).transpose(1, 2).reshape(b, n, d))
+
+
+EXPLICIT_DENSE = "dense attention (all 576 tokens, the authors' matmul + softmax)"
+
+
 def table_spatial(device, args) -> None:
     """Per frame: the whole encoder layer (attention + FFN + norms) and the attention alone."""
     torch.manual_seed(0)
@@ -268,10 +289,14 @@ def table_spatial(device, args) -> None:
     cases = {"deformable layer, K = 8": deformable, "dense layer, K = 576": dense,
              "deformable attention": deformable.attn,
              "deformable attention, grid_sample reference": _GridSampleAttention(deformable.attn),
-             "dense attention (all 576 tokens, SDPA)": _DenseAttention(dense.attn)}
+             "dense attention (all 576 tokens, SDPA)": _DenseAttention(dense.attn),
+             EXPLICIT_DENSE: _ExplicitDenseAttention(dense.attn)}
     for dtype in args.dtypes:
         frame = torch.randn(1, 576, 384, generator=torch.Generator().manual_seed(1)).to(device, DTYPES[dtype])
         models = {label: _SpatialOnFrame(module).to(device, DTYPES[dtype]) for label, module in cases.items()}
+        with torch.no_grad():  # the two dense formulations compute the same attention
+            fused, explicit = models["dense attention (all 576 tokens, SDPA)"](frame), models[EXPLICIT_DENSE](frame)
+            assert torch.allclose(fused.float(), explicit.float(), atol=1e-4 if dtype == "fp32" else 5e-2), dtype
         seconds = interleaved_medians({label: (lambda m=m: m(frame)) for label, m in models.items()},
                                       device, args.warmup, args.head_repeats)
         print(f"\n#### Spatial attention per frame, {dtype}, {device.type}\n")
@@ -279,7 +304,9 @@ def table_spatial(device, args) -> None:
         for label, s in seconds.items():
             print(f"| {label} | {s * 1e3:.2f} |")
         print(f"\ndense / deformable: layer {seconds['dense layer, K = 576'] / seconds['deformable layer, K = 8']:.2f}x, "
-              f"attention {seconds['dense attention (all 576 tokens, SDPA)'] / seconds['deformable attention']:.2f}x; "
+              f"attention {seconds['dense attention (all 576 tokens, SDPA)'] / seconds['deformable attention']:.2f}x "
+              f"(SDPA), {seconds[EXPLICIT_DENSE] / seconds['deformable attention']:.2f}x "
+              f"(the authors' formulation); "
               f"grid_sample reference / fast deformable attention "
               f"{seconds['deformable attention, grid_sample reference'] / seconds['deformable attention']:.2f}x")
 

@@ -5,7 +5,7 @@ trained and which frame features it read."""
 import numpy as np
 import torch
 
-from seqvpr.metrics import RECALL_AT, apply_pca, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
+from seqvpr.metrics import RECALL_AT, apply_pca, chance_recall, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE
 from seqvpr.models.opticornet import hierarchical_retrieval
 from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe, frame_features, sequence_windows
@@ -14,6 +14,7 @@ from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe,
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
 UNTRAINED_SEED = 0  # the seed training starts from, so an untrained row is the trained model's start
 UNTRAINED = "no: seeded random init"
+START = "no: training's start (seeded init, NetVLAD on k-means centres of training tokens)"
 
 
 @torch.no_grad()
@@ -55,7 +56,10 @@ def evaluate_model(model, data: SplitData, length: int, pca_train: SplitData | N
 
 
 def training_note(meta: dict) -> str:
-    """How a checkpoint was trained, saying so when no epoch improved on its starting weights."""
+    """How a checkpoint was trained, saying so when no epoch improved on its starting weights
+    (meta["weights"] == "start": the checkpoint's starting weights themselves)."""
+    if meta.get("weights") == "start":
+        return START
     start, best = meta["initial_val_recall"]["5"], meta["best_val_recall5"]
     where = f"{meta['benchmark']} ({meta['val_split']} R@5 {start:.3f} -> {best:.3f})"
     if meta["best_epoch"] == 0:
@@ -83,13 +87,13 @@ def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[i
 
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
                     pca_train: SplitData | None = None, tail=None, log=print) -> list[dict]:
-    """Rows for every trained model (label -> (model, checkpoint meta)) and every untrained model in
+    """Rows for every trained model (any key -> (model, checkpoint meta), shown as meta["name"]) and every untrained model in
     `names` at each usable length. Untrained models start as training would: the seeded head and
     `tail`, the CCT blocks after the cut as the encoder has them, at the default training length.
     Fixed-length models (STformer, OptiCorNet) are evaluated at their length only."""
     tail_blocks = len(tail.blocks) if tail is not None else 0
-    candidates = [(label, model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"])
-                  for label, (model, meta) in trained.items()]
+    candidates = [(meta["name"], model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"])
+                  for model, meta in trained.values()]
     seq_len = TrainConfig.seq_len
     candidates += [(name, build_sequence_model(name, seq_len, tail=tail, seed=UNTRAINED_SEED).eval(), seq_len, name,
                     UNTRAINED, tail_blocks) for name in names]
@@ -106,11 +110,14 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
 
 
 def training_gain(rows: list[dict], length: int) -> dict:
-    """Per checkpoint: its R@5 at `length` and that of the same model untrained (plain rows only)."""
+    """Per checkpoint: its R@5 at `length`, that of the same model untrained and, where the
+    results show it, that of training's start (plain rows only)."""
     plain = [r for r in rows if r["length"] == length and not r["model"].endswith("re-rank")]
     untrained = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == UNTRAINED}
-    return {r["model"]: {"checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]), "note": r["trained"]}
-            for r in plain if r["trained"] != UNTRAINED}
+    start = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == START}
+    return {r["model"]: {"checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]),
+                         "start": start.get(r["model"]), "note": r["trained"]}
+            for r in plain if r["trained"] not in (UNTRAINED, START)}
 
 
 def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: list[str] = ()) -> str:
@@ -118,6 +125,8 @@ def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: l
     lines = [f"### {benchmark}", "",
              f"Test split: {len(data.positives)} queries, {len(data.db_tokens)} database frames; {without} queries "
              "without a positive are left out of Recall@K (as seqNet's and the authors' getRecallAtN).",
+             "A random ranking would score " + ", ".join(
+                 f"R@{k} {v:.3f}" for k, v in chance_recall(data.positives, len(data.db_tokens)).items()) + ".",
              *notes, "",
              "| model | trained | features | L | R@1 | R@5 | R@10 | R@20 | mem (MB) | params | time/seq (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -31,6 +31,21 @@ def recall_at_k(ranked: np.ndarray, positives: Sequence[np.ndarray], ks: Sequenc
     return {k: float(hits[:, ki].mean()) if len(scored) else float("nan") for ki, k in enumerate(ks)}
 
 
+def chance_recall(positives: Sequence[np.ndarray], database_size: int, ks: Sequence[int] = RECALL_AT) -> dict[int, float]:
+    """Recall@K of a uniformly random ranking, over the queries `recall_at_k` scores: a query with
+    p of N database items positive misses all of them in its top K with probability
+    C(N - p, K) / C(N, K). On a small split this is the floor a model has to beat to mean anything
+    (50 frames with 3 positives each: R@5 0.28)."""
+    counts = [len(np.unique(pos)) for pos in positives if len(pos)]
+    out = {}
+    for k in ks:
+        top = np.arange(min(k, database_size))
+        miss = [np.prod((database_size - p - top) / (database_size - top)) if p <= database_size - len(top) else 0.0
+                for p in counts]
+        out[k] = float(1 - np.mean(miss)) if counts else float("nan")
+    return out
+
+
 def queries_without_positives(positives: Sequence[np.ndarray]) -> int:
     return sum(1 for pos in positives if len(pos) == 0)
 

@@ -153,6 +153,7 @@ class TrainResult:
     state_dict: dict
     best_recall5: float
     initial_recall: dict
+    start_state_dict: dict  # the weights the first epoch starts from: seeded init, NetVLAD on k-means centres
     best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept
     history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall", "tuples", "skipped"}
     losses: list = field(default_factory=list)  # per step (batch)
@@ -254,7 +255,8 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
     neg_cache = [np.zeros(0, dtype=np.int64) for _ in range(len(q_windows))]
     initial = evaluate_recall(model, val_data, cfg.seq_len)
     best, stale = initial[5], 0
-    result = TrainResult(state_dict=copy.deepcopy(model.state_dict()), best_recall5=best, initial_recall=initial)
+    start = copy.deepcopy(model.state_dict())
+    result = TrainResult(state_dict=start, best_recall5=best, initial_recall=initial, start_state_dict=start)
     log(f"{cfg.model}: before training val R@5 {best:.3f} ({len(trainable_queries)} training queries with a non-trivial positive)")
     for epoch in range(1, cfg.epochs + 1):
         order = rng.permutation(trainable_queries)
@@ -300,19 +302,29 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
     return result
 
 
-def save_checkpoint(path, model_name: str, state_dict: dict, meta: dict) -> None:
-    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut)."""
+def save_checkpoint(path, model_name: str, state_dict: dict, meta: dict, start_state_dict: dict | None = None) -> None:
+    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut).
+    start_state_dict: the weights training started from, kept so the results can show what the
+    k-means initialisation alone gives."""
     buf = io.BytesIO()
-    torch.save({"model": model_name, "state_dict": {k: v.cpu() for k, v in state_dict.items()}, "meta": meta}, buf)
+    checkpoint = {"model": model_name, "state_dict": {k: v.cpu() for k, v in state_dict.items()}, "meta": meta}
+    if start_state_dict is not None:
+        checkpoint["start_state_dict"] = {k: v.cpu() for k, v in start_state_dict.items()}
+    torch.save(checkpoint, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, start: bool = False):
+    """(model, meta) of a checkpoint; start: with the weights its training started from instead
+    ((None, meta) when it has none)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     meta = checkpoint["meta"]
+    weights = checkpoint.get("start_state_dict") if start else checkpoint["state_dict"]
+    if weights is None:
+        return None, meta
     tail = CCTTail(meta["tail_blocks"]) if meta["tail_blocks"] else None
     model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail)
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(weights)
     return model.eval(), meta
 
 

@@ -3,7 +3,7 @@ short training run that improves Recall@5 over the untrained model."""
 import numpy as np
 import pytest
 
-from seqvpr.metrics import apply_pca, fit_pca, nearest, queries_without_positives, recall_at_k
+from seqvpr.metrics import apply_pca, chance_recall, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.pairs import PairRules, compute_pairs
 from seqvpr.train import SplitData, TrainConfig, sequence_windows, train
 
@@ -128,3 +128,18 @@ def test_fixed_length_checkpoint_is_evaluated_at_its_length_only():
     assert [(r["model"], r["length"], r["trained"]) for r in rows] == [
         ("stformer", 5, "yes: epoch 1 of 2 on toy (val R@5 0.500 -> 0.600)")]
     assert rows[0]["features"] == "CCT384 final tokens, frozen (published: tokenizer output, before any CCT block)"
+
+
+def test_chance_recall_is_the_random_ranking_floor():
+    """Hand-computed: 4 database items; query 0 has 1 positive, query 1 has 2, query 2 none (left
+    out, as getRecallAtN). K = 1: (1/4 + 2/4) / 2; K = 2: (1 - C(3,2)/C(4,2) + 1 - C(2,2)/C(4,2)) / 2;
+    K beyond the database finds every positive."""
+    positives = [np.array([0]), np.array([0, 1]), np.array([], dtype=np.int64)]
+    chance = chance_recall(positives, 4, ks=(1, 2, 5))
+    assert chance[1] == pytest.approx(0.375)
+    assert chance[2] == pytest.approx((0.5 + 5 / 6) / 2)
+    assert chance[5] == 1.0
+    rng = np.random.default_rng(0)  # and a random ranking does score it
+    ranked = np.array([rng.permutation(4) for _ in range(20000)])
+    simulated = recall_at_k(ranked, [positives[i % 2] for i in range(20000)], ks=(1, 2))
+    assert simulated[1] == pytest.approx(chance[1], abs=0.01) and simulated[2] == pytest.approx(chance[2], abs=0.01)

@@ -63,7 +63,7 @@ def test_mining_keeps_only_margin_violating_negatives_and_the_cached_ones():
 
 
 def test_results_say_when_a_checkpoint_never_beat_its_start():
-    from seqvpr.evaluate import UNTRAINED, training_gain, training_note
+    from seqvpr.evaluate import START, UNTRAINED, training_gain, training_note
 
     meta = {"initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.5, "benchmark": "toy", "val_split": "test",
             "best_epoch": 0, "epochs_run": 3}
@@ -73,7 +73,10 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
     rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},
             {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
             {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
-    assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "note": improved}}
+    assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "start": None, "note": improved}}
+    assert training_note({**meta, "weights": "start"}) == START
+    rows.append({"model": "m", "length": 5, "trained": START, "recall": {"5": 0.6}})
+    assert training_gain(rows, 5)["m"]["start"] == 0.6
 
 
 def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
@@ -93,6 +96,12 @@ def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
     restored, _ = load_checkpoint(tmp_path / "m.pt")
     with torch.no_grad():
         assert torch.allclose(restored(tokens), model(tokens))
+    assert load_checkpoint(tmp_path / "m.pt", start=True)[0] is None  # saved without its start
+    start = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_checkpoint(tmp_path / "m.pt", "seqvlad", model.state_dict(), meta, start)
+    restored_start, _ = load_checkpoint(tmp_path / "m.pt", start=True)
+    assert all(torch.equal(v, start[k]) for k, v in restored_start.state_dict().items())
+    assert torch.allclose(load_checkpoint(tmp_path / "m.pt")[0](tokens), model(tokens))
 
 
 def test_training_steps_are_batches_of_four_mined_tuples():
