@@ -9,8 +9,11 @@ divided by the number of negatives; Adam; early stopping on validation Recall@5.
 The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
 blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head. Heads
 whose published frame backbone is not CCT384 (`seqvpr.models.MODEL_BACKBONE`: JIST's ResNet-18 +
-GeM, SeqNet's and OptiCorNet's VGG16 + NetVLAD) read what the cache has: each frame's final CCT
-tokens mean-pooled and L2-normalised, a 384-D descriptor, with the head built for that dimension.
+GeM, SeqNet's and OptiCorNet's VGG16 + NetVLAD) read either that backbone's frame descriptors
+(`published_features`: `seqvpr.embed.frame_descriptors` puts them in the split in place of the
+tokens, and the head is built at its published width) or what the token cache has: each frame's
+final CCT tokens mean-pooled and L2-normalised, a 384-D descriptor, with the head built for that
+dimension.
 """
 import copy
 import io
@@ -38,18 +41,19 @@ KMEANS_PER_IMAGE = 100
 class SplitData:
     """One split of a benchmark, in struct-file order (the split table's `order`)."""
 
-    db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks
-    q_tokens: np.ndarray  # (Nq, n, D) float16
+    db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks; or (Ndb, D) published frame descriptors
+    q_tokens: np.ndarray  # (Nq, n, D) float16; or (Nq, D)
     db_bounds: np.ndarray  # (Ndb, 2) [start, end) runs
     q_bounds: np.ndarray
     positives: list  # per query: db indices within the radius (and heading) rule
     nontrivial_positives: list
     negatives: np.ndarray  # (Nq, K) negative candidates (outside the negative radius), -1 padded
+    frame_ids: list = field(default_factory=list)  # database frames, then queries
 
 
-def reads_pooled_tokens(name: str) -> bool:
+def reads_pooled_tokens(name: str, published_features: bool = False) -> bool:
     """Whether model `name` reads mean-pooled CCT tokens in place of its published frame descriptor."""
-    return MODEL_BACKBONE[name] != "cct384"
+    return MODEL_BACKBONE[name] != "cct384" and not published_features
 
 
 class SequenceModel(nn.Module):
@@ -197,12 +201,15 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
     return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=cfg.margin, reduction="sum") / len(owner)
 
 
-def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None) -> dict:
+def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None, published_features: bool = False) -> dict:
     """The head's constructor arguments: `seq_len` for fixed-length models, and for heads reading
-    pooled CCT tokens an input (and, SeqNet, output) dimension of the CCT width, unless given."""
+    pooled CCT tokens an input (and, SeqNet, output) dimension of the CCT width, unless given;
+    heads reading their published frame descriptors keep their published widths."""
     kwargs = dict(model_kwargs or {})
     if name in FIXED_LENGTH:
         kwargs["seq_len"] = seq_len
+    if not reads_pooled_tokens(name, published_features):
+        return kwargs
     if name == "seqnet":
         kwargs.setdefault("dim", EMBED_DIM)
         kwargs.setdefault("out_dim", kwargs["dim"])  # seqNet maps descriptors to their own width
@@ -212,11 +219,12 @@ def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None) -> di
 
 
 def build_sequence_model(name: str, seq_len: int, model_kwargs: dict | None = None, tail: CCTTail | None = None,
-                         seed: int = 0) -> SequenceModel:
-    """A head with seeded initial weights (the same for training and for the untrained rows)."""
+                         seed: int = 0, published_features: bool = False) -> SequenceModel:
+    """A head with seeded initial weights (the same for training and for the untrained rows).
+    published_features: the head reads its published backbone's frame descriptors (no CCT tail)."""
     torch.manual_seed(seed)
-    return SequenceModel(build_model(name, **head_kwargs(name, seq_len, model_kwargs)), copy.deepcopy(tail),
-                         pooled=reads_pooled_tokens(name))
+    return SequenceModel(build_model(name, **head_kwargs(name, seq_len, model_kwargs, published_features)),
+                         copy.deepcopy(tail), pooled=reads_pooled_tokens(name, published_features))
 
 
 @torch.no_grad()
@@ -237,11 +245,13 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     return len(layers)
 
 
-def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print) -> TrainResult:
-    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone)."""
+def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print,
+          published_features: bool = False) -> TrainResult:
+    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
+    published_features: the splits hold the model's published frame descriptors in place of tokens."""
     rng = np.random.default_rng(cfg.seed)
     device = pick_device(cfg.device)
-    model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed).to(device)
+    model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed, published_features).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log(f"{cfg.model}: {sum(p.numel() for p in trainable):,} trainable parameters "
         f"({sum(p.numel() for p in model.tail.parameters() if p.requires_grad) if model.tail else 0:,} in CCT blocks after the cut)")
@@ -301,7 +311,8 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
 
 
 def save_checkpoint(path, model_name: str, state_dict: dict, meta: dict) -> None:
-    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut)."""
+    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut), and
+    may hold frame_descriptors ({"backbone", "weights"} of the published frame descriptors it read)."""
     buf = io.BytesIO()
     torch.save({"model": model_name, "state_dict": {k: v.cpu() for k, v in state_dict.items()}, "meta": meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -311,7 +322,8 @@ def load_checkpoint(path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     meta = checkpoint["meta"]
     tail = CCTTail(meta["tail_blocks"]) if meta["tail_blocks"] else None
-    model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail)
+    model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail,
+                                 published_features=bool(meta.get("frame_descriptors")))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), meta
 
@@ -329,4 +341,5 @@ def load_split_data(shard_dir, negatives_file) -> SplitData:
         positives=[np.asarray(rows[i]["positives"], dtype=np.int64) for i in q],
         nontrivial_positives=[np.asarray(rows[i]["nontrivial_positives"], dtype=np.int64) for i in q],
         negatives=np.load(negatives_file),
+        frame_ids=[rows[i]["frame_id"] for i in np.concatenate([db, q])],
     )
