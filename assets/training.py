@@ -66,10 +66,13 @@ def _split_data(layout, benchmark: str, split: str):
     return load_split_data(layout.shards(benchmark, split), negatives_path(layout.split_table(benchmark), split))
 
 
-def _published_backbone(name: str, baselines: BaselineBackbones) -> str | None:
-    """The published frame backbone model `name` reads under these settings (None: CCT tokens)."""
+def _published_descriptors(name: str, baselines: BaselineBackbones) -> dict | None:
+    """{"backbone", "weights"} of the published frame descriptors model `name` reads under these
+    settings (None: it reads CCT tokens); a checkpoint records it."""
     backbone = MODEL_BACKBONE[name]
-    return backbone if backbone != "cct384" and baselines.published() else None
+    if backbone == "cct384" or not baselines.published():
+        return None
+    return {"backbone": backbone, "weights": baselines.weights(backbone)}
 
 
 def _frame_descriptors(layout, benchmark: str, split: str, data, backbone: str, baselines: BaselineBackbones):
@@ -107,13 +110,14 @@ def build_checkpoint_asset(benchmark: str):
         train_data = _split_data(layout, benchmark, "train")
         val_data = _split_data(layout, benchmark, val_split)
         cfg = TrainConfig(**config.model_dump())
-        backbone = _published_backbone(cfg.model, baselines)
-        tail = None if backbone else encoder.tail()
-        frame_descriptors = {"backbone": backbone, "weights": baselines.weights(backbone)} if backbone else None
-        if backbone:
+        frame_descriptors = _published_descriptors(cfg.model, baselines)
+        tail = None if frame_descriptors else encoder.tail()
+        if frame_descriptors:
+            backbone = frame_descriptors["backbone"]
             train_data = _frame_descriptors(layout, benchmark, "train", train_data, backbone, baselines)
             val_data = _frame_descriptors(layout, benchmark, val_split, val_data, backbone, baselines)
-        result = train(cfg, train_data, val_data, tail=tail, log=context.log.info, published_features=bool(backbone))
+        result = train(cfg, train_data, val_data, tail=tail, log=context.log.info,
+                       published_features=frame_descriptors is not None)
         path = layout.models() / benchmark / f"{cfg.model}.pt"
         history = [{**h, "recall": {str(k): v for k, v in h["recall"].items()}} for h in result.history]
         meta = {**config.model_dump(), "name": cfg.model, "model_kwargs": cfg.model_kwargs, "benchmark": benchmark,
@@ -163,15 +167,13 @@ def build_results_asset(benchmark: str):
             if meta["encoder_model_id"] != model_id:
                 context.log.warning(f"{path}: trained on other embeddings ({meta['encoder_model_id']}), left out")
                 continue
-            backbone = _published_backbone(meta["name"], baselines)
-            expected = {"backbone": backbone, "weights": baselines.weights(backbone)} if backbone else None
-            if meta.get("frame_descriptors") != expected:
+            if meta.get("frame_descriptors") != _published_descriptors(meta["name"], baselines):
                 context.log.warning(f"{path}: trained on other frame features ({meta.get('frame_descriptors')}), left out")
                 continue
             trained[meta["name"]] = (model, meta)
         names = evaluated_models(config, encoder.device)
         published = {}
-        for backbone in sorted({_published_backbone(name, baselines) for name in [*names, *trained]} - {None}):
+        for backbone in sorted({MODEL_BACKBONE[name] for name in [*names, *trained] if _published_descriptors(name, baselines)}):
             published[backbone] = PublishedFeatures(
                 baselines.weights(backbone), _frame_descriptors(layout, benchmark, "test", data, backbone, baselines),
                 _frame_descriptors(layout, source, "train", pca_train, backbone, baselines) if pca_train else None)

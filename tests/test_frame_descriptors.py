@@ -32,7 +32,7 @@ def _assets(*names):
 @pytest.fixture
 def home(tmp_path):
     """Oxford-easy-like split table, a distinct random PNG frame each, and shards whose rows are the
-    split table's (tokens unused)."""
+    split table's (two random 384-D tokens a frame, for pooled CCT features)."""
     home = tmp_path / "home"
     bench = oxford_bench(BENCHMARK)
     layout, table = materialise(home, robotcar_like(16), bench, images=False)
@@ -43,7 +43,7 @@ def home(tmp_path):
         if bench.split(split) is None:
             continue
         rows = [r for role in ("db", "query") for r in role_rows(table, split, role).to_dict("records")]
-        samples = [Sample(key=r["frame_id"], tokens=np.zeros((1, 2), np.float16), descriptor=np.zeros(4, np.float32),
+        samples = [Sample(key=r["frame_id"], tokens=rng.normal(size=(2, 384)).astype(np.float16), descriptor=np.zeros(4, np.float32),
                           row={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}) for r in rows]
         write_split_shards(layout.shards(BENCHMARK, split), BENCHMARK, split, samples)
     return home
@@ -109,6 +109,13 @@ def test_results_rows_of_jist_and_seqnet_read_the_published_backbones(home):
     checkpoint = torch.load(home / "data" / "models" / BENCHMARK / "jist.pt", weights_only=False)
     assert checkpoint["meta"]["frame_descriptors"] == {"backbone": "resnet18_gem", "weights": "random-init-0"}
 
+    # under pooled CCT features that checkpoint is left out, and JIST reads pooled tokens again
+    config = {"ops": {f"{BENCHMARK}_results": {"config": {"models": ["jist"], "lengths": [5]}}}}
+    assert materialize(_assets("results"), resources=_resources(home, baseline_features="pooled_cct"), run_config=config).success
+    (row,) = json.loads((home / "data" / "results" / f"{BENCHMARK}.json").read_text())
+    assert row["trained"].startswith("no: seeded") and row["descriptor_dim"] == 384
+    assert row["features"].startswith("CCT384 final tokens, frozen, mean-pooled 384-D (published: ResNet-18 + GeM")
+
 
 def test_other_weights_invalidate_the_descriptors(home):
     """A new seed recomputes them (and the old ones are refused for it); the same seed again reuses them."""
@@ -131,6 +138,8 @@ def test_other_weights_invalidate_the_descriptors(home):
     expected, _ = _independent_descriptors(home, "resnet18_gem", seed=1)
     assert np.allclose(after, expected, atol=2e-5)
     assert write_frame_descriptors(folder, splits, "resnet18_gem", seed=1)["splits"]["test"]["computed"] is False
+    with pytest.raises(DataError, match="val.json: no resnet18_gem frame descriptors: materialise"):
+        load_frame_descriptors(folder, "val", "resnet18_gem", "random-init-1", ids)
     with pytest.raises(DataError, match="other frames"):
         load_frame_descriptors(folder, "test", "resnet18_gem", "random-init-1", ids[::-1])
     # a checkpoint's identity is its SHA-256: another file is other weights
