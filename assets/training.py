@@ -1,18 +1,22 @@
 """Training and evaluation from the shards: a checkpoint per benchmark with a train split, and a
 Table-II-like results table per benchmark (nuScenes is evaluated with the Oxford-easy model, as in
 the Adapt-STformer paper). The shards hold tokens after the encoder's frozen blocks; the CCT blocks
-after the cut (the `encoder` resource's `freeze_te`) train with the head."""
+after the cut (the `encoder` resource's `freeze_te`) train with the head. JIST, SeqNet and OptiCorNet
+read their published backbones' frame descriptors (`<benchmark>_frame_descriptors`) when the
+`baselines` resource selects them, else pooled CCT tokens."""
 import json
 from typing import Optional
 
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
 from assets.plots import png_markdown, pyplot
-from pipelines.resources import FrameEncoder, PipelineHome
+from pipelines.resources import BaselineBackbones, FrameEncoder, PipelineHome
 from seqvpr.atomic import atomic_write_text
 from seqvpr.embed.embed import pick_device
-from seqvpr.evaluate import evaluate_models, results_markdown, training_gain
+from seqvpr.embed.frame_descriptors import with_frame_descriptors
+from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
+from seqvpr.models import MODEL_BACKBONE
 from seqvpr.splits import BENCHMARKS, negatives_path
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
@@ -62,6 +66,20 @@ def _split_data(layout, benchmark: str, split: str):
     return load_split_data(layout.shards(benchmark, split), negatives_path(layout.split_table(benchmark), split))
 
 
+def _published_descriptors(name: str, baselines: BaselineBackbones) -> dict | None:
+    """{"backbone", "weights"} of the published frame descriptors model `name` reads under these
+    settings (None: it reads CCT tokens); a checkpoint records it."""
+    backbone = MODEL_BACKBONE[name]
+    if backbone == "cct384" or not baselines.published():
+        return None
+    return {"backbone": backbone, "weights": baselines.weights(backbone)}
+
+
+def _frame_descriptors(layout, benchmark: str, split: str, data, backbone: str, baselines: BaselineBackbones):
+    return with_frame_descriptors(data, layout.frame_descriptors(benchmark, backbone), split, backbone,
+                                  baselines.weights(backbone))
+
+
 def _loss_plot(losses: list[float], history: list[dict]) -> str:
     """Loss per step (batch of tuples) and validation R@5 per epoch."""
     plt = pyplot()
@@ -80,11 +98,11 @@ def build_checkpoint_asset(benchmark: str):
     @asset(
         name=f"{benchmark}_checkpoint",
         group_name="training",
-        deps=[AssetKey(f"{benchmark}_shards")],
+        deps=[AssetKey(f"{benchmark}_shards"), AssetKey(f"{benchmark}_frame_descriptors")],
         description=f"A sequence model trained on the {benchmark} train split (val: val split, else test).",
     )
     def checkpoint_asset(context: AssetExecutionContext, config: TrainingConfig, home: PipelineHome,
-                         encoder: FrameEncoder) -> MaterializeResult:
+                         encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
         layout = home.layout()
         val_split = "val" if layout.shards(benchmark, "val").exists() else "test"
         if val_split == "test":
@@ -92,15 +110,22 @@ def build_checkpoint_asset(benchmark: str):
         train_data = _split_data(layout, benchmark, "train")
         val_data = _split_data(layout, benchmark, val_split)
         cfg = TrainConfig(**config.model_dump())
-        tail = encoder.tail()
-        result = train(cfg, train_data, val_data, tail=tail, log=context.log.info)
+        frame_descriptors = _published_descriptors(cfg.model, baselines)
+        tail = None if frame_descriptors else encoder.tail()
+        if frame_descriptors:
+            backbone = frame_descriptors["backbone"]
+            train_data = _frame_descriptors(layout, benchmark, "train", train_data, backbone, baselines)
+            val_data = _frame_descriptors(layout, benchmark, val_split, val_data, backbone, baselines)
+        result = train(cfg, train_data, val_data, tail=tail, log=context.log.info,
+                       published_features=frame_descriptors is not None)
         path = layout.models() / benchmark / f"{cfg.model}.pt"
         history = [{**h, "recall": {str(k): v for k, v in h["recall"].items()}} for h in result.history]
         meta = {**config.model_dump(), "name": cfg.model, "model_kwargs": cfg.model_kwargs, "benchmark": benchmark,
                 "val_split": val_split, "best_val_recall5": result.best_recall5, "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
                 "history": history, "losses": result.losses, "freeze_te": encoder.resolved_freeze_te(),
-                "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id()}
+                "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id(),
+                "frame_descriptors": frame_descriptors, "kmeans_layers": result.kmeans_layers}
         save_checkpoint(path, cfg.model, result.state_dict, meta, result.start_state_dict)
         if result.best_epoch == 0:
             context.log.warning(f"{cfg.model}: no epoch beat the starting weights on {val_split}; the checkpoint is untrained")
@@ -126,11 +151,12 @@ def build_results_asset(benchmark: str):
     @asset(
         name=f"{benchmark}_results",
         group_name="training",
-        deps=[AssetKey(f"{benchmark}_shards"), AssetKey(f"{source}_checkpoint")],
+        deps=[AssetKey(f"{benchmark}_shards"), AssetKey(f"{source}_checkpoint"),
+              *[AssetKey(f"{b}_frame_descriptors") for b in sorted({benchmark, source})]],
         description=f"Recall@1/5/10/20, memory, parameters and time per sequence on the {benchmark} test split.",
     )
     def results_asset(context: AssetExecutionContext, config: EvaluationConfig, home: PipelineHome,
-                      encoder: FrameEncoder) -> MaterializeResult:
+                      encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
         layout = home.layout()
         data = _split_data(layout, benchmark, "test")
         pca_train = _split_data(layout, source, "train") if config.pca_dim else None
@@ -141,13 +167,21 @@ def build_results_asset(benchmark: str):
             if meta["encoder_model_id"] != model_id:
                 context.log.warning(f"{path}: trained on other embeddings ({meta['encoder_model_id']}), left out")
                 continue
+            if meta.get("frame_descriptors") != _published_descriptors(meta["name"], baselines):
+                context.log.warning(f"{path}: trained on other frame features ({meta.get('frame_descriptors')}), left out")
+                continue
             trained[meta["name"]] = (model, meta)
             start, _ = load_checkpoint(path, start=True)
-            if start is not None and meta["best_epoch"]:  # else the checkpoint is its start
+            if start is not None and meta["best_epoch"] and meta.get("kmeans_layers"):  # else the checkpoint or the untrained row is its start
                 trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
         names = evaluated_models(config, encoder.device)
+        published = {}
+        for backbone in sorted({MODEL_BACKBONE[name] for name in [*names, *trained] if _published_descriptors(name, baselines)}):
+            published[backbone] = PublishedFeatures(
+                baselines.weights(backbone), _frame_descriptors(layout, benchmark, "test", data, backbone, baselines),
+                _frame_descriptors(layout, source, "train", pca_train, backbone, baselines) if pca_train else None)
         rows = evaluate_models(data, names, trained, config.lengths, config.pca_dim or None, pca_train,
-                               tail=encoder.tail(), log=context.log.info)
+                               tail=encoder.tail(), log=context.log.info, published=published)
         notes = [f"PCA to {config.pca_dim} dimensions, fitted on the {source} train split." if config.pca_dim else "No PCA."]
         notes += [f"Not evaluated: {name} ({why}; list it in the results asset's `models` to include it)."
                   for name, why in SLOW_ON_CPU.items() if name not in names and name not in trained]

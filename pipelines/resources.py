@@ -1,7 +1,7 @@
 """Dagster resources: thin wrappers over plain-Python configuration objects."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -67,3 +67,38 @@ class FrameEncoder(ConfigurableResource):
         from seqvpr.embed.embed import model_id
 
         return model_id(weights_identity(self.checkpoint or None, self.seed), self.num_layers, self.resolved_freeze_te())
+
+
+class BaselineBackbones(ConfigurableResource):
+    """The published frame backbones of JIST (CosPlace ResNet-18 + GeM) and of SeqNet and OptiCorNet
+    (Patch-NetVLAD VGG16 + NetVLAD + WPCA), whose descriptors those heads read in training and
+    evaluation when `baseline_features` resolves to "published".
+
+    baseline_features: "published", "pooled_cct" (each frame's final CCT tokens mean-pooled, 384-D,
+    nothing more to compute) or "auto": published when a GPU is present, pooled_cct on a CPU, where
+    VGG16 at 384 px costs about a second per frame. *_checkpoint: the official weights, loaded with
+    strict=True (empty: seeded random weights, recorded as `random-init-<seed>`).
+    """
+
+    baseline_features: Literal["auto", "published", "pooled_cct"] = "auto"
+    resnet18_gem_checkpoint: str = ""
+    vgg16_netvlad_checkpoint: str = ""
+    device: str = "auto"
+    batch_size: int = Field(default=16, ge=1)
+    seed: int = 0
+
+    def published(self) -> bool:
+        from seqvpr.embed.embed import pick_device
+
+        if self.baseline_features == "auto":
+            return pick_device(self.device).type == "cuda"
+        return self.baseline_features == "published"
+
+    def checkpoint(self, backbone: str) -> str | None:
+        return {"resnet18_gem": self.resnet18_gem_checkpoint, "vgg16_netvlad": self.vgg16_netvlad_checkpoint}[backbone] or None
+
+    def weights(self, backbone: str) -> str:
+        """The backbone's weights identity, without building it."""
+        from seqvpr.embed.cct import weights_identity
+
+        return weights_identity(self.checkpoint(backbone), self.seed)

@@ -105,17 +105,22 @@ def code_version() -> str:
 
 
 def fingerprints(run_config: dict, code: str) -> dict[str, str]:
-    """Asset key -> digest of the code, its settings, the resources and its upstream assets' digests.
+    """Asset key -> digest of the code, its settings, the settings of the resources it uses and its
+    upstream assets' digests.
 
     Tasks of an asset whose digest equals the one recorded at its last success would write the
-    same bytes again (reruns are byte-identical), so they are skipped."""
-    graph = _defs().resolve_asset_graph()
+    same bytes again (reruns are byte-identical), so they are skipped. A resource's settings reach
+    only the assets that use it and, through their digests, what is downstream of them."""
+    defs = _defs()
+    graph = defs.resolve_asset_graph()
     ops, resources = run_config.get("ops") or {}, run_config.get("resources") or {}
     digests: dict[str, str] = {}
     for key in graph.toposorted_asset_keys:
         name = key.to_user_string()
         parents = sorted(digests[p.to_user_string()] for p in graph.get(key).parent_keys if p.to_user_string() in digests)
-        settings = json.dumps([code, name, ops.get(name), resources, parents], sort_keys=True, default=str)
+        used = defs.get_assets_def(key).required_resource_keys if graph.get(key).is_materializable else set()
+        settings = json.dumps([code, name, ops.get(name), {k: v for k, v in resources.items() if k in used}, parents],
+                              sort_keys=True, default=str)
         digests[name] = hashlib.sha256(settings.encode()).hexdigest()
     return digests
 

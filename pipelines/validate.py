@@ -13,7 +13,7 @@ from pathlib import Path
 import pydantic
 
 TOP_LEVEL = ("ops", "resources")
-PATH_SETTINGS = ("path", "checkpoint", "manifest")
+PATH_SETTINGS = ("path", "checkpoint", "manifest", "resnet18_gem_checkpoint", "vgg16_netvlad_checkpoint")
 
 
 class ConfigError(ValueError):
@@ -66,7 +66,7 @@ def _section(where: str, entry) -> tuple[dict | None, list[str]]:
 
 
 def _missing_paths(where: str, values: dict) -> list[str]:
-    """Settings that name a file or folder (`path`, `checkpoint`, `manifest`) must name one that exists."""
+    """Settings that name a file or folder (PATH_SETTINGS) must name one that exists."""
     return [f"{where}.{name}: no such file or folder: {values[name]}" for name in PATH_SETTINGS
             if isinstance(values.get(name), str) and values[name] and not Path(values[name]).expanduser().exists()]
 

@@ -2,6 +2,8 @@
 sequence lengths (models trained at L = 5 evaluated at L = 1, 3, 5), optional PCA fitted on the
 training split, and extraction cost, as in Table II. Every row says whether and how its model was
 trained and which frame features it read."""
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -10,7 +12,7 @@ from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE
 from seqvpr.models.opticornet import hierarchical_retrieval
 from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe, frame_features, sequence_windows
 
-# The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) the pipeline does not run
+# The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) is not CCT384
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
 UNTRAINED_SEED = 0  # the seed training starts from, so an untrained row is the trained model's start
 UNTRAINED = "no: seeded random init"
@@ -63,12 +65,29 @@ def training_note(meta: dict) -> str:
     start, best = meta["initial_val_recall"]["5"], meta["best_val_recall5"]
     where = f"{meta['benchmark']} ({meta['val_split']} R@5 {start:.3f} -> {best:.3f})"
     if meta["best_epoch"] == 0:
-        return f"no: {meta['epochs_run']} epochs on {where} never beat the start, k-means init kept"
+        kept = "k-means init kept" if meta.get("kmeans_layers") else "seeded init kept"
+        return f"no: {meta['epochs_run']} epochs on {where} never beat the start, {kept}"
     return f"yes: epoch {meta['best_epoch']} of {meta['epochs_run']} on {where}"
 
 
-def features_note(name: str, tail_blocks: int) -> str:
+@dataclass
+class PublishedFeatures:
+    """A published frame backbone's descriptors (seqvpr.embed.frame_descriptors) of the test split and,
+    for PCA, of the training split, in place of their tokens; `weights` is the backbone's identity."""
+
+    weights: str
+    data: SplitData
+    pca_train: SplitData | None = None
+
+
+def weights_label(weights: str) -> str:
+    return weights if weights.startswith("random-init") else f"sha256:{weights[:12]}"
+
+
+def features_note(name: str, tail_blocks: int, published_weights: str | None = None) -> str:
     """What the head read per frame, and how that differs from its paper."""
+    if published_weights is not None:
+        return f"{PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}, the published backbone ({weights_label(published_weights)})"
     cct = f"CCT384 final tokens, last {tail_blocks} blocks trained" if tail_blocks else "CCT384 final tokens, frozen"
     if MODEL_BACKBONE[name] != "cct384":
         return f"{cct}, mean-pooled 384-D (published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]})"
@@ -86,24 +105,34 @@ def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[i
 
 
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
-                    pca_train: SplitData | None = None, tail=None, log=print) -> list[dict]:
+                    pca_train: SplitData | None = None, tail=None, log=print,
+                    published: dict[str, PublishedFeatures] | None = None) -> list[dict]:
     """Rows for every trained model (any key -> (model, checkpoint meta), shown as meta["name"]) and every untrained model in
     `names` at each usable length. Untrained models start as training would: the seeded head and
     `tail`, the CCT blocks after the cut as the encoder has them, at the default training length.
-    Fixed-length models (STformer, OptiCorNet) are evaluated at their length only."""
+    Fixed-length models (STformer, OptiCorNet) are evaluated at their length only. published:
+    backbone name -> its frame descriptors, read by the heads of that backbone (built at their
+    published widths, no CCT tail); the others read `data`'s tokens."""
+    published = published or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
-    candidates = [(meta["name"], model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"])
+    candidates = [(meta["name"], model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"],
+                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None)
                   for model, meta in trained.values()]
     seq_len = TrainConfig.seq_len
-    candidates += [(name, build_sequence_model(name, seq_len, tail=tail, seed=UNTRAINED_SEED).eval(), seq_len, name,
-                    UNTRAINED, tail_blocks) for name in names]
+    for name in names:
+        features = published.get(MODEL_BACKBONE[name])
+        model = build_sequence_model(name, seq_len, tail=None if features else tail, seed=UNTRAINED_SEED,
+                                     published_features=features is not None).eval()
+        candidates.append((name, model, seq_len, name, UNTRAINED, 0 if features else tail_blocks, features))
     rows = []
-    for label, model, seq_len, name, note, blocks in candidates:
+    for label, model, seq_len, name, note, blocks, features in candidates:
+        split, train_split = (features.data, features.pca_train) if features else (data, pca_train)
         for length in usable_lengths(name, model, seq_len, lengths):
             for rerank in (False, True) if name == "opticornet" else (False,):
                 shown = f"{label} + SeqSLAM re-rank" if rerank else label
-                row = {"model": shown, "length": length, "trained": note, "features": features_note(name, blocks),
-                       **evaluate_model(model, data, length, pca_train, pca_dim, rerank)}
+                row = {"model": shown, "length": length, "trained": note,
+                       "features": features_note(name, blocks, features.weights if features else None),
+                       **evaluate_model(model, split, length, train_split, pca_dim, rerank)}
                 log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {note})")
                 rows.append(row)
     return rows

@@ -19,6 +19,7 @@ class Layout:
     data_root/tables/<dataset>.parquet  the dataset's frame table
     data_root/splits/<benchmark>.parquet
     data_root/embeddings/<model_id>/    content-addressed embedding cache
+    data_root/features/<benchmark>/<backbone>/  published frame backbones' descriptors per split
     struct_root/<benchmark>/            seqNet struct files, seqBounds, splitInds
     shard_root/<benchmark>/<split>/     WebDataset shards
     <home>/exports/<consumer>/<benchmark>/  drop-in folders for other code bases (seqvpr.exports)
@@ -53,6 +54,9 @@ class Layout:
 
     def embeddings(self, model_id: str) -> Path:
         return self.data_root / "embeddings" / model_id
+
+    def frame_descriptors(self, benchmark: str, backbone: str) -> Path:
+        return self.data_root / "features" / benchmark / backbone
 
     def struct_files(self, benchmark: str) -> Path:
         return self.struct_root / benchmark

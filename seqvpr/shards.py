@@ -160,17 +160,28 @@ def verify_manifest(out_dir: Path) -> list[str]:
     return problems
 
 
-def read_split_shards(out_dir: Path) -> tuple[list[dict], np.ndarray]:
-    """All samples of a split folder in shard order: the JSON rows and the stacked float16 tokens."""
+def _members(out_dir: Path, suffixes: tuple[str, ...]):
+    """(name, bytes) of the split folder's shard members ending with one of `suffixes`, in shard order."""
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / MANIFEST).read_text())
-    rows, tokens = [], []
     for shard in manifest["shards"]:
         with tarfile.open(out_dir / shard["name"]) as tar:
             for member in tar.getmembers():
-                data = tar.extractfile(member).read()
-                if member.name.endswith(".json"):
-                    rows.append(json.loads(data))
-                elif member.name.endswith(".tokens.npy"):
-                    tokens.append(np.load(io.BytesIO(data)))
+                if member.name.endswith(suffixes):
+                    yield member.name, tar.extractfile(member).read()
+
+
+def read_split_shards(out_dir: Path) -> tuple[list[dict], np.ndarray]:
+    """All samples of a split folder in shard order: the JSON rows and the stacked float16 tokens."""
+    rows, tokens = [], []
+    for name, data in _members(out_dir, (".json", ".tokens.npy")):
+        if name.endswith(".json"):
+            rows.append(json.loads(data))
+        else:
+            tokens.append(np.load(io.BytesIO(data)))
     return rows, np.stack(tokens) if tokens else np.zeros((0, 576, 384), np.float16)
+
+
+def read_split_rows(out_dir: Path) -> list[dict]:
+    """The JSON rows of a split folder in shard order (the sample order training reads), without the tokens."""
+    return [json.loads(data) for _, data in _members(out_dir, (".json",))]

@@ -9,8 +9,11 @@ divided by the number of negatives; Adam; early stopping on validation Recall@5.
 The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
 blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head. Heads
 whose published frame backbone is not CCT384 (`seqvpr.models.MODEL_BACKBONE`: JIST's ResNet-18 +
-GeM, SeqNet's and OptiCorNet's VGG16 + NetVLAD) read what the cache has: each frame's final CCT
-tokens mean-pooled and L2-normalised, a 384-D descriptor, with the head built for that dimension.
+GeM, SeqNet's and OptiCorNet's VGG16 + NetVLAD) read either that backbone's frame descriptors
+(`published_features`: `seqvpr.embed.frame_descriptors` puts them in the split in place of the
+tokens, and the head is built at its published width) or what the token cache has: each frame's
+final CCT tokens mean-pooled and L2-normalised, a 384-D descriptor, with the head built for that
+dimension.
 """
 import copy
 import io
@@ -38,18 +41,19 @@ KMEANS_PER_IMAGE = 100
 class SplitData:
     """One split of a benchmark, in struct-file order (the split table's `order`)."""
 
-    db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks
-    q_tokens: np.ndarray  # (Nq, n, D) float16
+    db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks; or (Ndb, D) published frame descriptors
+    q_tokens: np.ndarray  # (Nq, n, D) float16; or (Nq, D)
     db_bounds: np.ndarray  # (Ndb, 2) [start, end) runs
     q_bounds: np.ndarray
     positives: list  # per query: db indices within the radius (and heading) rule
     nontrivial_positives: list
     negatives: np.ndarray  # (Nq, K) negative candidates (outside the negative radius), -1 padded
+    frame_ids: list = field(default_factory=list)  # database frames, then queries
 
 
-def reads_pooled_tokens(name: str) -> bool:
+def reads_pooled_tokens(name: str, published_features: bool = False) -> bool:
     """Whether model `name` reads mean-pooled CCT tokens in place of its published frame descriptor."""
-    return MODEL_BACKBONE[name] != "cct384"
+    return MODEL_BACKBONE[name] != "cct384" and not published_features
 
 
 class SequenceModel(nn.Module):
@@ -154,6 +158,7 @@ class TrainResult:
     best_recall5: float
     initial_recall: dict
     start_state_dict: dict  # the weights the first epoch starts from: seeded init, NetVLAD on k-means centres
+    kmeans_layers: int = 0  # NetVLAD layers initialised on k-means centres (0: the start is the seeded init)
     best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept
     history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall", "tuples", "skipped"}
     losses: list = field(default_factory=list)  # per step (batch)
@@ -198,12 +203,15 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
     return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=cfg.margin, reduction="sum") / len(owner)
 
 
-def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None) -> dict:
+def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None, published_features: bool = False) -> dict:
     """The head's constructor arguments: `seq_len` for fixed-length models, and for heads reading
-    pooled CCT tokens an input (and, SeqNet, output) dimension of the CCT width, unless given."""
+    pooled CCT tokens an input (and, SeqNet, output) dimension of the CCT width, unless given;
+    heads reading their published frame descriptors keep their published widths."""
     kwargs = dict(model_kwargs or {})
     if name in FIXED_LENGTH:
         kwargs["seq_len"] = seq_len
+    if not reads_pooled_tokens(name, published_features):
+        return kwargs
     if name == "seqnet":
         kwargs.setdefault("dim", EMBED_DIM)
         kwargs.setdefault("out_dim", kwargs["dim"])  # seqNet maps descriptors to their own width
@@ -213,11 +221,12 @@ def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None) -> di
 
 
 def build_sequence_model(name: str, seq_len: int, model_kwargs: dict | None = None, tail: CCTTail | None = None,
-                         seed: int = 0) -> SequenceModel:
-    """A head with seeded initial weights (the same for training and for the untrained rows)."""
+                         seed: int = 0, published_features: bool = False) -> SequenceModel:
+    """A head with seeded initial weights (the same for training and for the untrained rows).
+    published_features: the head reads its published backbone's frame descriptors (no CCT tail)."""
     torch.manual_seed(seed)
-    return SequenceModel(build_model(name, **head_kwargs(name, seq_len, model_kwargs)), copy.deepcopy(tail),
-                         pooled=reads_pooled_tokens(name))
+    return SequenceModel(build_model(name, **head_kwargs(name, seq_len, model_kwargs, published_features)),
+                         copy.deepcopy(tail), pooled=reads_pooled_tokens(name, published_features))
 
 
 @torch.no_grad()
@@ -238,16 +247,18 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     return len(layers)
 
 
-def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print) -> TrainResult:
-    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone)."""
+def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print,
+          published_features: bool = False) -> TrainResult:
+    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
+    published_features: the splits hold the model's published frame descriptors in place of tokens."""
     rng = np.random.default_rng(cfg.seed)
     device = pick_device(cfg.device)
-    model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed).to(device)
+    model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed, published_features).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log(f"{cfg.model}: {sum(p.numel() for p in trainable):,} trainable parameters "
         f"({sum(p.numel() for p in model.tail.parameters() if p.requires_grad) if model.tail else 0:,} in CCT blocks after the cut)")
-    if cfg.kmeans_init:
-        log(f"{cfg.model}: k-means initialised {initialise_vlad(model, train_data, rng, cfg.seed)} NetVLAD layer(s)")
+    kmeans_layers = initialise_vlad(model, train_data, rng, cfg.seed) if cfg.kmeans_init else 0
+    log(f"{cfg.model}: k-means initialised {kmeans_layers} NetVLAD layer(s)")
     optimiser = torch.optim.Adam(trainable, lr=cfg.lr)
     q_windows = sequence_windows(train_data.q_bounds, cfg.seq_len)
     db_windows = sequence_windows(train_data.db_bounds, cfg.seq_len)
@@ -256,7 +267,8 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
     initial = evaluate_recall(model, val_data, cfg.seq_len)
     best, stale = initial[5], 0
     start = copy.deepcopy(model.state_dict())
-    result = TrainResult(state_dict=start, best_recall5=best, initial_recall=initial, start_state_dict=start)
+    result = TrainResult(state_dict=start, best_recall5=best, initial_recall=initial, start_state_dict=start,
+                         kmeans_layers=kmeans_layers)
     log(f"{cfg.model}: before training val R@5 {best:.3f} ({len(trainable_queries)} training queries with a non-trivial positive)")
     for epoch in range(1, cfg.epochs + 1):
         order = rng.permutation(trainable_queries)
@@ -303,7 +315,8 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
 
 
 def save_checkpoint(path, model_name: str, state_dict: dict, meta: dict, start_state_dict: dict | None = None) -> None:
-    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut).
+    """meta must hold seq_len, model_kwargs and tail_blocks (CCT blocks trained after the cut), and
+    may hold frame_descriptors ({"backbone", "weights"} of the published frame descriptors it read).
     start_state_dict: the weights training started from, kept so the results can show what the
     k-means initialisation alone gives."""
     buf = io.BytesIO()
@@ -323,7 +336,8 @@ def load_checkpoint(path, start: bool = False):
     if weights is None:
         return None, meta
     tail = CCTTail(meta["tail_blocks"]) if meta["tail_blocks"] else None
-    model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail)
+    model = build_sequence_model(checkpoint["model"], meta["seq_len"], meta["model_kwargs"], tail,
+                                 published_features=bool(meta.get("frame_descriptors")))
     model.load_state_dict(weights)
     return model.eval(), meta
 
@@ -341,4 +355,5 @@ def load_split_data(shard_dir, negatives_file) -> SplitData:
         positives=[np.asarray(rows[i]["positives"], dtype=np.int64) for i in q],
         nontrivial_positives=[np.asarray(rows[i]["nontrivial_positives"], dtype=np.int64) for i in q],
         negatives=np.load(negatives_file),
+        frame_ids=[rows[i]["frame_id"] for i in np.concatenate([db, q])],
     )

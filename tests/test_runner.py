@@ -160,3 +160,18 @@ def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
         warned = _collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
     assert both.error == "asset check must_hold failed: ['test: shards left from an earlier run']"
     assert warned.error is None and warned.failed_checks == ["nice_to_have (WARN): ['2 queries without positives']"]
+
+
+def test_a_resource_setting_reaches_only_the_assets_that_use_it():
+    """Published baseline features change the frame descriptors and what trains and evaluates on
+    them, not the dataset products; an encoder setting changes the embeddings and what reads them."""
+    from pipelines.run import fingerprints
+
+    before = fingerprints({}, "code")
+    published = fingerprints({"resources": {"baselines": {"config": {"baseline_features": "published"}}}}, "code")
+    changed = {name for name in before if before[name] != published[name]}
+    assert changed == {name for name in before if name.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
+    encoder = fingerprints({"resources": {"encoder": {"config": {"num_layers": 2}}}}, "code")
+    changed = {name for name in before if before[name] != encoder[name]}
+    assert {"nordland_embeddings", "nordland_shards", "nordland_results"} <= changed
+    assert not changed & {"nordland_raw", "nordland_frames", "nordland_split", "nordland_struct_files"}

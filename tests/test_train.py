@@ -67,7 +67,8 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
 
     meta = {"initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.5, "benchmark": "toy", "val_split": "test",
             "best_epoch": 0, "epochs_run": 3}
-    assert training_note(meta).startswith("no: 3 epochs on toy (test R@5 0.500 -> 0.500) never beat the start")
+    assert training_note(meta) == "no: 3 epochs on toy (test R@5 0.500 -> 0.500) never beat the start, seeded init kept"
+    assert training_note({**meta, "kmeans_layers": 1}).endswith("never beat the start, k-means init kept")
     improved = training_note({**meta, "best_val_recall5": 0.7, "best_epoch": 2})
     assert improved == "yes: epoch 2 of 3 on toy (test R@5 0.500 -> 0.700)"
     rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},

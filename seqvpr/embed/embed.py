@@ -86,6 +86,12 @@ def to_batch(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor
     for frame in frames:
         if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"frames must be {IMAGE_SIZE}x{IMAGE_SIZE} RGB, got {frame.shape}")
+    return imagenet_batch(frames, device)
+
+
+def imagenet_batch(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """RGB uint8 frames of one size -> (B, 3, H, W) float tensor, torchvision's ToTensor + Normalize
+    with the ImageNet mean and std (what CCT, CosPlace and Patch-NetVLAD are fed)."""
     x = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
