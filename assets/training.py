@@ -176,7 +176,8 @@ def build_results_asset(benchmark: str):
                 trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
         names = evaluated_models(config, encoder.device)
         published = {}
-        for backbone in sorted({MODEL_BACKBONE[name] for name in [*names, *trained] if _published_descriptors(name, baselines)}):
+        checkpoints = {meta["name"] for _, meta in trained.values()}
+        for backbone in sorted({MODEL_BACKBONE[name] for name in [*names, *checkpoints] if _published_descriptors(name, baselines)}):
             published[backbone] = PublishedFeatures(
                 baselines.weights(backbone), _frame_descriptors(layout, benchmark, "test", data, backbone, baselines),
                 _frame_descriptors(layout, source, "train", pca_train, backbone, baselines) if pca_train else None)
@@ -184,7 +185,7 @@ def build_results_asset(benchmark: str):
                                tail=encoder.tail(), log=context.log.info, published=published)
         notes = [f"PCA to {config.pca_dim} dimensions, fitted on the {source} train split." if config.pca_dim else "No PCA."]
         notes += [f"Not evaluated: {name} ({why}; list it in the results asset's `models` to include it)."
-                  for name, why in SLOW_ON_CPU.items() if name not in names and name not in trained]
+                  for name, why in SLOW_ON_CPU.items() if name not in names and name not in checkpoints]
         table = results_markdown(benchmark, rows, data, notes)
         atomic_write_text(layout.results() / f"{benchmark}.md", table)
         atomic_write_text(layout.results() / f"{benchmark}.json", json.dumps(rows, indent=1, default=float))

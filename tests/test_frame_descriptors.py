@@ -117,6 +117,29 @@ def test_results_rows_of_jist_and_seqnet_read_the_published_backbones(home):
     assert row["features"].startswith("CCT384 final tokens, frozen, mean-pooled 384-D (published: ResNet-18 + GeM")
 
 
+def test_results_show_a_checkpoint_its_start_and_the_untrained_model(home):
+    """A checkpoint that beat its k-means start has three rows: trained, training's start (the start
+    weights saved in the checkpoint, here the seeded init, so it scores as the untrained row), untrained."""
+    from seqvpr.evaluate import START, UNTRAINED, training_note
+    from seqvpr.train import build_sequence_model, save_checkpoint
+
+    start = build_sequence_model("seqvlad", 5).state_dict()
+    generator = torch.Generator().manual_seed(1)
+    trained = {k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in start.items()}
+    meta = {"name": "seqvlad", "seq_len": 5, "model_kwargs": {}, "tail_blocks": 0, "encoder_model_id": FrameEncoder().model_id(),
+            "frame_descriptors": None, "kmeans_layers": 1, "best_epoch": 1, "epochs_run": 1, "benchmark": BENCHMARK,
+            "val_split": "test", "initial_val_recall": {"5": 0.1}, "best_val_recall5": 0.2}
+    save_checkpoint(home / "data" / "models" / BENCHMARK / "seqvlad.pt", "seqvlad", trained, meta, start)
+    config = {"ops": {f"{BENCHMARK}_results": {"config": {"models": ["seqvlad"], "lengths": [5]}}}}
+    result = materialize(_assets("results"), resources=_resources(home, baseline_features="pooled_cct"), run_config=config)
+    assert result.success
+    rows = json.loads((home / "data" / "results" / f"{BENCHMARK}.json").read_text())
+    assert [(r["model"], r["trained"]) for r in rows] == [("seqvlad", training_note(meta)), ("seqvlad", START), ("seqvlad", UNTRAINED)]
+    assert rows[1]["recall"] == rows[2]["recall"]
+    gain = result.asset_materializations_for_node(f"{BENCHMARK}_results")[0].metadata["trained_vs_untrained_R@5_L5"].value
+    assert gain["seqvlad"]["start"] == gain["seqvlad"]["untrained"] == rows[2]["recall"]["5"]
+
+
 def test_other_weights_invalidate_the_descriptors(home):
     """A new seed recomputes them (and the old ones are refused for it); the same seed again reuses them."""
     from seqvpr.embed.frame_descriptors import load_frame_descriptors, split_frames, write_frame_descriptors
