@@ -14,7 +14,7 @@ from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe,
 
 # The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) is not CCT384
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
-UNTRAINED_SEED = 0  # the seed training starts from, so an untrained row is the trained model's start
+UNTRAINED_SEED = 0  # the seed training starts from: an untrained row is its start before the k-means initialisation
 UNTRAINED = "no: seeded random init"
 START = "no: training's start (seeded init, NetVLAD on k-means centres of training tokens)"
 
