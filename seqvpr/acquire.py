@@ -89,6 +89,7 @@ import urllib3
 from seqvpr.atomic import atomic_dir, atomic_write_text
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
 from seqvpr.errors import DataError
+from seqvpr.hashing import file_sha256
 from seqvpr.layout import DATASETS
 
 log = logging.getLogger(__name__)
@@ -108,15 +109,6 @@ _ROBOTCAR_RUN = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
 # --------------------------------------------------------------------------- hashing
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified_stamp(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
@@ -132,7 +124,7 @@ def _known_sha256(path: Path) -> str:
                 return rec["sha256"]
         except (ValueError, KeyError):
             pass  # unreadable stamp: hash again and rewrite it
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     _write_stamp(path, digest)
     return digest
 
@@ -252,7 +244,7 @@ def download(url: str, dest: str | Path, sha256: str | None = None, size: int | 
     if size is not None and got_size != size:
         part.unlink()
         raise DataError(dest, f"size mismatch: expected {size} bytes got {got_size}")
-    digest = sha256_file(part)
+    digest = file_sha256(part)
     if sha256 is not None and digest != sha256:
         part.unlink()
         raise DataError(dest, f"sha256 mismatch: expected {sha256} got {digest}")
@@ -686,7 +678,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
         if not manifest:
             raise ValueError("source=url needs manifest (a JSON list of {url, filename, size, sha256})")
         entries = load_manifest(manifest)
-        wanted = {"source": source, "manifest": sha256_file(Path(manifest))}
+        wanted = {"source": source, "manifest": file_sha256(Path(manifest))}
         _claim(raw, wanted)
         _write_source_stamp(raw, wanted)  # downloads and extraction resume: a failed run may be continued
         paths = []

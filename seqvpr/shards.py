@@ -13,6 +13,7 @@ import numpy as np
 
 from schemas.shard import DESCRIPTOR_FILES, MANIFEST, SHARD_PATTERN, WIDS_INDEX
 from seqvpr.atomic import atomic_dir, remove_stale_dirs
+from seqvpr.hashing import file_sha256
 
 
 class _ShardWriter:
@@ -155,7 +156,7 @@ def verify_manifest(out_dir: Path) -> list[str]:
         path = out_dir / shard["name"]
         if not path.exists():
             problems.append(f"{path}: missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != shard["sha256"]:
+        elif file_sha256(path) != shard["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest")
     return problems
 

@@ -12,13 +12,15 @@ the tokenizer, the positional embedding, blocks 0..freeze_te and the final Layer
 blocks with index > freeze_te train with the sequence head. `forward_cut` returns the tokens after
 the frozen blocks (what the embedding cache keeps) and `tail` the trainable rest.
 """
-import hashlib
+import functools
 import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seqvpr.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +154,17 @@ def frozen_blocks(freeze_te: int, num_layers: int = DEFAULT_LAYERS) -> int:
 
 
 def weights_identity(checkpoint: str | Path | None, seed: int = 0) -> str:
-    """The checkpoint's SHA-256, or `random-init-<seed>` without one."""
+    """The checkpoint's SHA-256, or `random-init-<seed>` without one. Assets ask for it many times per
+    run (cache namespaces, checkpoint records, table notes), so it is hashed once per file state."""
     if checkpoint:
-        return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        stat = Path(checkpoint).stat()
+        return _checkpoint_sha256(str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns)
     return f"random-init-{seed}"
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def build_cct384(num_layers: int = DEFAULT_LAYERS, checkpoint: str | Path | None = None, seed: int = 0) -> tuple[CCT384, str]:

@@ -22,6 +22,7 @@ from seqvpr.atomic import atomic_path
 from seqvpr.datasets.frames import load_frame
 from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, build_cct384, frozen_blocks
 from seqvpr.errors import DataError
+from seqvpr.hashing import file_sha256
 
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 
@@ -35,10 +36,6 @@ def model_id(weights: str, num_layers: int, freeze_te: int | None = None) -> str
     if cut < num_layers:
         key += f"|freeze_te={freeze_te}"
     return "cct384-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def cache_file(cache_dir: Path, digest: str) -> Path:

@@ -28,8 +28,9 @@ import torch
 from seqvpr.atomic import atomic_open, atomic_remove, atomic_write_text
 from seqvpr.datasets.frames import load_frame
 from seqvpr.embed.cct import weights_identity
-from seqvpr.embed.embed import file_sha256, imagenet_batch, pick_device
+from seqvpr.embed.embed import imagenet_batch, pick_device
 from seqvpr.errors import DataError
+from seqvpr.hashing import file_sha256
 from seqvpr.models.backbones import build_backbone
 from seqvpr.shards import read_split_rows
 from seqvpr.train import SplitData
@@ -43,18 +44,20 @@ class SplitFrames:
 
     frame_ids: list[str]
     paths: list[Path]
+    frames_sha256: str  # of the frame files' SHA-256s in order: hashed once, shared by every backbone
 
 
 def split_frames(shard_dir: Path, data_root: Path) -> SplitFrames:
     """Frame ids and frame files of a split, from its shard rows."""
     rows = read_split_rows(shard_dir)
-    return SplitFrames([r["frame_id"] for r in rows], [Path(data_root) / r["image_path"] for r in rows])
+    paths = [Path(data_root) / r["image_path"] for r in rows]
+    digest = hashlib.sha256("".join(file_sha256(p) for p in paths).encode()).hexdigest()
+    return SplitFrames([r["frame_id"] for r in rows], paths, digest)
 
 
 def _record(backbone: str, weights: str, frames: SplitFrames) -> dict:
-    digests = hashlib.sha256("".join(file_sha256(p) for p in frames.paths).encode()).hexdigest()
     return {"backbone": backbone, "weights": weights, "preprocessing": PREPROCESSING,
-            "frame_ids": frames.frame_ids, "frames_sha256": digests}
+            "frame_ids": frames.frame_ids, "frames_sha256": frames.frames_sha256}
 
 
 def _paths(folder: Path, split: str) -> tuple[Path, Path]:
