@@ -171,9 +171,10 @@ def build_results_asset(benchmark: str):
                 context.log.warning(f"{path}: trained on other frame features ({meta.get('frame_descriptors')}), left out")
                 continue
             trained[meta["name"]] = (model, meta)
-            start, _ = load_checkpoint(path, start=True)
-            if start is not None and meta["best_epoch"] and meta.get("kmeans_layers"):  # else the checkpoint or the untrained row is its start
-                trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
+            if meta["best_epoch"] and meta.get("kmeans_layers"):  # else the checkpoint or the untrained row is its start
+                start, _ = load_checkpoint(path, start=True)
+                if start is not None:
+                    trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
         names = evaluated_models(config, encoder.device)
         published = {}
         checkpoints = {meta["name"] for _, meta in trained.values()}

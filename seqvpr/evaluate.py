@@ -115,7 +115,7 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     published widths, no CCT tail); the others read `data`'s tokens."""
     published = published or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
-    candidates = [(meta["name"], model, meta["seq_len"], meta["name"], training_note(meta), meta["tail_blocks"],
+    candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
                    published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None)
                   for model, meta in trained.values()]
     seq_len = TrainConfig.seq_len
@@ -123,13 +123,13 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
         features = published.get(MODEL_BACKBONE[name])
         model = build_sequence_model(name, seq_len, tail=None if features else tail, seed=UNTRAINED_SEED,
                                      published_features=features is not None).eval()
-        candidates.append((name, model, seq_len, name, UNTRAINED, 0 if features else tail_blocks, features))
+        candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features))
     rows = []
-    for label, model, seq_len, name, note, blocks, features in candidates:
+    for name, model, seq_len, note, blocks, features in candidates:
         split, train_split = (features.data, features.pca_train) if features else (data, pca_train)
         for length in usable_lengths(name, model, seq_len, lengths):
             for rerank in (False, True) if name == "opticornet" else (False,):
-                shown = f"{label} + SeqSLAM re-rank" if rerank else label
+                shown = f"{name} + SeqSLAM re-rank" if rerank else name
                 row = {"model": shown, "length": length, "trained": note,
                        "features": features_note(name, blocks, features.weights if features else None),
                        **evaluate_model(model, split, length, train_split, pca_dim, rerank)}
