@@ -239,12 +239,16 @@ class _SpatialOnFrame(torch.nn.Module):
         return self.layer(frame, self.reference, frame, (24, 24))
 
 
-class _GridSampleAttention(torch.nn.Module):
-    """The reference formulation (tests/test_deformable.py) on the same weights, for the speed-up."""
+class _OnWeights(torch.nn.Module):
+    """Another formulation of an attention module's computation, on that module's own weights."""
 
     def __init__(self, attn):
         super().__init__()
         self.attn = attn
+
+
+class _GridSampleAttention(_OnWeights):
+    """The reference formulation (tests/test_deformable.py) on the same weights, for the speed-up."""
 
     def forward(self, query, reference, value, shape):
         from test_deformable import grid_sample_reference
@@ -252,23 +256,15 @@ class _GridSampleAttention(torch.nn.Module):
         return grid_sample_reference(self.attn, query, reference, value, shape)
 
 
-class _DenseAttention(torch.nn.Module):
-    def __init__(self, attn):
-        super().__init__()
-        self.attn = attn
-
+class _DenseAttention(_OnWeights):
     def forward(self, query, reference, value, shape):
         return self.attn(query, value)
 
 
-class _ExplicitDenseAttention(torch.nn.Module):
+class _ExplicitDenseAttention(_OnWeights):
     """The dense attention on the same weights as the authors write it (`dense_spatial_cross_attention.py`,
     `CrossAttention.forward`: matmul, softmax, matmul, materialising the 8 x 576 x 576 scores) where
     `DenseCrossAttention` calls PyTorch's fused SDPA."""
-
-    def __init__(self, attn):
-        super().__init__()
-        self.attn = attn
 
     def forward(self, query, reference, value, shape):
         a, (b, n, d) = self.attn, query.shape
