@@ -14,11 +14,19 @@ from dagster import (
     asset,
 )
 
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
 from pipelines.partitions import PARTITIONS
 from assets.plots import png_markdown, pyplot
-from pipelines.resources import PipelineHome
+from pipelines.resources import PipelineHome, expand_folder, name_in
+from seqvpr.datasets.robotcar import CAMERA_MODELS, MAX_INS_GAP_S
 from seqvpr.datasets.frames import merge_tables, write_table
 from seqvpr.layout import DATASETS
+
+
+MODELS_DIR = "the models/ folder of a robotcar-dataset-sdk checkout"
 
 
 class NormaliseConfig(Config):
@@ -26,11 +34,16 @@ class NormaliseConfig(Config):
 
     RobotCar only: ``camera`` (stereo ``left``, as seqNet and the Oxford benchmarks, or ``centre``)
     and ``models_dir``, the ``models/`` folder of a robotcar-dataset-sdk checkout (empty: ``models``
-    inside the raw folder, else ``robotcar-dataset-sdk/models`` beside it)."""
+    inside the raw folder, else ``robotcar-dataset-sdk/models`` beside it); ``max_ins_gap_s``: a frame
+    between two usable INS rows further apart than this is dropped and counted (``ins_gap``), see
+    seqvpr/datasets/robotcar.py for why 1 s. Ranges: ``size`` 8..4096 px (an 8 px frame is the least
+    that still holds a place; 4096 px is beyond every camera of the three datasets), the gap above 0
+    and at most 60 s."""
 
-    size: int = 384
-    camera: str = "left"
-    models_dir: str = ""
+    size: int = Field(default=384, ge=8, le=4096)
+    camera: name_in("stereo camera", CAMERA_MODELS) = "left"
+    models_dir: Annotated[str, AfterValidator(lambda value: expand_folder(value, MODELS_DIR))] = ""
+    max_ins_gap_s: float = Field(default=MAX_INS_GAP_S, gt=0, le=60, allow_inf_nan=False)
 
 
 def trajectory_plot(table) -> str:
@@ -66,7 +79,8 @@ def build_frame_assets(dataset: str):
         normaliser = importlib.import_module(f"seqvpr.datasets.{dataset}")
         context.log.info(f"normalising {dataset} partition {partition} at {config.size}px")
         start = time.perf_counter()
-        options = {"camera": config.camera, "models_dir": config.models_dir} if dataset == "robotcar" else {}
+        options = {"camera": config.camera, "models_dir": config.models_dir,
+                   "max_ins_gap_s": config.max_ins_gap_s} if dataset == "robotcar" else {}
         result = normaliser.normalise_partition(
             layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size, **options
         )

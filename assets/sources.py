@@ -4,12 +4,15 @@ Thin wrappers over `seqvpr.acquire.acquire_dataset`; the dataset lands at `layou
 its exact distributed format, archives being downloaded go to `layout.downloads(dataset)`.
 """
 
+from pathlib import Path
 from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
-from pipelines.resources import PipelineHome
-from seqvpr.acquire import acquire_dataset
+from pydantic import model_validator
+
+from pipelines.resources import PathSetting, PipelineHome
+from seqvpr.acquire import acquire_dataset, is_archive
 from seqvpr.layout import DATASETS
 
 
@@ -23,10 +26,25 @@ class SourceConfig(Config):
     """
 
     source: Literal["synthetic", "local", "url"] = "synthetic"
-    path: str = ""
-    manifest: str = ""
+    path: PathSetting = ""
+    manifest: PathSetting = ""
     seed: int = 0
     scale: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _source_has_its_path(self):
+        """local needs a folder (an archive file is named as such: point at the folder holding it),
+        url a manifest file."""
+        if self.source == "local":
+            path = Path(self.path)
+            if not self.path:
+                raise ValueError("source local needs path: the folder holding your copy of the dataset")
+            if path.is_file():
+                raise ValueError(f"path {path} is a file; point path at the folder holding it "
+                                 f"({'its archives are extracted from there' if is_archive(path) else 'a dataset folder'})")
+        if self.source == "url" and not self.manifest:
+            raise ValueError("source url needs manifest: a JSON list of {url, filename, size, sha256}")
+        return self
 
 
 def build_source_asset(dataset: str):

@@ -29,20 +29,30 @@ from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir, atomic_remove
-from seqvpr.errors import DataError
+from seqvpr.datasets.catalog import NORDLAND_SEASONS, NUSCENES_CONDITIONS, ROBOTCAR_TRAVERSALS
+from seqvpr.errors import DataError, unknown_name
 from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, missing_splits, negatives_path, read_split,
                            role_rows, write_split)
 from seqvpr.structfile import struct_names, write_struct_files
+
+
+MAX_DISTANCE = 1000.0
+# The names a benchmark's traversal lists may hold (its `select_by` column): runs, seasons or conditions.
+KNOWN_SETS = {"robotcar": tuple(ROBOTCAR_TRAVERSALS), "nordland": NORDLAND_SEASONS, "nuscenes": NUSCENES_CONDITIONS}
 
 
 def _constrained(name: str, kind) -> object:
     """The field's type with the ranges every setting of its kind must keep.
 
     Numbers are distances, angles, counts or seeds: finite and never negative (`*_deg` at most
-    180, `*_per_*` counts at least 1); `*_range` is a [start, end) of place indices,
-    `*_route_ranges` [lo, hi) pairs of route fractions; traversal lists are not empty. Generic by name and kind, so new settings of seqvpr.splits are covered."""
+    180, `*_per_*` counts at least 1); radii at most MAX_DISTANCE (1000 m, or 1000 Nordland frames):
+    a place-recognition radius that large makes every frame a positive and leaves no query a
+    negative (the field's radii are 1-40); `*_range` is a [start, end) of place indices,
+    `*_route_ranges` [lo, hi) pairs of route fractions; traversal lists are not empty. Generic by
+    name and kind, so new settings of seqvpr.splits are covered."""
     if kind in (float, float | None):
-        number = Annotated[float, Field(ge=0, le=180 if name.endswith("_deg") else None, allow_inf_nan=False)]
+        top = 180 if name.endswith("_deg") else MAX_DISTANCE if name.endswith("radius") else None
+        number = Annotated[float, Field(ge=0, le=top, allow_inf_nan=False)]
         return Optional[number] if kind == float | None else number
     if kind is int:
         return Annotated[int, Field(ge=1 if "_per_" in name else 0)]
@@ -56,8 +66,12 @@ def _constrained(name: str, kind) -> object:
 
 
 def _check_ranges_and_sections(config):
-    """Cross-field rules: ranges run forward, sections exist among the benchmark's `n_sections`."""
+    """Cross-field rules: ranges run forward, sections exist among the benchmark's `n_sections`,
+    traversal lists name the dataset's runs / seasons / conditions ("did you mean"), and no split
+    uses one traversal as both database and query (every query would match itself, and both roles'
+    frames would share sample keys)."""
     values = config.model_dump()
+    known = KNOWN_SETS[BENCHMARKS[config._benchmark].dataset]
     for name, value in values.items():
         if name.endswith("_range") and not value[0] < value[1]:
             raise ValueError(f"{name} must be [start, end) with start < end, got {value}")
@@ -65,6 +79,13 @@ def _check_ranges_and_sections(config):
             raise ValueError(f"{name} must be [lo, hi) pairs of route fractions with lo < hi, got {value}")
         if name.endswith("_sections") and isinstance(value, list) and not all(1 <= s <= values.get("n_sections", 0) for s in value):
             raise ValueError(f"{name} must be section numbers 1..n_sections ({values.get('n_sections', 0)}), got {value}")
+        if name.endswith(("_db", "_query")) and isinstance(value, list):
+            for item in value:
+                if item not in known:
+                    raise ValueError(f"{name}: {unknown_name('name', item, known)}")
+        if name.endswith("_db") and (shared := sorted(set(value) & set(values.get(f"{name[:-3]}_query", [])))):
+            raise ValueError(f"{name} and {name[:-3]}_query share {shared}: a split needs different database and "
+                             "query traversals")
     return config
 
 
@@ -74,6 +95,7 @@ def split_config_class(benchmark: str) -> type[Config]:
     annotations = {name: _constrained(name, kind) for name, (kind, _) in fields.items()}
     namespace = {"__annotations__": annotations, "__module__": __name__,
                  "__doc__": f"Settings of the {benchmark} benchmark (metres; Nordland: frames).",
+                 "_benchmark": benchmark,
                  "_check_ranges_and_sections": model_validator(mode="after")(_check_ranges_and_sections)}
     namespace.update({name: default for name, (_, default) in fields.items()})
     return type(f"{''.join(p.title() for p in benchmark.split('_'))}SplitConfig", (Config,), namespace)

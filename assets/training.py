@@ -5,18 +5,20 @@ after the cut (the `encoder` resource's `freeze_te`) train with the head. JIST, 
 read their published backbones' frame descriptors (`<benchmark>_frame_descriptors`) when the
 `baselines` resource selects them, else pooled CCT tokens."""
 import json
-from typing import Optional
+from typing import Annotated, Optional
 
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
+from pydantic import Field
+
 from assets.plots import png_markdown, pyplot
-from pipelines.resources import BaselineBackbones, FrameEncoder, PipelineHome
+from pipelines.resources import BaselineBackbones, FrameEncoder, PipelineHome, name_in
 from seqvpr.atomic import atomic_write_text
 from seqvpr.embed.embed import pick_device
 from seqvpr.embed.frame_descriptors import with_frame_descriptors
 from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
-from seqvpr.models import MODEL_BACKBONE
+from seqvpr.models import MODEL_BACKBONE, MODELS
 from seqvpr.splits import BENCHMARKS, negatives_path
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
@@ -29,15 +31,15 @@ class TrainingConfig(Config):
     visibly on the synthetic world in minutes; the authors use lr 1e-5 and up to 200 epochs of
     every query on a GPU (queries_per_epoch 0: every training query)."""
 
-    model: str = TrainConfig.model
-    seq_len: int = TrainConfig.seq_len
-    epochs: int = TrainConfig.epochs
-    lr: float = TrainConfig.lr
-    margin: float = TrainConfig.margin
-    negatives: int = TrainConfig.negatives
-    batch_size: int = TrainConfig.batch_size
-    queries_per_epoch: int = TrainConfig.queries_per_epoch
-    patience: int = TrainConfig.patience
+    model: name_in("model", MODELS) = TrainConfig.model
+    seq_len: int = Field(default=TrainConfig.seq_len, ge=1)
+    epochs: int = Field(default=TrainConfig.epochs, ge=1)
+    lr: float = Field(default=TrainConfig.lr, gt=0, allow_inf_nan=False)
+    margin: float = Field(default=TrainConfig.margin, gt=0, allow_inf_nan=False)
+    negatives: int = Field(default=TrainConfig.negatives, ge=1)
+    batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
+    queries_per_epoch: int = Field(default=TrainConfig.queries_per_epoch, ge=0)
+    patience: int = Field(default=TrainConfig.patience, ge=0)
     kmeans_init: bool = TrainConfig.kmeans_init
     seed: int = TrainConfig.seed
 
@@ -50,9 +52,9 @@ SLOW_ON_CPU = {"stformer": "its 4 windowed space-time CCT blocks take seconds pe
 class EvaluationConfig(Config):
     """models: unset, every model of EVALUATED_MODELS, less SLOW_ON_CPU when the encoder has no GPU."""
 
-    models: Optional[list[str]] = None
-    lengths: list[int] = [1, 3, 5]
-    pca_dim: int = 0
+    models: Optional[list[name_in("model", MODELS)]] = None
+    lengths: list[Annotated[int, Field(ge=1)]] = Field(default=[1, 3, 5], min_length=1)
+    pca_dim: int = Field(default=0, ge=0)
 
 
 def evaluated_models(config: EvaluationConfig, device: str) -> list[str]:

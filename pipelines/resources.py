@@ -1,12 +1,53 @@
 """Dagster resources: thin wrappers over plain-Python configuration objects."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Annotated, Literal, Optional
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from seqvpr.layout import Layout
+
+def expand_path(value: str) -> str:
+    """A path setting with ``~`` expanded (YAML and the launchpad pass it verbatim; the shell does not
+    see it), so the check, the work and the source stamp all use the same path."""
+    return str(Path(value).expanduser()) if value else value
+
+
+def expand_folder(value: str, what: str) -> str:
+    """``expand_path``, and a path that is a file where a folder is wanted is refused saying so."""
+    value = expand_path(value)
+    if value and Path(value).is_file():
+        raise ValueError(f"{value} is a file; expected a folder ({what})")
+    return value
+
+
+def check_device(value: str) -> str:
+    """A torch device setting: "auto", "cpu", "cuda", "cuda:<n>" or "mps"."""
+    import re
+
+    from seqvpr.errors import unknown_name
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(unknown_name("device", value, ("auto", "cpu", "cuda", "cuda:0", "mps")))
+    return value
+
+
+def name_in(kind: str, known) -> type:
+    """A text setting that must be one of ``known`` (refused with "did you mean")."""
+    from seqvpr.errors import unknown_name
+
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(unknown_name(kind, value, known))
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+PathSetting = Annotated[str, AfterValidator(expand_path)]
+DeviceSetting = Annotated[str, AfterValidator(check_device)]
 
 AUTHORS_FREEZE_TE = 1  # `--trunc_te 8 --freeze_te 1` (ai4ce/Adapt-STFormer sbatch_files/train/*.sbatch)
 
@@ -36,12 +77,19 @@ class FrameEncoder(ConfigurableResource):
     about a second per frame and step.
     """
 
-    checkpoint: str = ""
+    checkpoint: PathSetting = ""
     num_layers: int = Field(default=8, ge=1)
-    device: str = "auto"
+    device: DeviceSetting = "auto"
     batch_size: int = Field(default=8, ge=1)
     seed: int = 0
-    freeze_te: Optional[int] = None
+    freeze_te: Optional[int] = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _cut_inside_the_blocks(self):
+        if self.freeze_te is not None and self.freeze_te >= self.num_layers:
+            raise ValueError(f"freeze_te must be below num_layers ({self.num_layers}): blocks 0..freeze_te are "
+                             f"cached, the rest train; got {self.freeze_te}")
+        return self
 
     def resolved_freeze_te(self) -> int:
         from seqvpr.embed.embed import pick_device
@@ -81,9 +129,9 @@ class BaselineBackbones(ConfigurableResource):
     """
 
     baseline_features: Literal["auto", "published", "pooled_cct"] = "auto"
-    resnet18_gem_checkpoint: str = ""
-    vgg16_netvlad_checkpoint: str = ""
-    device: str = "auto"
+    resnet18_gem_checkpoint: PathSetting = ""
+    vgg16_netvlad_checkpoint: PathSetting = ""
+    device: DeviceSetting = "auto"
     batch_size: int = Field(default=16, ge=1)
     seed: int = 0
 

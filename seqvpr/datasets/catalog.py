@@ -13,3 +13,6 @@ ROBOTCAR_TRAVERSALS = {
 NUSCENES_LOCATIONS = ("singapore-onenorth", "singapore-queenstown", "singapore-hollandvillage")
 
 NORDLAND_SEASONS = ("spring", "summer", "fall", "winter")
+
+# nuScenes conditions (seqvpr.datasets.nuscenes: "night" when the scene description mentions night).
+NUSCENES_CONDITIONS = ("day", "night")

@@ -1,0 +1,202 @@
+"""Bad inputs of the third reliability round (issue 21): each case built on a tiny synthetic world
+gives a DataError naming the file or setting, a counted skip or a note, and leaves what was written
+intact. The ids name the case of the round's probe (N.., R..)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqvpr.datasets import nordland, nuscenes, robotcar
+from seqvpr.errors import DataError
+from seqvpr.synthetic import generate
+
+RUN = "2015-03-17-11-08-44"
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("worlds3")
+    generate("robotcar", base / "robotcar", seed=5, truth_root=base / "rc_truth", frames_per_traversal=6, width=32,
+             height=24, sdk_root=base / "robotcar")  # SDK models/ beside the runs
+    generate("nordland", base / "nordland", seed=5, truth_root=base / "nl_truth", frames=7, width=64, height=48)
+    generate("nuscenes", base / "nuscenes", seed=5, truth_root=base / "ns_truth", scenes_per_location=1,
+             samples_per_scene=3, sweeps_per_sample=1, width=96, height=64)
+    return base
+
+
+def _copy(worlds: Path, dataset: str, tmp_path: Path) -> Path:
+    shutil.copytree(worlds / dataset, tmp_path / dataset, symlinks=True)
+    return tmp_path / dataset
+
+
+def _robotcar(raw: Path, tmp_path: Path, run: str = RUN, **kw):
+    return robotcar.normalise_partition(raw, run, tmp_path / "frames" / run, tmp_path, size=16, **kw)
+
+
+# --------------------------------------------------------------------------- RobotCar INS
+
+
+def test_n05_rows_without_an_ins_solution_are_never_used(worlds, tmp_path):
+    raw = _copy(worlds, "robotcar", tmp_path)
+    truth = pd.read_csv(worlds / "rc_truth" / "camera_poses.csv")
+    path = raw / RUN / "gps" / "ins.csv"
+    ins = pd.read_csv(path, dtype=str)
+    t0 = int(ins.timestamp[0])
+    pre = ins.iloc[:3].copy()
+    pre["timestamp"] = [str(t0 - 3_000_000 + i * 1_000_000) for i in range(3)]
+    pre["ins_status"] = "INS_INACTIVE"
+    pre[["northing", "easting", "yaw", "latitude", "longitude"]] = "0"
+    pd.concat([pre, ins.iloc[1:]]).to_csv(path, index=False)
+    result = _robotcar(raw, tmp_path)
+    table = result.table.to_pandas().merge(truth[truth.run == RUN], left_on="timestamp_us", right_on="timestamp")
+    assert sum(result.dropped.values()) + result.table.num_rows == 6
+    assert result.dropped.get("ins_status_not_solution", 0) + result.dropped.get("outside_ins_range", 0) >= 1
+    assert len(table) == result.table.num_rows
+    assert np.hypot(table.easting_x - table.easting_y, table.northing_x - table.northing_y).max() < 5.0
+
+
+def test_n05_a_file_without_any_solution_row_is_an_error_naming_it(worlds, tmp_path):
+    raw = _copy(worlds, "robotcar", tmp_path)
+    path = raw / RUN / "gps" / "ins.csv"
+    ins = pd.read_csv(path, dtype=str)
+    ins["ins_status"] = "INS_ALIGNING"
+    ins.to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"^{path}: no row holds an INS solution \(ins_status \['INS_ALIGNING'\]"):
+        _robotcar(raw, tmp_path)
+
+
+def _l_shaped_run(worlds: Path, tmp_path: Path, hole_s: float) -> tuple[Path, int]:
+    """R4: 40 frames at 2 Hz, 50 Hz INS at 5 m/s, 50 m east then north, a hole of ``hole_s`` around the corner."""
+    raw = _copy(worlds, "robotcar", tmp_path)
+    run = raw / RUN
+    img = next((run / "stereo" / "left").iterdir()).read_bytes()
+    shutil.rmtree(run / "stereo" / "left")
+    (run / "stereo" / "left").mkdir()
+    t0 = int((run / "stereo.timestamps").read_text().split()[0])
+    stamps = t0 + np.arange(40) * 500_000
+    for t in stamps:
+        (run / "stereo" / "left" / f"{t}.png").write_bytes(img)
+    (run / "stereo.timestamps").write_text("".join(f"{t} 1\n" for t in stamps))
+    it = t0 + np.arange(-5, 1020) * 20_000
+    s = (it - t0) / 1e6 * 5
+    ins = pd.read_csv(run / "gps" / "ins.csv").iloc[[0] * len(it)].reset_index(drop=True)
+    ins["timestamp"], ins["easting"] = it, 6e5 + np.minimum(s, 50)
+    ins["northing"], ins["yaw"] = 5.7e6 + np.maximum(s - 50, 0), np.where(s < 50, np.pi / 2, 0)
+    keep = (it <= t0 + (10 - hole_s / 2) * 1e6) | (it >= t0 + (10 + hole_s / 2) * 1e6)
+    ins[keep].to_csv(run / "gps" / "ins.csv", index=False)
+    return raw, t0
+
+
+def test_r4_frames_across_a_long_ins_hole_are_dropped_and_counted(worlds, tmp_path):
+    raw, t0 = _l_shaped_run(worlds, tmp_path, hole_s=10)
+    result = _robotcar(raw, tmp_path)
+    table = result.table.to_pandas()
+    s = (table.timestamp_us - t0) / 1e6 * 5
+    error = np.hypot(table.easting - (6e5 + np.minimum(s, 50)), table.northing - (5.7e6 + np.maximum(s - 50, 0)))
+    # frames at 5.0 s .. 14.5 s: 5.0 and 15.0 s sit on INS rows; 5.5 .. 14.5 s (19 frames) lie in the hole
+    assert result.dropped == {"ins_gap": 19} and len(table) == 21 and error.max() < 0.01
+
+
+def test_r4_the_gap_setting_decides_and_short_holes_are_bridged(worlds, tmp_path):
+    raw, _ = _l_shaped_run(worlds, tmp_path, hole_s=0.5)
+    assert _robotcar(raw, tmp_path).dropped == {}
+    assert _robotcar(raw, tmp_path, max_ins_gap_s=0.1).dropped == {"ins_gap": 1}
+
+
+def test_r2_ins_rows_out_of_order_name_the_line_and_both_timestamps(worlds, tmp_path):
+    raw = _copy(worlds, "robotcar", tmp_path)
+    path = raw / RUN / "gps" / "ins.csv"
+    lines = path.read_text().splitlines()
+    lines[20], lines[21] = lines[21], lines[20]
+    path.write_text("\n".join(lines) + "\n")
+    first, second = lines[20].split(",")[0], lines[21].split(",")[0]
+    with pytest.raises(DataError, match=rf"^{path}: timestamps not strictly increasing: line 22 has {second} after "
+                                        rf"{first} on line 21"):
+        _robotcar(raw, tmp_path)
+
+
+@pytest.mark.parametrize("stray", ["._{ts}.png", "{ts} (1).png"])
+def test_n08_stray_files_beside_the_images_are_ignored_with_a_note(worlds, tmp_path, stray):
+    raw = _copy(worlds, "robotcar", tmp_path)
+    left = raw / RUN / "stereo" / "left"
+    first = sorted(left.iterdir())[0]
+    name = stray.format(ts=first.stem)
+    shutil.copy(first, left / name)
+    result = _robotcar(raw, tmp_path)
+    assert result.table.num_rows + sum(result.dropped.values()) == 6
+    assert result.notes == [f"{left}: ignored 1 file(s) that are not <timestamp>.png frames: {name}"]
+
+
+def test_n54_a_run_not_in_a_partial_copy_is_an_empty_partition_with_a_note(worlds, tmp_path):
+    raw = tmp_path / "rc2"
+    raw.mkdir()
+    for name in ("2014-12-16-09-14-09", "2014-12-17-18-18-43", "models"):
+        shutil.copytree(worlds / "robotcar" / name, raw / name)
+    result = _robotcar(raw, tmp_path, run="2014-11-18-13-20-12")
+    assert result.table.num_rows == 0 and result.dropped == {}
+    assert result.notes == [f"RobotCar run 2014-11-18-13-20-12 is not in the raw data {raw} (runs there: "
+                            "2014-12-16-09-14-09, 2014-12-17-18-18-43); get 2014-11-18-13-20-12_stereo_left_NN.tar "
+                            "and 2014-11-18-13-20-12_gps.tar from robotcar-dataset.robots.ox.ac.uk/datasets/2014-11-18-13-20-12/"]
+    assert _robotcar(raw, tmp_path, run="2014-12-16-09-14-09").table.num_rows > 0
+
+
+# --------------------------------------------------------------------------- settings, on the Config classes
+
+
+def _refusal(cls, **values) -> str:
+    """The message the Config class gives for ``values`` (what validate.py and the launchpad show)."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError) as err:
+        cls(**values)
+    return str(err.value)
+
+
+def test_settings_are_checked_on_the_config_classes(tmp_path):
+    from assets.frames import NormaliseConfig
+    from assets.sources import SourceConfig
+    from assets.splits import split_config_class
+    from assets.training import EvaluationConfig, TrainingConfig
+    from pipelines.resources import FrameEncoder
+
+    archive = tmp_path / "v1.0-mini.tgz"
+    archive.write_bytes(b"x")
+    cases = [
+        # N37: a typo in a run name, with the catalog's run as the hint
+        (split_config_class("oxford_hard"), {"train_db": ["2014-12-16-09-14-9"]},
+         "train_db: unknown name '2014-12-16-09-14-9' (did you mean '2014-12-16-09-14-09'?)"),
+        (split_config_class("nuscenes"), {"test_query": ["nite"]}, "test_query: unknown name 'nite' (did you mean 'night'?)"),
+        # N38: one season as database and query
+        (split_config_class("nordland"), {"test_db": ["spring"], "test_query": ["spring"]},
+         "test_db and test_query share ['spring']: a split needs different database and query traversals"),
+        # N34: radii beyond any place
+        (split_config_class("oxford_seqnet"), {"radius": 1e6, "train_radius": 1e6}, "Input should be less than or equal to 1000"),
+        # N40: a frame size OpenCV cannot resize to
+        (NormaliseConfig, {"size": 0}, "size\n  Input should be greater than or equal to 8"),
+        (NormaliseConfig, {"camera": "center"}, "unknown stereo camera 'center' (did you mean 'centre'?)"),
+        (NormaliseConfig, {"max_ins_gap_s": 0}, "max_ins_gap_s\n  Input should be greater than 0"),
+        # N22: the archive itself as the local folder
+        (SourceConfig, {"source": "local", "path": str(archive)},
+         f"path {archive} is a file; point path at the folder holding it (its archives are extracted from there)"),
+        (SourceConfig, {"source": "local"}, "source local needs path"),
+        (TrainingConfig, {"model": "seqnett"}, "unknown model 'seqnett' (did you mean 'seqnet'?)"),
+        (EvaluationConfig, {"lengths": [0]}, "Input should be greater than or equal to 1"),
+        (FrameEncoder, {"freeze_te": 8}, "freeze_te must be below num_layers (8)"),
+        (FrameEncoder, {"device": "gpu"}, "unknown device 'gpu' (did you mean 'cpu'?)"),
+    ]
+    for cls, values, expected in cases:
+        assert expected in _refusal(cls, **values), (cls, values)
+
+
+def test_n42_a_home_relative_path_is_expanded_once_for_check_work_and_stamp(tmp_path, monkeypatch):
+    from assets.sources import SourceConfig
+    from pipelines.resources import FrameEncoder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "datasets" / "nordland").mkdir(parents=True)
+    assert SourceConfig(source="local", path="~/datasets/nordland").path == str(tmp_path / "datasets" / "nordland")
+    assert FrameEncoder(checkpoint="~/cct.pth").checkpoint == str(tmp_path / "cct.pth")
