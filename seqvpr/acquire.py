@@ -66,7 +66,6 @@ The raw-data stage
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import lzma
@@ -86,6 +85,7 @@ from typing import Callable, Iterable
 import requests
 import urllib3
 
+from seqvpr import stamps
 from seqvpr.atomic import atomic_dir, atomic_write_text
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
 from seqvpr.errors import DataError
@@ -530,7 +530,10 @@ def _link_loose(files: Iterable[Path], dest: Path, report: IngestReport) -> None
 
 def ingest_local(src: str | Path, dest: str | Path, dataset: str) -> IngestReport:
     """Use a local copy: link a folder that is already in the dataset layout, else extract its archives."""
-    src, dest = Path(src), Path(dest)
+    src, dest = Path(src).expanduser(), Path(dest)
+    if src.is_file():
+        raise DataError(src, "is a file, not a folder: point path at the folder holding it"
+                             + (" (its archives are extracted from there)" if is_archive(src) else ""))
     if not src.is_dir():
         raise DataError(src, "local dataset folder not found")
     if in_dataset_layout(src, dataset):
@@ -552,38 +555,9 @@ def ingest_local(src: str | Path, dest: str | Path, dataset: str) -> IngestRepor
 SOURCES = ("synthetic", "local", "url")
 
 
-def _stamp_path(raw: Path) -> Path:
-    return raw.parent / f".{raw.name}.source.json"
-
-
-def _write_source_stamp(raw: Path, wanted: dict) -> None:
-    atomic_write_text(_stamp_path(raw), json.dumps(wanted, indent=1, sort_keys=True))
-
-
-def _generator_digest() -> str:
-    """Digest of the synthetic generator's code, so a changed generator regenerates the world."""
-    digest = hashlib.sha256()
-    for src in sorted((Path(__file__).parent / "synthetic").glob("*.py")):
-        digest.update(src.name.encode() + b"\0" + src.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-def _claim(raw: Path, wanted: dict) -> bool:
-    """Prepare ``raw`` for the source described by ``wanted``; True if it already holds exactly that.
-
-    Whatever an earlier, different source left there is removed, but never anything the pipeline
-    did not write: a folder without a stamp, a file added or changed after the stamp was written,
-    or a local source that lies in what would be removed (or, for a pipeline home's raw folder,
-    anywhere in that home, where the pipeline replaces folders).
-    """
-    stamp = _stamp_path(raw)
+def claim_folder(raw: Path, wanted: dict) -> bool:
+    """`seqvpr.stamps.claim_folder`, after refusing a local source that lies in what would be removed
+    (or, for a pipeline home's raw folder, anywhere in that home, where the pipeline replaces folders)."""
     if wanted.get("source") == "local":
         from seqvpr.layout import Layout
 
@@ -593,23 +567,7 @@ def _claim(raw: Path, wanted: dict) -> bool:
         if local == guarded or guarded in local.parents or local in guarded.parents:
             raise DataError(local, f"the local source lies inside the pipeline's folder {guarded}, where the pipeline "
                                    "replaces folders; keep your copy outside it (e.g. /datasets/<name>) and point path at it")
-    current = json.loads(stamp.read_text()) if stamp.exists() else None
-    if current == wanted and raw.is_dir():
-        return True
-    if current is None and raw.is_dir() and not raw.is_symlink() and any(raw.iterdir()):
-        raise DataError(raw, "exists but was not written by this pipeline (no source stamp); move it away, "
-                             "or use source=local with path pointing at it")
-    if current is not None and raw.is_dir() and not raw.is_symlink():
-        written = stamp.stat().st_mtime_ns
-        changed = sorted((not is_file, path) for folder, dirs, names in os.walk(raw)
-                         for is_file, name in [(False, d) for d in dirs] + [(True, n) for n in names]
-                         if os.lstat(path := os.path.join(folder, name)).st_mtime_ns > written)
-        if changed:  # files first: a folder is newer only because something was put in it
-            raise DataError(changed[0][1], f"was added or changed after the pipeline wrote {raw}, so the folder "
-                                           "is not replaced; move your files out of it (or delete it yourself)")
-    for stale in (raw, raw.parent / f".{raw.name}.extracted", stamp):
-        _remove(stale)
-    return False
+    return stamps.claim_folder(raw, wanted, hint="or use source=local with path pointing at it")
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
@@ -653,9 +611,10 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
     summary = {"dataset": dataset, "source": source, "checksums_verified": 0, "archives_extracted": 0,
                "archives_skipped": 0, "linked": 0, "skipped": False}
     if source == "synthetic":
-        wanted = {"source": source, "seed": seed, "scale": dict(sorted((scale or {}).items())),
-                  "generator": _generator_digest()}
-        if _claim(raw, wanted):
+        from seqvpr.synthetic import world_stamp
+
+        wanted = world_stamp(seed, scale or {})
+        if claim_folder(raw, wanted):
             log_info(f"{dataset}: synthetic world for seed {seed} already generated at {raw}")
             summary["skipped"] = True
         else:
@@ -667,9 +626,10 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
     elif source == "local":
         if not path:
             raise ValueError("source=local needs path (the folder holding your copy of the dataset)")
+        path = str(Path(path).expanduser())
         wanted = {"source": source, "path": str(Path(path).resolve())}
-        _claim(raw, wanted)
-        _write_source_stamp(raw, wanted)  # ingest is resumable: a failed run may be continued
+        claim_folder(raw, wanted)
+        stamps.write_source_stamp(raw, wanted)  # ingest is resumable: a failed run may be continued
         log_info(f"{dataset}: ingesting the local copy at {path}")
         report = ingest_local(path, raw, dataset)
         summary.update(archives_extracted=len(report.extracted), archives_skipped=len(report.skipped),
@@ -679,8 +639,8 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
             raise ValueError("source=url needs manifest (a JSON list of {url, filename, size, sha256})")
         entries = load_manifest(manifest)
         wanted = {"source": source, "manifest": file_sha256(Path(manifest))}
-        _claim(raw, wanted)
-        _write_source_stamp(raw, wanted)  # downloads and extraction resume: a failed run may be continued
+        claim_folder(raw, wanted)
+        stamps.write_source_stamp(raw, wanted)  # downloads and extraction resume: a failed run may be continued
         paths = []
         for entry in entries:
             log_info(f"{dataset}: downloading {entry.filename} ({entry.size or '?'} bytes)")
@@ -694,7 +654,7 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
                        linked=len(report.linked), downloaded=len(paths))
     else:
         raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-    _write_source_stamp(raw, wanted)
+    stamps.write_source_stamp(raw, wanted)
     summary["files"], summary["bytes"] = _tree_size(raw)
     log_info(f"{dataset}: {summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB at {raw}")
     return summary

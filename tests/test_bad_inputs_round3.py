@@ -200,3 +200,42 @@ def test_n42_a_home_relative_path_is_expanded_once_for_check_work_and_stamp(tmp_
     (tmp_path / "datasets" / "nordland").mkdir(parents=True)
     assert SourceConfig(source="local", path="~/datasets/nordland").path == str(tmp_path / "datasets" / "nordland")
     assert FrameEncoder(checkpoint="~/cct.pth").checkpoint == str(tmp_path / "cct.pth")
+
+
+# --------------------------------------------------------------------------- seqvpr synth
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_n65_synth_never_replaces_folders_it_did_not_write(tmp_path, capsys):
+    from seqvpr.synthetic.__main__ import main
+
+    out = tmp_path / "datasets"
+    (out / "nordland" / "summer").mkdir(parents=True)
+    (out / "nordland" / "README_mine.txt").write_text("mine")
+    (out / "robotcar-dataset-sdk" / "models").mkdir(parents=True)
+    (out / "robotcar-dataset-sdk" / "models" / "my_model.txt").write_text("m")
+    before = _tree(out)
+    assert main(["--out", str(out), "--datasets", "nordland", "--scale", "frames=2", "width=32", "height=24"]) == 2
+    assert f"error: {out / 'nordland'}: exists but was not written by this pipeline" in capsys.readouterr().err
+    assert main(["--out", str(out), "--datasets", "robotcar", "--scale", "frames_per_traversal=2", "width=32", "height=24"]) == 2
+    assert f"error: {out / 'robotcar-dataset-sdk' / 'models'}: exists but was not written" in capsys.readouterr().err
+    assert main(["--out", str(out), "--datasets", "nuscenes", "--scale", "frames=2"]) == 2  # refused before any write
+    assert "nuscenes scale: unknown parameter 'frames'" in capsys.readouterr().err
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["datasets"]
+
+
+def test_n65_synth_rewrites_its_own_world_but_not_one_changed_since(tmp_path, capsys):
+    from seqvpr.synthetic.__main__ import main
+
+    out, args = tmp_path / "raw", ["--datasets", "nordland", "--scale", "frames=2", "width=32", "height=24", "seasons=summer"]
+    assert main(["--out", str(out), *args]) == 0 and (out / "truth" / "nordland" / "camera_poses.csv").is_file()
+    assert main(["--out", str(out), *args]) == 0
+    assert "nordland: already generated" in capsys.readouterr().out
+    assert main(["--out", str(out), "--seed", "1", *args]) == 0  # its own world: replaced
+    (out / "nordland" / "summer" / "notes.txt").write_text("mine")
+    assert main(["--out", str(out), "--seed", "2", *args]) == 2
+    assert (out / "nordland" / "summer" / "notes.txt").read_text() == "mine"
+    assert "was added or changed after the pipeline wrote" in capsys.readouterr().err
