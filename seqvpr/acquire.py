@@ -431,6 +431,7 @@ class IngestReport:
     extracted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def in_dataset_layout(folder: Path, dataset: str) -> bool:
@@ -528,22 +529,62 @@ def _link_loose(files: Iterable[Path], dest: Path, report: IngestReport) -> None
             report.linked.append(loose.name)
 
 
+def _archive_target(archive: Path, dataset: str) -> str | None:
+    """The top-level folder an archive's members land in, told from its name (None: not known)."""
+    if dataset == "nordland":
+        try:
+            return _nordland_season(archive)
+        except DataError:
+            return None
+    match = re.match(r"^(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})_", archive.name)
+    return match.group(1) if dataset == "robotcar" and match else None
+
+
+def _what_is_there(src: Path, dataset: str) -> str:
+    """For the message of a folder that is neither layout nor archives: what it holds, and the
+    near-misses of the layout (season folders in another case, the nuScenes table folder itself)."""
+    if dataset == "nuscenes" and (src / "scene.json").is_file():
+        return (f"; it is the nuScenes table folder {src.name}/ itself: point path at its parent {src.parent}, "
+                f"the dataroot that holds maps/, samples/ and {src.name}/")
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in src.iterdir() if not p.name.startswith("."))
+    hint = f"; it holds {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}" if names else "; it is empty"
+    if dataset == "nordland":
+        alike = [n for n in names if n.endswith("/") and n[:-1].lower().replace("autumn", "fall") in NORDLAND_SEASONS]
+        if alike:
+            hint += (f" (season folders are named {', '.join(NORDLAND_SEASONS)}, in lower case: rename "
+                     f"{', '.join(alike)})")
+    if dataset == "nuscenes" and any(p.is_dir() and p.name.startswith("v1.0-") for p in src.iterdir()):
+        hint += " (a v1.0-* folder without scene.json: the metadata archive was not fully extracted)"
+    return hint
+
+
 def ingest_local(src: str | Path, dest: str | Path, dataset: str) -> IngestReport:
-    """Use a local copy: link a folder that is already in the dataset layout, else extract its archives."""
+    """Use a local copy: link a folder that is already in the dataset layout, else extract its archives.
+
+    A layout folder that also holds archives of parts it lacks (extracted ``summer/`` beside a packed
+    ``winter.tar.gz``; runs beside other runs' tar chunks) is ingested as a folder of archives: they
+    are extracted and the extracted parts linked in. Archives whose part is already there extracted,
+    or whose part cannot be told from the name, are not extracted, with a note saying so."""
     src, dest = Path(src).expanduser(), Path(dest)
     if src.is_file():
         raise DataError(src, "is a file, not a folder: point path at the folder holding it"
                              + (" (its archives are extracted from there)" if is_archive(src) else ""))
     if not src.is_dir():
         raise DataError(src, "local dataset folder not found")
-    if in_dataset_layout(src, dataset):
-        link_in_place(src, dest)
-        return IngestReport("linked", linked=[str(src.resolve())])
     entries = sorted(p for p in src.iterdir()
                      if not p.name.startswith(".") and not p.name.endswith((".part", ".verified.json")))
     archives = [p for p in entries if p.is_file() and is_archive(p)]
+    if in_dataset_layout(src, dataset):
+        targets = {a: _archive_target(a, dataset) for a in archives}
+        if not archives or not all(t is not None and not (src / t).exists() for t in targets.values()):
+            link_in_place(src, dest)
+            notes = [f"{a}: not extracted, the folder is used as it is"
+                     + (f" and already holds {t}/" if t is not None and (src / t).exists() else "")
+                     for a, t in targets.items()]
+            return IngestReport("linked", linked=[str(src.resolve())], notes=notes)
     if not archives:
-        raise DataError(src, f"neither a {dataset} folder layout nor a folder of {dataset} archives")
+        raise DataError(src, f"neither a {dataset} folder layout nor a folder of {dataset} archives"
+                             + _what_is_there(src, dataset))
     report = extract_archives(archives, dest, dataset)
     _link_loose([p for p in entries if p not in archives], dest, report)
     return report
@@ -633,7 +674,9 @@ def acquire_dataset(dataset: str, raw: str | Path, downloads: str | Path, truth:
         log_info(f"{dataset}: ingesting the local copy at {path}")
         report = ingest_local(path, raw, dataset)
         summary.update(archives_extracted=len(report.extracted), archives_skipped=len(report.skipped),
-                       linked=len(report.linked), mode=report.mode)
+                       linked=len(report.linked), mode=report.mode, notes=report.notes)
+        for note in report.notes:
+            log_info(note)
     elif source == "url":
         if not manifest:
             raise ValueError("source=url needs manifest (a JSON list of {url, filename, size, sha256})")

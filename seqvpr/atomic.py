@@ -6,6 +6,8 @@ the previous complete output in place.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import secrets
 import shutil
@@ -98,3 +100,31 @@ def atomic_remove(path: str | Path) -> bool:
     else:
         gone.unlink()
     return True
+
+
+# Errors of the file system being written (full, file too large, read-only, quota), which OSError
+# raises without a file name: reported as a DataError naming the output being written.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
+
+
+def _naming_write_errors(make):
+    """Wrap an atomic_* context manager: a write error of the file system names the output."""
+
+    @contextlib.contextmanager
+    @functools.wraps(make)
+    def wrapped(path, *args, **kwargs):
+        try:
+            with make(path, *args, **kwargs) as tmp:
+                yield tmp
+        except OSError as err:
+            if err.errno not in _WRITE_ERRNOS:
+                raise
+            from seqvpr.errors import DataError
+
+            raise DataError(path, f"cannot write: {err.strerror} (errno {err.errno}); the previous output is kept") from err
+
+    return wrapped
+
+
+atomic_path = _naming_write_errors(atomic_path)
+atomic_dir = _naming_write_errors(atomic_dir)

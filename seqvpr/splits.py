@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from schemas.frame_table import FRAME_TABLE_SCHEMA
 from schemas.split_table import ROLES, SPLIT_TABLE_SCHEMA, SPLITS
 from seqvpr.atomic import atomic_path
-from seqvpr.datasets.catalog import NORDLAND_SEASONS, ROBOTCAR_TRAVERSALS
+from seqvpr.datasets.catalog import NORDLAND_SEASONS, NUSCENES_CONDITIONS, ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import write_table
 from seqvpr.errors import DataError
 from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
@@ -328,7 +328,8 @@ def _known_sets(dataset: str) -> dict[str, str]:
     if dataset == "robotcar":
         return {run: f"RobotCar run {run} is not in the raw data; download its stereo and gps tars from "
                      f"robotcar-dataset.robots.ox.ac.uk/datasets/{run}/" for run in ROBOTCAR_TRAVERSALS}
-    return {}
+    return {condition: f"no nuScenes frame with condition {condition!r}: no {condition} scene of the Singapore maps is "
+                       "in the raw data (see the nuscenes_frames notes)" for condition in NUSCENES_CONDITIONS}
 
 
 def _absent_sets(frames: pd.DataFrame, bench: Benchmark, spec: SplitSpec, source) -> list[str]:

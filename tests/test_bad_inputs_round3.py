@@ -239,3 +239,150 @@ def test_n65_synth_rewrites_its_own_world_but_not_one_changed_since(tmp_path, ca
     assert main(["--out", str(out), "--seed", "2", *args]) == 2
     assert (out / "nordland" / "summer" / "notes.txt").read_text() == "mine"
     assert "was added or changed after the pipeline wrote" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- Nordland and nuScenes folders
+
+
+def _nordland(raw: Path, tmp_path: Path, season: str):
+    return nordland.normalise_partition(raw, season, tmp_path / "frames" / season, tmp_path, size=16)
+
+
+def test_n10_capitalised_season_folders_are_named_with_the_fix(worlds, tmp_path):
+    from seqvpr.acquire import ingest_local
+
+    raw = _copy(worlds, "nordland", tmp_path)
+    for season in ("spring", "summer", "fall", "winter"):
+        (raw / season).rename(raw / season.capitalize())
+    with pytest.raises(DataError, match=rf"^{raw}: neither a nordland folder layout nor a folder of nordland archives; "
+                                        r"it holds Fall/, Spring/, Summer/, Winter/ \(season folders are named spring, "
+                                        r"summer, fall, winter, in lower case: rename Fall/, Spring/, Summer/, Winter/\)"):
+        ingest_local(raw, tmp_path / "dest", "nordland")
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("season, folder", [("winter", "winter_images"), ("fall", "autumn")])
+def test_n11_n12_a_season_folder_under_another_name_is_named_in_the_note(worlds, tmp_path, season, folder):
+    raw = _copy(worlds, "nordland", tmp_path)
+    (raw / season).rename(raw / folder)
+    result = _nordland(raw, tmp_path, season)
+    assert result.table.num_rows == 0
+    assert result.notes[0].startswith(f"Nordland season {season!r} is not in the raw data; {raw} has {folder}/: if that "
+                                      f"is the season, rename it to {season}/ (season folders are named spring, summer, "
+                                      "fall, winter); get it from ")
+
+
+def test_n14_frames_in_jpeg_are_read_and_other_files_noted(worlds, tmp_path):
+    import cv2
+
+    raw = _copy(worlds, "nordland", tmp_path)
+    pngs = sorted((raw / "winter").glob("*.png"))
+    for png in pngs[:3]:
+        cv2.imwrite(str(png.with_suffix(".jpg")), cv2.imread(str(png)))
+        png.unlink()
+    (raw / "winter" / "Thumbs.db").write_bytes(b"x")
+    result = _nordland(raw, tmp_path, "winter")
+    assert result.table.num_rows + sum(result.dropped.values()) == len(pngs)
+    assert sorted(result.table.column("source_file").to_pylist())[:3] == [f"winter/{p.stem}.jpg" for p in pngs[:3]]
+    assert result.notes == [f"{raw / 'winter'}: ignored 1 file(s) that are not images-NNNNN.png frames: Thumbs.db"]
+
+
+def test_n17_extracted_season_beside_a_packed_one_gets_both(worlds, tmp_path):
+    import tarfile
+
+    from seqvpr.acquire import ingest_local
+
+    src = tmp_path / "src"
+    shutil.copytree(worlds / "nordland" / "summer", src / "summer")
+    with tarfile.open(src / "winter.tar.gz", "w:gz") as tar:  # bare frames, as the Adelaide share's winter.tar.gz
+        for frame in sorted((worlds / "nordland" / "winter").iterdir()):
+            tar.add(frame, arcname=frame.name)
+    dest = tmp_path / "raw" / "nordland"
+    report = ingest_local(src, dest, "nordland")
+    assert report.extracted == ["winter.tar.gz"] and report.linked == ["summer"]
+    assert nordland.discover_partitions(dest) == ["summer", "winter"]
+    assert sorted(p.name for p in (dest / "winter").iterdir()) == sorted(p.name for p in (worlds / "nordland" / "winter").iterdir())
+    assert ingest_local(src, dest, "nordland").skipped == ["winter.tar.gz"]  # a rerun extracts nothing again
+
+
+def test_n17_an_archive_of_a_part_already_extracted_is_noted_not_extracted(worlds, tmp_path):
+    import tarfile
+
+    from seqvpr.acquire import ingest_local
+
+    src = _copy(worlds, "nordland", tmp_path)
+    with tarfile.open(src / "summer.tar.gz", "w:gz") as tar:
+        tar.add(src / "summer", arcname="summer")
+    report = ingest_local(src, tmp_path / "dest", "nordland")
+    assert report.mode == "linked" and report.notes == [f"{src / 'summer.tar.gz'}: not extracted, the folder is used "
+                                                        "as it is and already holds summer/"]
+
+
+def test_n19_a_nuscenes_without_singapore_scenes_says_where_they_are(worlds, tmp_path):
+    import json
+
+    raw = _copy(worlds, "nuscenes", tmp_path)
+    path = raw / "v1.0-mini" / "log.json"
+    logs = json.loads(path.read_text())
+    for log in logs:
+        log["location"] = "boston-seaport"
+    path.write_text(json.dumps(logs))
+    result = nuscenes.normalise_partition(raw, "singapore-onenorth", tmp_path / "f", tmp_path, size=16)
+    assert result.table.num_rows == 0 and result.dropped == {}
+    assert result.notes == ["no scene of v1.0-mini was recorded in singapore-onenorth (log.json locations of its "
+                            f"scenes: {len(logs)} in boston-seaport); the nuScenes benchmark uses the Singapore maps "
+                            "singapore-onenorth, singapore-queenstown, singapore-hollandvillage: v1.0-trainval has "
+                            "scenes in all three"]
+
+
+def test_n21_n22_nuscenes_path_at_the_table_folder_or_the_archive_says_which_folder_to_give(worlds, tmp_path):
+    import tarfile
+
+    from seqvpr.acquire import ingest_local
+
+    raw = _copy(worlds, "nuscenes", tmp_path)
+    with pytest.raises(DataError, match=rf"^{raw / 'v1.0-mini'}: .* it is the nuScenes table folder v1.0-mini/ itself: "
+                                        rf"point path at its parent {raw}, the dataroot"):
+        ingest_local(raw / "v1.0-mini", tmp_path / "dest", "nuscenes")
+    archive = tmp_path / "v1.0-mini.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(raw / "v1.0-mini", arcname="v1.0-mini")
+    with pytest.raises(DataError, match=rf"^{archive}: is a file, not a folder: point path at the folder holding it "
+                                        r"\(its archives are extracted from there\)"):
+        ingest_local(archive, tmp_path / "dest", "nuscenes")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_r13_exif_orientation_is_ignored_by_every_loader(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the stored pixels are 32 wide, 18 high
+    pixels = np.zeros((18, 32, 3), np.uint8)
+    pixels[:, :4] = 255  # a left edge that a rotation would move
+    Image.fromarray(pixels).save(tmp_path / "x.png", exif=exif.tobytes())
+    Image.fromarray(pixels).save(tmp_path / "x.jpg", exif=exif.tobytes(), quality=100)
+    png = nordland._read_image(tmp_path / "x.png")
+    jpg = nuscenes._read_image(tmp_path / "x.jpg", {"token": "t", "width": 32, "height": 18}, 32)
+    assert png.shape == jpg.shape == (18, 32, 3)
+    assert png[:, :4].min() == 255 and jpg[:, :3].min() > 200 and jpg[:, 8:].max() < 50
+
+
+def test_n60_n61_a_full_disk_names_the_file_and_keeps_the_old_frames(worlds, tmp_path):
+    """RLIMIT_FSIZE makes every write past 2 kB fail with EFBIG, as a full or quota-bound disk does."""
+    import subprocess
+    import sys
+
+    raw = _copy(worlds, "nordland", tmp_path)
+    _nordland(raw, tmp_path, "spring")
+    frames = tmp_path / "frames" / "spring"
+    before = {p.name: p.read_bytes() for p in frames.iterdir()}
+    script = ("import resource, sys; from seqvpr.datasets import nordland; from seqvpr.errors import DataError\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))\n"
+              f"try: nordland.normalise_partition({str(raw)!r}, 'spring', {str(frames)!r}, {str(tmp_path)!r}, size=64)\n"
+              "except DataError as err: print(err); sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith(f"{frames}/spring_images-") and "cannot write: File too large (errno 27); " \
+        "the previous output is kept" in done.stdout
+    assert {p.name: p.read_bytes() for p in frames.iterdir()} == before  # nothing half-written, no temporary left

@@ -27,7 +27,7 @@ def written(tmp_path_factory):
             (raw / season / name).touch()  # image-free: the struct files never look at pixels
     rows, skipped = [], {}
     for season in ("spring", "summer", "fall", "winter"):
-        season_table, season_skips = season_rows(raw, season, base / "frames" / season, base)
+        season_table, season_skips, _ = season_rows(raw, season, base / "frames" / season, base)
         rows += season_table
         skipped[season] = dict(season_skips)
     result = build_split(frame_table(rows), BENCHMARKS["nordland"])

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from schemas.frame_table import FRAME_TABLE_SCHEMA
 from seqvpr.atomic import atomic_path
+from seqvpr.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,32 @@ def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=interp)
 
 
+def os_problem(err: OSError) -> str:
+    """The problem an OSError states, for a DataError naming the file it concerns."""
+    return f"{err.strerror or err} (errno {err.errno})" if err.errno else str(err)
+
+
+def read_image(path: Path, flags: int = cv2.IMREAD_COLOR, what: str = "image") -> np.ndarray:
+    """Decode an image file with OpenCV, every failure a DataError naming the file: missing,
+    unreadable (permissions, I/O errors), empty, or not decodable.
+
+    EXIF orientation is ignored (``IMREAD_IGNORE_ORIENTATION``), as PIL, nuscenes-devkit
+    (``Image.open`` in ``nuscenes/nuscenes.py`` rendering) and the RobotCar SDK (``python/image.py``)
+    read frames: the datasets' sizes, intrinsics and poses describe the stored pixels."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, f"{what} missing") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read {what}: {os_problem(err)}") from err
+    if not data:
+        raise DataError(path, f"empty {what} file (0 bytes): cannot decode {what}")
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if decoded is None or decoded.size == 0:
+        raise DataError(path, f"cannot decode {what} (corrupt, truncated or not an image)")
+    return decoded
+
+
 def save_frame(rgb: np.ndarray, path: Path) -> None:
     """Write an RGB uint8 frame as PNG (lossless, fast compression level) atomically."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -49,13 +76,8 @@ def save_frame(rgb: np.ndarray, path: Path) -> None:
 
 
 def load_frame(path: Path) -> np.ndarray:
-    """Read a normalised frame back as RGB uint8."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        from seqvpr.errors import DataError
-
-        raise DataError(path, "cannot decode normalised frame")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Read a normalised frame back as RGB uint8 (DataError naming a missing or broken one)."""
+    return cv2.cvtColor(read_image(path, cv2.IMREAD_COLOR, "normalised frame"), cv2.COLOR_BGR2RGB)
 
 
 def frame_table(rows: Iterable[dict]) -> pa.Table:

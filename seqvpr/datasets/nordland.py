@@ -5,7 +5,10 @@ the real distributions give once extracted (README, "Using the real datasets"): 
 of seqNet's Nordland-clean (``summer.tar.gz`` holds ``summer/``; ``winter.tar.gz`` holds bare frames
 that gmberton/VPR-datasets-downloader's ``download_nordland.py`` unpacks into ``winter/``, as
 ``seqvpr.acquire`` does) and any plain folder of the four season folders. Upper-case ``.PNG`` frames
-are read like ``.png`` ones. No GPS file is needed: no release ships one. The partitioned release of
+are read like ``.png`` ones, and frames re-encoded as JPEG (``images-NNNNN.jpg``) like PNG ones; other
+files in a season folder are ignored with a note naming them. A season whose folder is absent
+gives an empty table and a note naming the folders that are there (``winter_images/``, ``autumn/``,
+``Winter/``: the season folders are the lower-case catalog names). No GPS file is needed: no release ships one. The partitioned release of
 Olid et al. (``<season>_images_{train,test}/section<k>/<n>.png``, as its ``test_nordland.py`` reads
 ``test/<season>_images_test/section1/<n>.png``) numbers frames within each partition, which does not
 map onto Nordland-clean: it is refused with an error rather than paired wrongly.
@@ -50,11 +53,11 @@ import numpy as np
 import utm
 
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
-from seqvpr.datasets.frames import NormaliseResult, frame_table, resize_for_model, save_frame
+from seqvpr.datasets.frames import NormaliseResult, frame_table, read_image, resize_for_model, save_frame
 from seqvpr.errors import DataError
 
 DATASET = "nordland"
-FRAME_NAME = re.compile(r"^images-(\d+)\.png$", re.IGNORECASE)
+FRAME_NAME = re.compile(r"^images-(\d+)\.(png|jpe?g)$", re.IGNORECASE)
 FRAMES_PER_SECOND = 1
 UTM_ZONE = 33
 WHERE_TO_GET = {
@@ -76,8 +79,19 @@ def discover_partitions(raw_root: str | Path) -> list[str]:
             if (raw_root / s).is_dir() and any(FRAME_NAME.match(p.name) for p in (raw_root / s).iterdir())]
 
 
-def missing_season_message(season: str) -> str:
-    return f"Nordland season {season!r} is not in the raw data; get it from {WHERE_TO_GET[season]}"
+def missing_season_message(season: str, raw_root: Path | None = None) -> str:
+    """Where to get an absent season and, given the raw folder, which folders there look like it."""
+    message = f"Nordland season {season!r} is not in the raw data"
+    if raw_root is not None and Path(raw_root).is_dir():
+        folders = sorted(p.name for p in Path(raw_root).iterdir()
+                         if p.is_dir() and not p.name.startswith(".") and p.name not in NORDLAND_SEASONS)
+        alike = [name for name in folders if season in name.lower().replace("autumn", "fall")]
+        if alike:
+            message += (f"; {raw_root} has {', '.join(f'{name}/' for name in alike)}: if that is the season, "
+                        f"rename it to {season}/ (season folders are named {', '.join(NORDLAND_SEASONS)})")
+        elif folders:
+            message += f" (other folders in {raw_root}: {', '.join(folders)})"
+    return f"{message}; get it from {WHERE_TO_GET[season]}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,20 +117,23 @@ def clean_positions() -> dict[int, tuple[float, float, float, float, str, float]
     return {p: (latlon[i, 0], latlon[i, 1], easting[i], northing[i], bands[i], heading[i]) for i, p in enumerate(place)}
 
 
-def list_frames(season_dir: Path) -> list[tuple[int, Path]]:
-    """(frame number, path) of every frame image, sorted by frame number."""
-    frames = {}
+def list_frames(season_dir: Path) -> tuple[list[tuple[int, Path]], list[str]]:
+    """(frame number, path) of every frame image, sorted by frame number, and the names of the
+    other files in the folder (not frames: ignored)."""
+    frames, others = {}, []
     for path in sorted(season_dir.iterdir()):
         match = FRAME_NAME.match(path.name)
         if not match:
+            others.append(path.name)
             continue
         number = int(match.group(1))
         if number in frames:
             raise DataError(path, f"duplicate frame number {number} (also {frames[number].name})")
         frames[number] = path
     if not frames:
-        raise DataError(season_dir, "season folder has no images-<frame>.png frames")
-    return sorted(frames.items())
+        raise DataError(season_dir, "season folder has no images-<frame>.png frames"
+                                    + (f" (it holds {', '.join(others[:5])})" if others else ""))
+    return sorted(frames.items()), others
 
 
 def to_utm(lat, lon) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -146,21 +163,20 @@ def track_headings(xy: np.ndarray) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty image file (0 bytes)")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(path, "cannot decode image (corrupt or truncated PNG)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
 
 
-def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> tuple[list[dict], Counter]:
-    """Frame-table rows of one season's clean frames (no image is read) and the skips by reason."""
+def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> tuple[list[dict], Counter, list[str]]:
+    """Frame-table rows of one season's clean frames (no image is read), the skips by reason and
+    notes (files that are not frames)."""
     raw_root, out_dir, data_root = Path(raw_root), Path(out_dir), Path(data_root)
     clean, positions = clean_list(), clean_positions()
     unknown = (np.nan, np.nan, np.nan, np.nan, "", np.nan)
     rows, skipped = [], Counter()
-    for number, path in list_frames(raw_root / season):
+    frames, others = list_frames(raw_root / season)
+    notes = [f"{raw_root / season}: ignored {len(others)} file(s) that are not images-NNNNN.png frames: "
+             f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}"] if others else []
+    for number, path in frames:
         place = clean.get(f"images-{number:05d}.png")
         if place is None:
             skipped["not_in_clean_list"] += 1
@@ -176,7 +192,7 @@ def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> 
             "lat": float(lat), "lon": float(lon), "easting": float(easting), "northing": float(northing),
             "utm_zone": UTM_ZONE, "utm_band": band, "heading_deg": float(heading), "place_index": place,
         })
-    return rows, skipped
+    return rows, skipped, notes
 
 
 def _partitioned_folder(raw_root: Path, season: str) -> Path | None:
@@ -200,9 +216,9 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
                                      "which does not map onto Nordland-clean; use the season folders "
                                      f"<root>/{partition}/images-NNNNN.png of the Adelaide share or the videos")
     if not (raw_root / partition).is_dir():
-        return NormaliseResult(table=frame_table([]), notes=[missing_season_message(partition)])
-    rows, skipped = season_rows(raw_root, partition, out_dir, data_root)
+        return NormaliseResult(table=frame_table([]), notes=[missing_season_message(partition, raw_root)])
+    rows, skipped, notes = season_rows(raw_root, partition, out_dir, data_root)
     for row in rows:
         rgb = _read_image(raw_root / row["source_file"])
         save_frame(resize_for_model(rgb, size), data_root / row["image_path"])
-    return NormaliseResult(table=frame_table(rows), dropped=dict(sorted(skipped.items())))
+    return NormaliseResult(table=frame_table(rows), dropped=dict(sorted(skipped.items())), notes=notes)

@@ -165,7 +165,10 @@ def map_to_utm(location: str, x, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_image(path: Path, sample_data: dict, size: int) -> np.ndarray:
-    """Decode a camera JPEG (at a reduced JPEG scale when that still covers ``size``) as RGB."""
+    """Decode a camera JPEG (at a reduced JPEG scale when that still covers ``size``) as RGB. Its
+    stored pixels, EXIF orientation ignored as the devkit's ``Image.open`` reads them (and
+    seqvpr.datasets.frames.read_image for the other datasets): sample_data's width and height and
+    the calibrated intrinsics describe those."""
     if not path.is_file():
         raise DataError(path, f"image of sample_data {sample_data['token']} is missing")
     try:
@@ -216,6 +219,15 @@ def _camera_key_frames(nusc, scene: dict) -> list[tuple[dict, dict | None]]:
     return frames
 
 
+def _no_scenes_note(nusc, location: str) -> str:
+    """The note of a map without scenes: where the dataset's scenes are instead."""
+    where = Counter(log.get("location") for log in nusc.log for scene in nusc.scene if scene["log_token"] == log["token"])
+    found = ", ".join(f"{count} in {name}" for name, count in sorted(where.items())) or "none"
+    return (f"no scene of {Path(nusc.table_root).name} was recorded in {location} (log.json locations of its "
+            f"scenes: {found}); the nuScenes benchmark uses the Singapore maps {', '.join(NUSCENES_LOCATIONS)}: "
+            "v1.0-trainval has scenes in all three")
+
+
 def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Path, data_root: str | Path,
                         size: int = 384) -> NormaliseResult:
     """Normalise the CAM_FRONT key frames of every scene recorded in map ``partition``."""
@@ -228,7 +240,9 @@ def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Pat
         log = _get(nusc, "log", scene["log_token"], "scene", scene["token"], "log_token")
         if log["location"] == partition:
             scenes.append(scene)
-    rows, dropped = [], Counter()
+    rows, dropped, notes = [], Counter(), []
+    if not scenes:
+        notes.append(_no_scenes_note(nusc, partition))
     for scene in sorted(scenes, key=lambda s: s["name"]):
         condition = "night" if "night" in scene["description"].lower() else "day"
         key_frames = _camera_key_frames(nusc, scene)
@@ -267,4 +281,4 @@ def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Pat
     for i, row in enumerate(rows):
         row.update(easting=float(easting[i]), northing=float(northing[i]), lat=float(lat[i]), lon=float(lon[i]),
                    utm_zone=UTM_ZONE, utm_band=UTM_BAND)
-    return NormaliseResult(table=frame_table(rows), dropped=dict(sorted(dropped.items())))
+    return NormaliseResult(table=frame_table(rows), dropped=dict(sorted(dropped.items())), notes=notes)

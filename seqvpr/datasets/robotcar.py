@@ -45,7 +45,7 @@ import utm
 
 from seqvpr.camera_model import load_camera_model
 from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
-from seqvpr.datasets.frames import NormaliseResult, frame_table, resize_for_model, save_frame
+from seqvpr.datasets.frames import NormaliseResult, frame_table, read_image, resize_for_model, save_frame
 from seqvpr.errors import DataError
 
 CAMERA_MODELS = {"left": "stereo_wide_left", "centre": "stereo_narrow_left", "right": "stereo_wide_right"}
@@ -229,9 +229,7 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
         source = images / f"{ts}.png"
         if not source.is_file():
             raise DataError(source, "image listed in stereo.timestamps is missing")
-        raw = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.size == 0:
-            raise DataError(source, "cannot decode image (corrupt, truncated or empty PNG)")
+        raw = read_image(source, cv2.IMREAD_UNCHANGED)
         if raw.ndim != 2 or raw.dtype != np.uint8:
             raise DataError(source, f"expected an 8-bit single-channel Bayer image, got shape {raw.shape} {raw.dtype}")
         if model is None:
