@@ -250,7 +250,11 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
 def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print,
           published_features: bool = False) -> TrainResult:
     """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
-    published_features: the splits hold the model's published frame descriptors in place of tokens."""
+    published_features: the splits hold the model's published frame descriptors in place of tokens.
+    Raises ValueError, before any work, when no validation query has a positive (no epoch could be chosen)."""
+    if not any(len(p) for p in val_data.positives):
+        raise ValueError(f"the validation split has no query with a positive ({len(val_data.positives)} queries): Recall@5 "
+                         "is undefined, so no epoch could be kept; check its radius and frame_separation")
     rng = np.random.default_rng(cfg.seed)
     device = pick_device(cfg.device)
     model = build_sequence_model(cfg.model, cfg.seq_len, cfg.model_kwargs, tail, cfg.seed, published_features).to(device)

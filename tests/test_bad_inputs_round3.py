@@ -386,3 +386,20 @@ def test_n60_n61_a_full_disk_names_the_file_and_keeps_the_old_frames(worlds, tmp
     assert done.stdout.startswith(f"{frames}/spring_images-") and "cannot write: File too large (errno 27); " \
         "the previous output is kept" in done.stdout
     assert {p.name: p.read_bytes() for p in frames.iterdir()} == before  # nothing half-written, no temporary left
+
+
+def test_r17_a_validation_split_without_positives_is_refused_before_training():
+    from seqvpr.train import SplitData, TrainConfig, train
+
+    rng = np.random.default_rng(0)
+
+    def split(positives):
+        tokens = lambda n: rng.normal(size=(n, 4, 384)).astype(np.float16)  # noqa: E731
+        bounds = np.tile([0, 20], (20, 1))
+        return SplitData(tokens(20), tokens(20), bounds, bounds, positives, positives, np.tile(np.arange(20), (20, 1)))
+
+    epochs = []
+    with pytest.raises(ValueError, match=r"^the validation split has no query with a positive \(20 queries\)"):
+        train(TrainConfig(model="seqnet", epochs=3, queries_per_epoch=8), split([np.array([i]) for i in range(20)]),
+              split([np.array([], int)] * 20), log=epochs.append)
+    assert epochs == []  # refused before any work
