@@ -2,8 +2,21 @@
 `seqvpr export` writes the drop-in exports (seqvpr/exports/cli.py)."""
 import sys
 
+from seqvpr.errors import DataError
+
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status; an OS error or bad input outside the pipeline's tasks (a home
+    that is a file, a read-only or full disk) is printed naming the file, never as a traceback."""
+    try:
+        return _command(argv)
+    except (OSError, DataError) as err:
+        print(f"error: {err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else f"error: {err}",
+              file=sys.stderr)
+        return 1
+
+
+def _command(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv else "--help"
     if command == "run":

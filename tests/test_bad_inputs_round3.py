@@ -403,3 +403,50 @@ def test_r17_a_validation_split_without_positives_is_refused_before_training():
         train(TrainConfig(model="seqnet", epochs=3, queries_per_epoch=8), split([np.array([i]) for i in range(20)]),
               split([np.array([], int)] * 20), log=epochs.append)
     assert epochs == []  # refused before any work
+
+
+def test_n59_a_home_that_is_a_file_is_named_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "afile"
+    home.write_text("x")
+    done = subprocess.run([sys.executable, "-m", "seqvpr.cli", "run", "--home", str(home), "--select", "nordland_raw"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "DAGSTER_HOME": str(tmp_path / "dh")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {home}/") and "Not a directory" in done.stderr
+    assert home.read_text() == "x"
+
+
+def test_n54_a_partial_robotcar_copy_builds_the_splits_whose_runs_it_has(worlds, tmp_path):
+    """Oxford-easy's train pair only: the three other runs are empty partitions with a note, the
+    train split and its struct file are built, the test split is reported missing."""
+    from dagster import materialize
+
+    from assets.frames import frame_assets
+    from assets.splits import split_assets
+    from pipelines.resources import PipelineHome
+    from seqvpr.layout import Layout
+
+    layout = Layout.from_home(tmp_path)
+    for name in ("2014-12-16-09-14-09", "2014-12-17-18-18-43", "models"):
+        shutil.copytree(worlds / "robotcar" / name, layout.raw("robotcar") / name)
+    resources = {"home": PipelineHome(home=str(tmp_path))}
+    frames, table = [a for a in frame_assets if a.key.to_user_string() in ("robotcar_frames", "robotcar_frame_table")]
+    notes = {}
+    for run in ("2014-11-18-13-20-12", "2014-12-16-09-14-09", "2014-12-16-18-44-24", "2014-12-17-18-18-43", RUN):
+        result = materialize([frames], partition_key=run, resources=resources,
+                             run_config={"ops": {"robotcar_frames": {"config": {"size": 16}}}})
+        assert result.success
+        metadata = result.asset_materializations_for_node("robotcar_frames")[0].metadata
+        notes[run] = (metadata["frames"].value, metadata["notes"].value)
+    assert notes["2014-12-16-09-14-09"][0] > 0 and notes["2014-12-16-09-14-09"][1] == []
+    assert notes["2014-11-18-13-20-12"][0] == 0 and "is not in the raw data" in notes["2014-11-18-13-20-12"][1][0]
+    easy = [a for a in split_assets if a.key.to_user_string().startswith("oxford_easy")]
+    result = materialize([table, *easy], resources=resources)
+    assert result.success
+    split = result.asset_materializations_for_node("oxford_easy_split")[0].metadata
+    assert list(split["missing_splits"].value) == ["test"]
+    assert [p.name for p in layout.struct_files("oxford_easy").glob("*.db")] == \
+        ["oxford2_2014-12-16-09-14-09-2014-12-17-18-18-43_train.db"]
