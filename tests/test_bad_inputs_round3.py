@@ -450,3 +450,26 @@ def test_n54_a_partial_robotcar_copy_builds_the_splits_whose_runs_it_has(worlds,
     assert list(split["missing_splits"].value) == ["test"]
     assert [p.name for p in layout.struct_files("oxford_easy").glob("*.db")] == \
         ["oxford2_2014-12-16-09-14-09-2014-12-17-18-18-43_train.db"]
+
+
+def test_n46_a_truncated_shard_is_named(tmp_path):
+    import io
+    import json
+    import tarfile
+
+    from seqvpr.exports.common import shard_keys
+
+    split_dir = tmp_path / "shards" / "oxford_seqnet" / "test"
+    split_dir.mkdir(parents=True)
+    shard = split_dir / "test-000000.tar"
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in ("a", "b"):
+            for ext, size in (("json", 10), ("tokens.npy", 5000)):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = size
+                tar.addfile(info, io.BytesIO(b"x" * size))
+    (split_dir / "manifest.json").write_text(json.dumps({"shards": [{"name": shard.name}]}))
+    assert shard_keys(split_dir) == ["a", "b"]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"^{shard}: missing, truncated or corrupt shard \(.*\): rebuild the shards"):
+        shard_keys(split_dir)

@@ -51,8 +51,12 @@ def shard_keys(split_dir: Path) -> list[str]:
         raise DataError(manifest_path, "shard manifest missing: materialise the shards first")
     keys = []
     for shard in json.loads(manifest_path.read_text())["shards"]:
-        with tarfile.open(Path(split_dir) / shard["name"]) as tar:
-            keys += [m.name.split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")]
+        path = Path(split_dir) / shard["name"]
+        try:
+            with tarfile.open(path) as tar:
+                keys += [m.name.split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")]
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise DataError(path, f"missing, truncated or corrupt shard ({err}): rebuild the shards") from err
     return keys
 
 
