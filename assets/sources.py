@@ -14,6 +14,7 @@ from pydantic import model_validator
 from pipelines.resources import PathSetting, PipelineHome
 from seqvpr.acquire import acquire_dataset, is_archive
 from seqvpr.layout import DATASETS
+from seqvpr.synthetic import check_scale
 
 
 class SourceConfig(Config):
@@ -47,13 +48,27 @@ class SourceConfig(Config):
         return self
 
 
+def source_config_class(dataset: str) -> type[SourceConfig]:
+    """SourceConfig whose ``scale`` may hold only the parameters of ``dataset``'s generator."""
+
+    def _scale_known(config):
+        check_scale(dataset, config.scale)
+        return config
+
+    return type(f"{dataset.title()}SourceConfig", (SourceConfig,), {
+        "__module__": __name__, "__doc__": SourceConfig.__doc__,
+        "_scale_known": model_validator(mode="after")(_scale_known)})
+
+
 def build_source_asset(dataset: str):
+    DatasetSourceConfig = source_config_class(dataset)
+
     @asset(
         name=f"{dataset}_raw",
         group_name="sources",
         description=f"The {dataset} dataset in its distributed on-disk format (synthetic, local copy or download).",
     )
-    def source_asset(context: AssetExecutionContext, config: SourceConfig, home: PipelineHome) -> MaterializeResult:
+    def source_asset(context: AssetExecutionContext, config: DatasetSourceConfig, home: PipelineHome) -> MaterializeResult:
         layout = home.layout()
         summary = acquire_dataset(
             dataset,

@@ -16,10 +16,12 @@ def expand_path(value: str) -> str:
 
 
 def expand_folder(value: str, what: str) -> str:
-    """``expand_path``, and a path that is a file where a folder is wanted is refused saying so."""
+    """``expand_path``, and a path that is not a folder is refused saying what it is."""
     value = expand_path(value)
     if value and Path(value).is_file():
         raise ValueError(f"{value} is a file; expected a folder ({what})")
+    if value and not Path(value).exists():
+        raise ValueError(f"no such folder: {value} ({what})")
     return value
 
 

@@ -543,6 +543,10 @@ def _archive_target(archive: Path, dataset: str) -> str | None:
 def _what_is_there(src: Path, dataset: str) -> str:
     """For the message of a folder that is neither layout nor archives: what it holds, and the
     near-misses of the layout (season folders in another case, the nuScenes table folder itself)."""
+    if dataset == "robotcar" and (src / "stereo.timestamps").is_file():
+        return f"; it is the RobotCar run folder {src.name}/ itself: point path at its parent {src.parent}, the folder of runs"
+    if dataset == "nordland" and src.name in NORDLAND_SEASONS:
+        return f"; it is the season folder {src.name}/ itself: point path at its parent {src.parent}, the folder of seasons"
     if dataset == "nuscenes" and (src / "scene.json").is_file():
         return (f"; it is the nuScenes table folder {src.name}/ itself: point path at its parent {src.parent}, "
                 f"the dataroot that holds maps/, samples/ and {src.name}/")

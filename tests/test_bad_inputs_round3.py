@@ -473,3 +473,38 @@ def test_n46_a_truncated_shard_is_named(tmp_path):
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(DataError, match=rf"^{shard}: missing, truncated or corrupt shard \(.*\): rebuild the shards"):
         shard_keys(split_dir)
+
+
+# --------------------------------------------------------------------------- more of the same kinds
+
+
+def test_path_at_a_run_or_season_folder_says_to_give_its_parent(worlds, tmp_path):
+    from seqvpr.acquire import ingest_local
+
+    run = worlds / "robotcar" / RUN
+    with pytest.raises(DataError, match=rf"^{run}: .*it is the RobotCar run folder {RUN}/ itself: point path at its "
+                                        rf"parent {worlds / 'robotcar'}"):
+        ingest_local(run, tmp_path / "dest", "robotcar")
+    season = worlds / "nordland" / "summer"
+    with pytest.raises(DataError, match=rf"^{season}: .*it is the season folder summer/ itself: point path at its parent"):
+        ingest_local(season, tmp_path / "dest", "nordland")
+
+
+def test_a_run_with_only_its_gps_tar_extracted_is_an_empty_partition_with_a_note(worlds, tmp_path):
+    raw = _copy(worlds, "robotcar", tmp_path)
+    shutil.rmtree(raw / RUN / "stereo")
+    (raw / RUN / "stereo.timestamps").unlink()
+    result = _robotcar(raw, tmp_path)
+    assert result.table.num_rows == 0 and result.dropped == {}
+    assert result.notes[0].startswith(f"{raw / RUN}: no stereo.timestamps and no stereo/left/ images: the run's stereo "
+                                      f"tars were not extracted (only gps); get {RUN}_stereo_left_NN.tar")
+
+
+def test_synthetic_scale_and_models_dir_are_checked_before_any_work(tmp_path):
+    from assets.frames import NormaliseConfig
+    from assets.sources import source_config_class
+
+    assert "nordland scale: unknown parameter 'frame' (did you mean 'frames'?)" in \
+        _refusal(source_config_class("nordland"), scale={"frame": 3})
+    assert source_config_class("robotcar")(scale={"frames_per_traversal": 3}).scale == {"frames_per_traversal": 3}
+    assert f"no such folder: {tmp_path / 'models'}" in _refusal(NormaliseConfig, models_dir=str(tmp_path / "models"))

@@ -193,7 +193,8 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
                         camera: str = "left", models_dir: str | Path | None = None,
                         max_ins_gap_s: float = MAX_INS_GAP_S) -> NormaliseResult:
     """Normalise one run's frames. A run that is not in the raw data at all (a local copy with some
-    of the runs) gives an empty table and a note, as Nordland's absent seasons do."""
+    of the runs), or whose stereo tars were not extracted (only its gps tar), gives an empty table
+    and a note, as Nordland's absent seasons do."""
     if camera not in CAMERA_MODELS:
         raise ValueError(f"unknown stereo camera {camera!r}; expected one of {', '.join(CAMERA_MODELS)}")
     raw_root, out_dir, data_root = Path(raw_root), Path(out_dir), Path(data_root)
@@ -201,6 +202,11 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
     images = run_dir / "stereo" / camera
     if not run_dir.exists():
         return NormaliseResult(table=frame_table([]), notes=[missing_run_message(raw_root, partition)])
+    if not (run_dir / "stereo.timestamps").exists() and not images.exists():
+        return NormaliseResult(table=frame_table([]), notes=[
+            f"{run_dir}: no stereo.timestamps and no stereo/{camera}/ images: the run's stereo tars were not extracted "
+            f"(only {', '.join(sorted(p.name for p in run_dir.iterdir())) or 'an empty folder'}); "
+            + missing_run_message(raw_root, partition).split("; ", 1)[1]])
     stamps, chunks = read_timestamps(run_dir / "stereo.timestamps")
     ins_path = run_dir / "gps" / "ins.csv"
     ins = read_ins(ins_path)

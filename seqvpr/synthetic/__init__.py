@@ -49,8 +49,9 @@ def _claim_models(models: Path, stamp: dict) -> None:
                                      "checkout are never replaced)")
 
 
-def _module(dataset: str, scale: dict):
-    """The generator module of ``dataset``, once ``scale`` is known to hold only its parameters."""
+def check_scale(dataset: str, scale: dict):
+    """The generator module of ``dataset``, once ``scale`` is known to hold only its parameters
+    (ValueError with "did you mean" otherwise)."""
     import importlib
     import inspect
 
@@ -71,7 +72,7 @@ def generate(dataset: str, root: str | Path, seed: int = 0, truth_root: str | Pa
 
     Raises ValueError for an unknown dataset or scale parameter, DataError (a ValueError) when the
     RobotCar models folder holds files the generator did not write."""
-    module = _module(dataset, scale)
+    module = check_scale(dataset, scale)
     root = Path(root)
     truth_root = Path(truth_root) if truth_root is not None else root.parent / f"{root.name}_truth"
     models = _models_dir(root, scale) if dataset == "robotcar" else None
@@ -92,7 +93,7 @@ def write_world(dataset: str, out: Path, truth: Path, seed: int = 0, **scale) ->
     The stamps are those of the raw stage, so a home's ``data/raw`` written here is taken as its own."""
     from seqvpr.stamps import claim_folder, write_source_stamp
 
-    _module(dataset, scale)  # a wrong parameter is refused before any folder is touched
+    check_scale(dataset, scale)  # a wrong parameter is refused before any folder is touched
     stamp = world_stamp(seed, scale)
     hint = "or write the synthetic world to another --out"
     root, truth_root = Path(out) / dataset, Path(truth) / dataset
