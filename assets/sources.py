@@ -9,7 +9,7 @@ from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from pipelines.resources import PathSetting, PipelineHome
 from seqvpr.acquire import acquire_dataset, is_archive
@@ -29,7 +29,7 @@ class SourceConfig(Config):
     source: Literal["synthetic", "local", "url"] = "synthetic"
     path: PathSetting = ""
     manifest: PathSetting = ""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     scale: dict[str, int] = {}
 
     @model_validator(mode="after")

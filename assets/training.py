@@ -41,7 +41,7 @@ class TrainingConfig(Config):
     queries_per_epoch: int = Field(default=TrainConfig.queries_per_epoch, ge=0)
     patience: int = Field(default=TrainConfig.patience, ge=0)
     kmeans_init: bool = TrainConfig.kmeans_init
-    seed: int = TrainConfig.seed
+    seed: int = Field(default=TrainConfig.seed, ge=0)  # numpy generators refuse negative seeds
 
 
 EVALUATED_MODELS = ["adapt_stformer", "seqvlad", "stformer", "seqnet", "jist", "opticornet"]

@@ -80,10 +80,10 @@ class FrameEncoder(ConfigurableResource):
     """
 
     checkpoint: PathSetting = ""
-    num_layers: int = Field(default=8, ge=1)
+    num_layers: int = Field(default=8, ge=1, le=14)  # CCT-14 has 14 blocks
     device: DeviceSetting = "auto"
     batch_size: int = Field(default=8, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     freeze_te: Optional[int] = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -135,7 +135,7 @@ class BaselineBackbones(ConfigurableResource):
     vgg16_netvlad_checkpoint: PathSetting = ""
     device: DeviceSetting = "auto"
     batch_size: int = Field(default=16, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     def published(self) -> bool:
         from seqvpr.embed.embed import pick_device

@@ -187,6 +187,9 @@ def test_settings_are_checked_on_the_config_classes(tmp_path):
         (EvaluationConfig, {"lengths": [0]}, "Input should be greater than or equal to 1"),
         (FrameEncoder, {"freeze_te": 8}, "freeze_te must be below num_layers (8)"),
         (FrameEncoder, {"device": "gpu"}, "unknown device 'gpu' (did you mean 'cpu'?)"),
+        (FrameEncoder, {"num_layers": 20}, "num_layers\n  Input should be less than or equal to 14"),
+        (SourceConfig, {"seed": -1}, "seed\n  Input should be greater than or equal to 0"),
+        (TrainingConfig, {"seed": -1}, "seed\n  Input should be greater than or equal to 0"),
     ]
     for cls, values, expected in cases:
         assert expected in _refusal(cls, **values), (cls, values)
