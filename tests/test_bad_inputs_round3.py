@@ -511,3 +511,19 @@ def test_synthetic_scale_and_models_dir_are_checked_before_any_work(tmp_path):
         _refusal(source_config_class("nordland"), scale={"frame": 3})
     assert source_config_class("robotcar")(scale={"frames_per_traversal": 3}).scale == {"frames_per_traversal": 3}
     assert f"no such folder: {tmp_path / 'models'}" in _refusal(NormaliseConfig, models_dir=str(tmp_path / "models"))
+
+
+def test_n37_n40_the_cli_validation_reports_the_config_classes_rules(tmp_path):
+    from pipelines.definitions import defs
+    from pipelines.validate import ConfigError, validate
+
+    config = {"ops": {"oxford_hard_split": {"config": {"train_db": ["2014-12-16-09-14-9"]}},
+                      "nordland_frames": {"config": {"size": 0}},
+                      "robotcar_frames": {"config": {"camera": "center"}}}}
+    with pytest.raises(ConfigError) as err:
+        validate(defs, config, tmp_path)
+    message = str(err.value)
+    assert "ops.oxford_hard_split.config: train_db: unknown name '2014-12-16-09-14-9' (did you mean '2014-12-16-09-14-09'?)" in message
+    assert "ops.nordland_frames.config.size: Input should be greater than or equal to 8 (got 0)" in message
+    assert "ops.robotcar_frames.config.camera: unknown stereo camera 'center' (did you mean 'centre'?)" in message
+    assert not any(tmp_path.iterdir())
