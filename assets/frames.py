@@ -3,6 +3,7 @@
 import importlib
 import time
 from collections import Counter
+from typing import Annotated
 
 import pyarrow.compute as pc
 from dagster import (
@@ -13,9 +14,6 @@ from dagster import (
     MetadataValue,
     asset,
 )
-
-from typing import Annotated
-
 from pydantic import AfterValidator, Field
 
 from pipelines.partitions import PARTITIONS
