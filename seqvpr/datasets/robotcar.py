@@ -64,8 +64,11 @@ def discover_partitions(raw_root: Path) -> list[str]:
 def missing_run_message(raw_root: Path, run: str) -> str:
     """The note of a run absent from the raw data: what is there and where to get the run."""
     present = discover_partitions(raw_root) if Path(raw_root).is_dir() else []
-    return (f"RobotCar run {run} is not in the raw data {raw_root} (runs there: {', '.join(present) or 'none'}); "
-            f"get {run}_stereo_left_NN.tar and {run}_gps.tar from robotcar-dataset.robots.ox.ac.uk/datasets/{run}/")
+    return f"RobotCar run {run} is not in the raw data {raw_root} (runs there: {', '.join(present) or 'none'}); {_where(run)}"
+
+
+def _where(run: str) -> str:
+    return f"get {run}_stereo_left_NN.tar and {run}_gps.tar from robotcar-dataset.robots.ox.ac.uk/datasets/{run}/"
 
 
 def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +208,7 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
     if not (run_dir / "stereo.timestamps").exists() and not images.exists():
         return NormaliseResult(table=frame_table([]), notes=[
             f"{run_dir}: no stereo.timestamps and no stereo/{camera}/ images: the run's stereo tars were not extracted "
-            f"(only {', '.join(sorted(p.name for p in run_dir.iterdir())) or 'an empty folder'}); "
-            + missing_run_message(raw_root, partition).split("; ", 1)[1]])
+            f"(only {', '.join(sorted(p.name for p in run_dir.iterdir())) or 'an empty folder'}); {_where(partition)}"])
     stamps, chunks = read_timestamps(run_dir / "stereo.timestamps")
     ins_path = run_dir / "gps" / "ins.csv"
     ins = read_ins(ins_path)
