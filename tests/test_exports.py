@@ -275,7 +275,7 @@ def test_seqnet_oxford_reads_per_run_arrays_through_splitinds(tmp_path):
     table = build_split(robotcar_like(), bench).table
     descriptors = descriptors_of(table, bench)
     info = write_seqnet(tmp_path, table, bench, descriptors, "cct384-test-mean")
-    assert info["seqnet_hardcoded_runs_match"] and info["splits_seqnet_cannot_read"] == []
+    assert info["seqnet_hardcoded_runs_match"] and info["splits_seqnet_cannot_read"] == [] and info["consumer_can_load"]
     for split in ("train", "test", "val"):
         ours = split if split != "val" else "test"  # seqNet validates on the test struct
         struct, db_desc, q_desc = seqnet_oxford(tmp_path, "cct384-test-mean", split)
@@ -334,6 +334,7 @@ def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
     descriptors = descriptors_of(table, bench)
     info = write_seqnet(tmp_path, table, bench, descriptors, "cct384-test-mean")
     assert info["seqnet_fixed_ranges_match"] == {"train": True, "val": True, "test": True}
+    assert list(json.loads((tmp_path / "export.json").read_text()))[0] == "consumer_can_load" and info["consumer_can_load"]
     views = seqnet_nordland_views(tmp_path, "cct384-test-mean")
     files = {"train": "nordland_train_d-40_d2-10.db", "val": "nordland_val_d-1_d2-1.db", "test": "nordland_test_d-1_d2-1.db"}
     for split, dataset in (("train", "nordland-sw"), ("val", "nordland-sw"), ("test", "nordland-sf")):
@@ -385,6 +386,9 @@ def test_seqnet_nordland_arrays_have_every_clean_row_whatever_frames_the_user_ha
     # seqNet's test range starts at 15100: our val frames of summer are its rows 15100..15109
     assert np.array_equal(views[("nordland-sw", "test")][0][:10], descriptors[("val", "db")])
     assert info["season_rows"] == CLEAN_ROWS and "NaN" in info["absent_rows"]
+    # seqNet takes 3000 rows for its val and test whatever the struct file lists: export.json says
+    # first that those splits do not load
+    assert info["consumer_can_load"] is False and "['train', 'val']" in info["cannot_load_because"]
 
 
 def test_seqnet_export_through_shards_is_atomic_and_reproducible(tmp_path):

@@ -198,6 +198,28 @@ def write_seqnet(folder: Path, table: pa.Table, bench: Benchmark, descriptors: d
     else:
         checked = _oxford(folder, bench, parts, descriptors, desc_dir, source)
     info = {"consumer": "oravus/seqNet", "benchmark": bench.name, "descType": desc_type,
-            "commands": commands(bench, desc_type), "cwd": "this folder", **checked}
+            "commands": commands(bench, desc_type), "cwd": "this folder", **checked, **_loadable(checked)}
     write_info(folder, info)
     return info
+
+
+def _loadable(checked: dict) -> dict:
+    """Whether seqNet reads our splits: its Nordland loader takes 15000 / 3000 / 3000 rows by its
+    fixed ranges whatever the struct file lists (a split on other places mis-scores or fails in
+    its recall code), and its Oxford loader opens files named by its hard-coded runs."""
+    if "seqnet_fixed_ranges_match" in checked:
+        off = sorted(s for s, match in checked["seqnet_fixed_ranges_match"].items() if not match)
+        if not off:
+            return {"consumer_can_load": True}
+        return {"consumer_can_load": False,
+                "cannot_load_because": (f"seqNet slices every season with its fixed ranges {NORDLAND_RANGES}; the {off} split(s) "
+                                        "here hold other places, so its --split for them fails or mis-scores (the other splits load)"),
+                "to_make_it_loadable": ("have every frame of those ranges (all of Nordland-clean for the seasons of each split) "
+                                        "and keep the benchmark's default index ranges")}
+    if checked["seqnet_hardcoded_runs_match"] and not checked["splits_seqnet_cannot_read"]:
+        return {"consumer_can_load": True}
+    return {"consumer_can_load": False,
+            "cannot_load_because": (f"seqNet's get_datasets.py opens the runs {list(OXFORD_RUNS)} and reads the train and test "
+                                    f"struct files only; this export has runs {checked['runs']} and splits "
+                                    f"{checked['splits_seqnet_cannot_read']} it cannot read"),
+            "to_make_it_loadable": f"use the runs {list(OXFORD_RUNS)} (database, query) with train and test splits only"}
