@@ -542,6 +542,7 @@ def test_adapt_stformer_nuscenes_follows_the_authors_generation_rules(tmp_path):
     # the heading rule matters here: a radius search alone would find more
     assert sum(map(len, radius_search(s["utmDb"], s["utmQ"], s["posDistThr"]))) > sum(map(len, positives))
     assert info["positive_mismatches"] == {"test": 0} and info["consumer_can_load"] is True
+    assert list(json.loads((folder / "export.json").read_text()))[0] == "consumer_can_load"
     assert "/scratch/yl9727/nuscenes/" in info["edit"]
 
 
@@ -590,6 +591,9 @@ def test_adapt_stformer_nordland_season_arrays_by_place_index(tmp_path):
     assert needs["disk_apparent_gib"] == round(4 * CLEAN_ROWS * frame_bytes / 2**30, 2)
     assert needs["disk_allocated_gib"] == round(12 * frame_bytes / 2**30, 2)
     assert needs["memory_gib"] >= needs["disk_apparent_gib"]  # np.vstack reads every season into memory
+    # its loader takes 15000 / 3000 rows by the fixed ranges whatever the struct lists: said first
+    assert info["consumer_can_load"] is False and "['test', 'train']" in info["cannot_load_because"]
+    assert "raw_inputs" not in info["cannot_load_because"]
 
 
 def test_adapt_stformer_oxford_names_and_radius_positives(tmp_path):

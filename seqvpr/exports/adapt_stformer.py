@@ -294,23 +294,22 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
             "commands": commands(bench), **extra}
     if bench.name == "nuscenes":
         info["row_order"] = "each role in timestamp order (3_create_nuscene_db_struct.py sorts the image names)"
+    reasons, fixes = [], []
     if data_root is None:
         planned = _planned_arrays(bench, parts, source)
         needs = loader_needs(bench, parts, planned)
-        info.update(consumer_can_load=False, raw_384_arrays=[],
-                    cannot_load_because=("its get_datasets.py opens the raw_384 input arrays on every path and this export has "
-                                         "none (raw_inputs is off)"),
-                    to_make_it_loadable=(f"seqvpr export --format adapt-stformer --benchmark {bench.name} --raw-inputs "
-                                         f"(or raw_inputs: true in the {bench.name}_adapt_stformer_export config); it writes "
-                                         f"{sorted(planned)} into data/: {needs['disk_allocated_gib']} GiB on disk "
-                                         f"({needs['disk_apparent_gib']} GiB apparent), and the authors' loader needs about "
-                                         f"{needs['memory_gib']} GiB of memory"),
-                    loader_needs=needs)
+        reasons.append("its get_datasets.py opens the raw_384 input arrays on every path and this export has none (raw_inputs is off)")
+        fixes.append(f"seqvpr export --format adapt-stformer --benchmark {bench.name} --raw-inputs "
+                     f"(or raw_inputs: true in the {bench.name}_adapt_stformer_export config); it writes "
+                     f"{sorted(planned)} into data/: {needs['disk_allocated_gib']} GiB on disk "
+                     f"({needs['disk_apparent_gib']} GiB apparent), and the authors' loader needs about "
+                     f"{needs['memory_gib']} GiB of memory")
+        info.update(raw_384_arrays=[], loader_needs=needs)
     else:
         arrays = _write_raw(folder / "data", bench, parts, data_root, source)
         needs = loader_needs(bench, parts, arrays)
         sparse = sorted(n for n, (rows, written) in arrays.items() if written < rows)
-        info.update(consumer_can_load=True, raw_384_arrays=sorted(arrays), loader_needs=needs,
+        info.update(raw_384_arrays=sorted(arrays), loader_needs=needs,
                     edit=f"in get_datasets.py replace {prefix!r} with the absolute path of this folder's data/",
                     raw_rows={n: {"rows": rows, "rows_written": written} for n, (rows, written) in arrays.items()},
                     sparse_files=sparse,
@@ -318,6 +317,17 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
                                  f"{sparse} have rows no frame of this export fills (zeros, never written): on file systems "
                                  f"with sparse files they take {needs['disk_allocated_gib']} GiB of {needs['disk_apparent_gib']} GiB. "
                                  "Copy with cp --sparse=always, rsync -S or tar -S: any other copy writes the full size."))
+    if bench.name == "nordland":
+        off = sorted(p.split for p in parts if not all(
+            np.array_equal(r["place_index"].to_numpy(), np.arange(*NORDLAND_RANGES[p.split])) for r in (p.db, p.query)))
+        info["fixed_ranges_match"] = {p.split: p.split not in off for p in parts}
+        if off:
+            reasons.append(f"its Nordland loader takes the rows of its fixed ranges {NORDLAND_RANGES} whatever the struct file "
+                           f"lists; the {off} split(s) here hold other places, so it mis-scores or fails on them")
+            fixes.append("have every frame of those ranges and keep the benchmark's default index ranges")
+    info["consumer_can_load"] = not reasons
+    if reasons:
+        info.update(cannot_load_because="; ".join(reasons), to_make_it_loadable="; ".join(fixes))
     write_info(folder, info)
     return info
 

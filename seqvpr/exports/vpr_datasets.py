@@ -139,6 +139,7 @@ def write_vpr_datasets(folder: Path, table: pa.Table, bench: Benchmark, data_roo
         counts[part.split] = {ROLE_FOLDERS[r]: len(n) for r, n in names.items()}
     thresholds = {split: positive_dist_threshold(bench, split) for split in counts}
     info = {
+        "consumer_can_load": True,
         "consumer": "gmberton/VPR-datasets-downloader layout (VPR-methods-evaluation, CosPlace, EigenPlaces)",
         "benchmark": bench.name, "images": counts, "positive_dist_threshold": thresholds,
         "positive_mismatches": checks,
