@@ -57,8 +57,8 @@ from seqvpr.datasets.frames import load_frame
 from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from seqvpr.errors import DataError
 from seqvpr.exports.common import (
-    NORDLAND_CLEAN_ROWS, SplitRows, check_places, count_positive_mismatches, nordland_seasons, radius_positives,
-    single_traversal, split_rows, write_info,
+    NORDLAND_CLEAN_ROWS, NORDLAND_RANGES, SplitRows, check_places, count_positive_mismatches, covers_exactly, nordland_seasons,
+    radius_positives, single_traversal, split_rows, write_info,
 )
 from seqvpr.seqbounds import format_seqbounds, run_bounds
 from seqvpr.splits import Benchmark
@@ -77,8 +77,6 @@ NUSCENES_DATASET = "nuscene_large"
 RAW_SUFFIX = f"_{IMAGE_SIZE}.npy"
 RAW_FRAME_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE * 4  # one float32 3 x 384 x 384 row
 NUSCENES_MAX_GAP_US = 1_000_000  # 4_create_seq_bounds.py: np.where(differences > 1000000)
-# seqNet's fixed Nordland ranges, which Adapt-STformer's get_datasets.py also uses (train, test)
-NORDLAND_RANGES = {"train": (0, 15000), "test": (15100, 18100)}
 
 
 def supports(benchmark: str) -> bool:
@@ -237,7 +235,7 @@ def loader_needs(bench: Benchmark, parts: list[SplitRows], arrays: dict[str, tup
     written = sum(n for _, n in arrays.values())
     largest_split = max((len(p.db) + len(p.query) for p in parts), default=0)
     if bench.name == "nordland":  # the fixed ranges, not our split's size
-        largest_split = 2 * max(end - start for start, end in NORDLAND_RANGES.values())
+        largest_split = 2 * max(end - start for start, end in NORDLAND_RANGES.values())  # train: 15000 + 15000
     return {"frame_bytes": RAW_FRAME_BYTES, "disk_apparent_gib": gib(total), "disk_allocated_gib": gib(written),
             "memory_gib": gib(total + 2 * largest_split),
             "memory_note": ("get_datasets.py np.vstack()s every raw array it opens into memory (all of them), "
@@ -318,11 +316,11 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
                                  f"with sparse files they take {needs['disk_allocated_gib']} GiB of {needs['disk_apparent_gib']} GiB. "
                                  "Copy with cp --sparse=always, rsync -S or tar -S: any other copy writes the full size."))
     if bench.name == "nordland":
-        off = sorted(p.split for p in parts if not all(
-            np.array_equal(r["place_index"].to_numpy(), np.arange(*NORDLAND_RANGES[p.split])) for r in (p.db, p.query)))
+        off = sorted(p.split for p in parts if not covers_exactly(p, NORDLAND_RANGES[p.split]))
         info["fixed_ranges_match"] = {p.split: p.split not in off for p in parts}
         if off:
-            reasons.append(f"its Nordland loader takes the rows of its fixed ranges {NORDLAND_RANGES} whatever the struct file "
+            used = {s: NORDLAND_RANGES[s] for s in NORDLAND_STRUCT_FILES}
+            reasons.append(f"its Nordland loader takes the rows of its fixed ranges {used} whatever the struct file "
                            f"lists; the {off} split(s) here hold other places, so it mis-scores or fails on them")
             fixes.append("have every frame of those ranges and keep the benchmark's default index ranges")
     info["consumer_can_load"] = not reasons

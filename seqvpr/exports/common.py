@@ -75,6 +75,9 @@ def split_rows(table: pa.Table, bench: Benchmark) -> list[SplitRows]:
 # Rows of every per-season Nordland array the consumers index by place: seqNet's
 # structFiles/imageNamesFiles/nordland_clean_imageNames.txt has 27,592 names.
 NORDLAND_CLEAN_ROWS = len(clean_list())
+# The fixed Nordland ranges of seqNet's get_datasets.py (oravus/seqNet 6b83d36: np.arange(15000),
+# np.arange(15100,18100), np.arange(18200,21200)); Adapt-STformer's uses the train and test ones.
+NORDLAND_RANGES = {"train": (0, 15000), "test": (15100, 18100), "val": (18200, 21200)}
 
 
 def nordland_seasons(bench: Benchmark) -> list[str]:
@@ -88,6 +91,13 @@ def check_places(places: np.ndarray, season: str, source) -> None:
     bad = places[(places < 0) | (places >= NORDLAND_CLEAN_ROWS)]
     if len(bad):
         raise DataError(source, f"season {season}: place_index {int(bad[0])} is not a row of Nordland-clean [0, {NORDLAND_CLEAN_ROWS})")
+
+
+def covers_exactly(part: SplitRows, index_range: tuple[int, int]) -> bool:
+    """Whether both roles of a Nordland split hold exactly the places ``[start, end)`` in order:
+    what seqNet's and Adapt-STformer's fixed-range slicing reads (their struct files are not)."""
+    want = np.arange(*index_range)
+    return all(np.array_equal(rows["place_index"].to_numpy(), want) for rows in (part.db, part.query))
 
 
 def shard_keys(split_dir: Path) -> list[str]:

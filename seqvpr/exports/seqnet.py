@@ -37,7 +37,8 @@ from schemas.struct_file import ROLE_FILE_NAMES, SPLIT_INDS_KEYS
 from schemas.split_table import SPLITS
 from seqvpr.errors import DataError
 from seqvpr.exports.common import (
-    NORDLAND_CLEAN_ROWS, SplitRows, check_places, nordland_seasons, count_positive_mismatches, radius_positives, save_npy, single_traversal, split_rows, write_info,
+    NORDLAND_CLEAN_ROWS, NORDLAND_RANGES, SplitRows, check_places, count_positive_mismatches, covers_exactly, nordland_seasons,
+    radius_positives, save_npy, single_traversal, split_rows, write_info,
 )
 from seqvpr.seqbounds import format_seqbounds
 from seqvpr.splits import Benchmark
@@ -46,7 +47,6 @@ from seqvpr.structfile import db_struct, npz_bytes, object_vector, savemat_bytes
 CONSUMER = "seqnet"
 NORDLAND_STRUCT_FILES = {"train": "nordland_train_d-40_d2-10.db", "val": "nordland_val_d-1_d2-1.db",
                          "test": "nordland_test_d-1_d2-1.db"}
-NORDLAND_RANGES = {"train": (0, 15000), "test": (15100, 18100), "val": (18200, 21200)}  # get_datasets.py
 # get_datasets.py: --dataset nordland-sw loads summer (ref) / winter (qry), nordland-sf spring / fall,
 # and slices both with NORDLAND_RANGES for every split.
 NORDLAND_DATASETS = {"nordland-sw": ("summer", "winter"), "nordland-sf": ("spring", "fall")}
@@ -97,10 +97,7 @@ def _nordland(folder: Path, bench: Benchmark, parts: list[SplitRows], descriptor
         for role, rows in (("db", part.db), ("query", part.query)):
             for season, idx in rows.groupby(bench.select_by, sort=True).indices.items():
                 by_season.setdefault(season, []).append((rows["place_index"].to_numpy()[idx], descriptors[(part.split, role)][idx]))
-        # seqNet slices every season with fixed ranges: our split matches them only if its place
-        # indices are exactly that range, for both roles.
-        want = np.arange(*NORDLAND_RANGES[part.split])
-        ranges[part.split] = bool(all(np.array_equal(r["place_index"].to_numpy(), want) for r in (part.db, part.query)))
+        ranges[part.split] = covers_exactly(part, NORDLAND_RANGES[part.split])
     width = next(iter(descriptors.values())).shape[1]
     coverage, absent, present = {}, {}, {}
     for season, chunks in sorted(by_season.items()):
