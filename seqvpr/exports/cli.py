@@ -43,17 +43,17 @@ def plan(layout: Layout, formats: list[str] | None, benchmarks: list[str] | None
     Pairs a consumer cannot express are named only when both were asked for explicitly."""
     todo, refused = [], []
     for benchmark in benchmarks or BENCHMARKS:
+        consumers = [c for c in formats or sorted(FORMATS) if supported(c, benchmark)]
+        if formats and benchmarks:
+            for consumer in sorted(set(formats) - set(consumers)):
+                able = [b for b in BENCHMARKS if supported(consumer, b)]
+                refused.append(f"{consumer}/{benchmark}: {consumer} cannot express benchmark {benchmark} (it can: {', '.join(able)})")
         if not layout.split_table(benchmark).exists():
-            if benchmarks:
+            if benchmarks and consumers:
                 refused.append(f"{benchmark}: no split table {layout.split_table(benchmark)}: "
                                f"materialise it first (seqvpr run --select {benchmark}_split)")
             continue
-        for consumer in formats or sorted(FORMATS):
-            if supported(consumer, benchmark):
-                todo.append((consumer, benchmark))
-            elif formats and benchmarks:
-                able = [b for b in BENCHMARKS if supported(consumer, b)]
-                refused.append(f"{consumer}/{benchmark}: {consumer} cannot express benchmark {benchmark} (it can: {', '.join(able)})")
+        todo += [(consumer, benchmark) for consumer in consumers]
     return todo, refused
 
 
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     for message in refused:
         print(f"not exported: {message}", file=sys.stderr)
     if not todo:
-        print(f"nothing exported: no split table of {', '.join(args.benchmarks or BENCHMARKS)} under "
-              f"{layout.split_table('x').parent} that {', '.join(args.formats or sorted(FORMATS))} can express "
-              "(materialise the splits with seqvpr run first)", file=sys.stderr)
+        print(f"nothing exported: {', '.join(args.formats or sorted(FORMATS))} x {', '.join(args.benchmarks or BENCHMARKS)} "
+              f"gives no benchmark that has a split table under {layout.split_table('x').parent} and a format that can "
+              "express it (materialise the splits with seqvpr run first)", file=sys.stderr)
         return 1
     status = 1 if refused else 0
     try:
