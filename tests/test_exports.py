@@ -732,7 +732,9 @@ def test_export_waits_for_the_home_lock_and_never_deletes_a_live_export(tmp_path
     with home_lock(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", f"import sys; from seqvpr.exports.cli import main; sys.exit(main({argv!r}))"],
                                 cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        message = proc.stderr.readline()
+        message = ""
+        while "waiting" not in message and proc.poll() is None:  # skip any import warnings before it
+            message = proc.stderr.readline()
         assert "waiting for it to finish" in message and str(tmp_path) in message
         time.sleep(0.5)
         assert proc.poll() is None and (live / "export.json").exists()

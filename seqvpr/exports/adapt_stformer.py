@@ -292,6 +292,8 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
             "commands": commands(bench), **extra}
     if bench.name == "nuscenes":
         info["row_order"] = "each role in timestamp order (3_create_nuscene_db_struct.py sorts the image names)"
+        info["pose_note"] = ("utmDb/utmQ: the camera's UTM easting, northing; rotationDb/rotationQ: (w, x, y, z) rotations "
+                             "about the vertical whose +x (ego forward) axis has the camera's heading (no pitch or roll)")
     reasons, fixes = [], []
     if data_root is None:
         planned = _planned_arrays(bench, parts, source)
