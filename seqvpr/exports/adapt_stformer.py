@@ -198,18 +198,22 @@ def write_raw_array(path: Path, data_root: Path, image_paths: list[str], length:
     del array
 
 
+def _season_rows(bench: Benchmark, parts: list[SplitRows]) -> dict[str, pd.DataFrame]:
+    """Nordland: every season any split names -> its frames in the export's splits, one per place."""
+    seasons = {}
+    for season in nordland_seasons(bench):
+        rows = [r[r[bench.select_by] == season] for part in parts for r in (part.db, part.query)]
+        seasons[season] = (pd.concat(rows).drop_duplicates("place_index") if rows
+                           else pd.DataFrame({"place_index": np.zeros(0, np.int64), "image_path": []}))
+    return seasons
+
+
 def _write_raw(data_dir: Path, bench: Benchmark, parts: list[SplitRows], data_root: Path, source) -> dict[str, tuple[int, int]]:
     """Write the raw_384 arrays; returns file name -> (rows, rows written)."""
     written = {}
     if bench.name == "nordland":
-        seasons: dict[str, pd.DataFrame] = {s: None for s in nordland_seasons(bench)}
-        for part in parts:
-            for rows in (part.db, part.query):
-                for season, group in rows.groupby(bench.select_by, sort=True):
-                    seasons[season] = pd.concat([seasons.get(season), group]).drop_duplicates("place_index")
-        for season, rows in sorted(seasons.items()):
+        for season, rows in _season_rows(bench, parts).items():
             name = f"nordland_raw_{season}{RAW_SUFFIX}"
-            rows = rows if rows is not None else pd.DataFrame({"place_index": np.zeros(0, np.int64), "image_path": []})
             place = rows["place_index"].to_numpy()
             check_places(place, season, source)
             write_raw_array(data_dir / name, data_root, rows["image_path"].tolist(), NORDLAND_CLEAN_ROWS, place)
@@ -296,7 +300,7 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
                              "about the vertical whose +x (ego forward) axis has the camera's heading (no pitch or roll)")
     reasons, fixes = [], []
     if data_root is None:
-        planned = _planned_arrays(bench, parts, source)
+        planned = _planned_arrays(bench, parts)
         needs = loader_needs(bench, parts, planned)
         reasons.append("its get_datasets.py opens the raw_384 input arrays on every path and this export has none (raw_inputs is off)")
         fixes.append(f"seqvpr export --format adapt-stformer --benchmark {bench.name} --raw-inputs "
@@ -332,14 +336,10 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
     return info
 
 
-def _planned_arrays(bench: Benchmark, parts: list[SplitRows], source) -> dict[str, tuple[int, int]]:
+def _planned_arrays(bench: Benchmark, parts: list[SplitRows]) -> dict[str, tuple[int, int]]:
     """The arrays ``--raw-inputs`` would write, name -> (rows, rows written), without writing them."""
     if bench.name == "nordland":
-        out = {}
-        for season in nordland_seasons(bench):
-            places = {int(p) for part in parts for rows in (part.db, part.query)
-                      for p in rows.loc[rows[bench.select_by] == season, "place_index"]}
-            out[f"nordland_raw_{season}{RAW_SUFFIX}"] = (NORDLAND_CLEAN_ROWS, len(places))
-        return out
+        return {f"nordland_raw_{season}{RAW_SUFFIX}": (NORDLAND_CLEAN_ROWS, len(rows))
+                for season, rows in _season_rows(bench, parts).items()}
     return {name: (len(getattr(p, role)), len(getattr(p, role))) for p in parts
             for role, name in raw_array_names(bench, p.split).items()}
