@@ -413,7 +413,7 @@ def test_seqnet_export_through_shards_is_atomic_and_reproducible(tmp_path):
     assert files_of(folder) == first
 
 
-def test_seqnet_descriptor_name_comes_from_the_shards_encoder(tmp_path):
+def test_seqnet_descriptor_name_comes_from_the_shards_encoder(tmp_path, capsys):
     """Issue 21 N49: the descType is the encoder recorded in the shards' manifests; shards without
     it, or splits built by different encoders, are refused naming the manifest, and the export's
     options cannot rename the descriptors (--seed / --checkpoint are not options)."""
@@ -430,9 +430,11 @@ def test_seqnet_descriptor_name_comes_from_the_shards_encoder(tmp_path):
     write_shards(layout, table, bench, model_id=None)
     with pytest.raises(DataError, match=r"train/manifest.json: no encoder identity .*rebuild the shards"):
         export(layout, "seqnet", "nordland")
-    with pytest.raises(SystemExit) as exit_:
-        export_main(["--home", str(tmp_path), "--format", "seqnet", "--benchmark", "nordland", "--seed", "1"])
-    assert exit_.value.code == 2
+    for option in (["--seed", "1"], ["--checkpoint", "x.pth"]):
+        with pytest.raises(SystemExit) as exit_:
+            export_main(["--home", str(tmp_path), "--format", "seqnet", "--benchmark", "nordland", *option])
+        assert exit_.value.code == 2
+        assert "read from the shards' manifests" in capsys.readouterr().err
     assert files_of(folder) == before
 
 

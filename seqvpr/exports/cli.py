@@ -8,8 +8,9 @@ only the temporaries of dead runs; it replaces only export folders it writes. Ev
 asked for is either written or named with the reason it was not; the exit status is 0 only when
 every export asked for (or, without --format/--benchmark, at least one) was written and none failed.
 
-The encoder that named seqNet's descType is read from the shards' manifests, never from options:
-there are no --checkpoint/--seed/--num-layers options (they could only disagree with the shards).
+The encoder that names seqNet's descType is read from the shards' manifests, never from options:
+--checkpoint/--seed/--num-layers (which earlier versions took) are refused with the reason, since
+they could only disagree with the shards.
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def parser() -> argparse.ArgumentParser:
                    help="default: every benchmark whose split table exists")
     p.add_argument("--raw-inputs", action="store_true",
                    help="also write Adapt-STformer's raw_384 input arrays (large: 1.7 MB per frame)")
+    for gone in ENCODER_OPTIONS:  # earlier versions named the descriptors from these: refused with the reason
+        p.add_argument(gone, dest=gone.strip("-").replace("-", "_"), default=None, help=argparse.SUPPRESS)
     return p
+
+
+ENCODER_OPTIONS = ("--checkpoint", "--num-layers", "--seed")
 
 
 def plan(layout: Layout, formats: list[str] | None, benchmarks: list[str] | None) -> tuple[list[tuple[str, str]], list[str]]:
@@ -58,7 +64,13 @@ def plan(layout: Layout, formats: list[str] | None, benchmarks: list[str] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    given = [o for o in ENCODER_OPTIONS if getattr(args, o.strip("-").replace("-", "_")) is not None]
+    if given:
+        p.error(f"{'/'.join(given)}: the encoder is read from the shards' manifests (manifest['encoder']['model_id']), "
+                "so the descriptors are always named after the encoder that made them; to export another encoder's "
+                "descriptors, rebuild the shards with it (seqvpr run --config with resources: encoder)")
     home = Path(args.home or Layout.from_home().data_root.parent)
     if not home.is_dir():
         print(f"{home}: {'not a folder' if home.exists() else 'no such folder'}: give the home of a `seqvpr run` with --home",
