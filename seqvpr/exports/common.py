@@ -31,7 +31,8 @@ def descriptor_type(model_id: str) -> str:
 
 def shard_model_id(split_dirs: list[Path]) -> str:
     """The encoder identity the shards were built with: ``manifest["encoder"]["model_id"]`` of
-    every split's ``manifest.json`` (written by seqvpr/shards.py), which must agree.
+    every split's ``manifest.json`` (written by seqvpr/shards.py; at least one split), which must
+    agree.
 
     Raises DataError naming the manifest when it is missing, has no encoder identity (shards
     written before the manifest recorded it), or names another encoder than the other splits."""
@@ -48,8 +49,6 @@ def shard_model_id(split_dirs: list[Path]) -> str:
         if not isinstance(model_id, str) or not model_id:
             raise DataError(path, f"encoder model_id {model_id!r} is not a name: rebuild the shards")
         found.setdefault(model_id, path)
-    if not found:
-        raise DataError(Path(split_dirs[0]).parent if split_dirs else "<shards>", "no split shards to export")
     if len(found) > 1:
         raise DataError(next(iter(found.values())).parent.parent,
                         f"the splits' shards were built by different encoders {sorted(found)}: rebuild the shards")
