@@ -210,7 +210,8 @@ def _loadable(checked: dict) -> dict:
             return {"consumer_can_load": True}
         return {"consumer_can_load": False,
                 "cannot_load_because": (f"seqNet slices every season with its fixed ranges {NORDLAND_RANGES}; the {off} split(s) "
-                                        "here hold other places, so its --split for them fails or mis-scores (the other splits load)"),
+                                        "here hold other places, so its --split for them fails or mis-scores"
+                                        + (" (the other splits load)" if len(off) < len(checked["seqnet_fixed_ranges_match"]) else "")),
                 "to_make_it_loadable": ("have every frame of those ranges (all of Nordland-clean for the seasons of each split) "
                                         "and keep the benchmark's default index ranges")}
     if checked["seqnet_hardcoded_runs_match"] and not checked["splits_seqnet_cannot_read"]:
