@@ -2,7 +2,7 @@
 and format (seqvpr/exports/), `<benchmark>_<format>_export`, for every benchmark a format maps."""
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
-from pipelines.resources import FrameEncoder, PipelineHome
+from pipelines.resources import PipelineHome
 from seqvpr.exports import FORMATS, export, supported
 from seqvpr.splits import BENCHMARKS
 
@@ -15,16 +15,21 @@ DESCRIPTIONS = {
 
 
 class AdaptStformerExportConfig(Config):
-    """raw_inputs: also write the raw_384 input arrays (float32 N x 3 x 384 x 384, 1.7 MB a frame)."""
+    """raw_inputs: also write the raw_384 input arrays (float32 N x 3 x 384 x 384, 1.7 MB a frame).
+    Without them the authors' loader cannot load the export (export.json says so first)."""
 
     raw_inputs: bool = False
 
 
 def _result(context: AssetExecutionContext, folder, info: dict) -> MaterializeResult:
     context.log.info(f"{folder}: {info['commands']}")
+    for key in ("cannot_load_because", "to_make_it_loadable", "path_warning", "sparse_note"):
+        if info.get(key):
+            context.log.warning(f"{folder}: {key.replace('_', ' ')}: {info[key]}")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(str(folder)),
         "consumer": info["consumer"],
+        "consumer_can_load": info.get("consumer_can_load", True),
         "commands": MetadataValue.json(info["commands"]),
         "positive_mismatches": MetadataValue.json(info["positive_mismatches"]),
     })
@@ -36,8 +41,9 @@ def build_export_asset(consumer: str, benchmark: str):
 
     if consumer == "seqnet":
         @asset(name=key, group_name="exports", deps=[AssetKey(f"{benchmark}_shards")], description=doc)
-        def seqnet_export(context: AssetExecutionContext, home: PipelineHome, encoder: FrameEncoder) -> MaterializeResult:
-            return _result(context, *export(home.layout(), consumer, benchmark, encoder.model_id()))
+        def seqnet_export(context: AssetExecutionContext, home: PipelineHome) -> MaterializeResult:
+            # descType: the encoder recorded in the shards' manifests (seqvpr.exports.common.shard_model_id)
+            return _result(context, *export(home.layout(), consumer, benchmark))
 
         return seqnet_export
 

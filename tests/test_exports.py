@@ -31,8 +31,10 @@ from seqvpr.datasets.frames import frame_table, save_frame
 from seqvpr.embed.embed import global_descriptor
 from seqvpr.errors import DataError
 from seqvpr.exports import export
+from seqvpr.exports.cli import main as export_main
 from seqvpr.exports.common import DESCRIPTOR_POOLING, shard_descriptors
 from seqvpr.exports.seqnet import write_seqnet
+from seqvpr.housekeeping import home_lock
 from seqvpr.layout import Layout
 from seqvpr.pairs import PairRules
 from seqvpr.shards import Sample, write_split_shards
@@ -42,6 +44,15 @@ from conftest import REFERENCE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DESC_DIM = 4
+# seqNet's structFiles/imageNamesFiles/nordland_clean_imageNames.txt (a fixture copy): its length is
+# the number of rows every Nordland season array must have.
+CLEAN_ROWS = len((REFERENCE_DIR / "imageNamesFiles" / "nordland_clean_imageNames.txt").read_text().split())
+# oravus/seqNet get_datasets.py (commit 6b83d36), Nordland branch:
+#   trainInds, testInds, valInds = np.arange(15000), np.arange(15100,18100), np.arange(18200,21200)
+#   'sw' -> ref, qry = 'summer', 'winter'; 'sf' -> ref, qry = 'spring', 'fall'
+SEQNET_INDS = {"train": np.arange(15000), "test": np.arange(15100, 18100), "val": np.arange(18200, 21200)}
+SEQNET_SEASONS = {"nordland-sw": ("summer", "winter"), "nordland-sf": ("spring", "fall")}
+MODEL_ID = "cct384-0123456789abcdef"
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
@@ -74,16 +85,29 @@ def oxford_bench(name="oxford_easy"):
                      n_sections=2, route_reference="2015-03-17-11-08-44", struct_stem="oxford-v1.0")
 
 
+T0 = 1532402927612460
+# scene -> (condition, first timestamp, first easting offset, first heading): database scenes 0003
+# and 0004 are one log recorded without a break (0.5 s between them), 0001 comes 100 s later;
+# query scene 0102 starts exactly 1 s after 0101 ends (not a gap for the authors' "> 1 s"), 0103
+# 1 s + 1 us after 0102 (a gap). Scene names do not sort in time order.
+NUSCENES_SCENES = {
+    "scene-0001": ("day", T0 + 100_000_000, 40.0, 10.0),
+    "scene-0003": ("day", T0, 0.0, 0.0),
+    "scene-0004": ("day", T0 + 3_000_000, 18.0, 72.0),
+    "scene-0101": ("night", T0 + 200_000_000, 0.4, 5.0),
+    "scene-0102": ("night", T0 + 203_500_000, 18.4, 77.0),
+    "scene-0103": ("night", T0 + 207_000_001, 40.4, 15.0),
+}
+
+
 def nuscenes_like():
-    """Two day scenes (database) and a night scene (queries), headings varying along the way."""
-    rows, t = [], 1532402927612460
-    for scene, condition, offset, heading0 in (("scene-0001", "day", 0.0, 0.0), ("scene-0002", "day", 40.0, 10.0),
-                                               ("scene-0101", "night", 0.4, 5.0)):
+    """Six frames per scene, 0.5 s (2 Hz key frames) and 3 m apart, headings turning 12 degrees a
+    frame (no distance or heading lands on a radius, so strict and inclusive rules agree)."""
+    rows = []
+    for scene, (condition, t, offset, heading0) in NUSCENES_SCENES.items():
         for i in range(6):
-            rows.append(frame("nuscenes", scene, condition, i, t, 620000.0 + offset + 3.0 * i, 5735000.0,
+            rows.append(frame("nuscenes", scene, condition, i, t + 500_000 * i, 620000.0 + offset + 3.0 * i, 5735000.0,
                               heading=(heading0 + 12.0 * i) % 360))
-            t += 500000
-        t += 10_000_000
     return frame_table(rows)
 
 
@@ -145,7 +169,9 @@ def frame_descriptor(frame_id):
     return np.random.default_rng(seed).normal(size=DESC_DIM).astype(np.float32)
 
 
-def write_shards(layout, table, bench):
+def write_shards(layout, table, bench, model_id=MODEL_ID):
+    """Shards of every split; ``model_id``: the encoder identity their manifest records (the agreed
+    ``manifest["encoder"]["model_id"]`` key; None leaves it out, as shards written before it)."""
     for split in SPLITS:
         if bench.split(split) is None:
             continue
@@ -153,6 +179,15 @@ def write_shards(layout, table, bench):
         samples = [Sample(key=r["frame_id"], tokens=np.zeros((1, 2), np.float16), descriptor=frame_descriptor(r["frame_id"]),
                           row={"role": r["role"], "order": int(r["order"])}) for r in rows]
         write_split_shards(layout.shards(bench.name, split), bench.name, split, samples)
+        if model_id is not None:
+            set_manifest_encoder(layout.shards(bench.name, split), model_id)
+
+
+def set_manifest_encoder(split_dir, model_id):
+    path = split_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["encoder"] = {"model_id": model_id, "weights": "seed-0", "freeze_te": 7, "num_layers": 8}
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -240,7 +275,7 @@ def test_seqnet_oxford_reads_per_run_arrays_through_splitinds(tmp_path):
     table = build_split(robotcar_like(), bench).table
     descriptors = descriptors_of(table, bench)
     info = write_seqnet(tmp_path, table, bench, descriptors, "cct384-test-mean")
-    assert info["seqnet_hardcoded_runs_match"] and info["splits_seqnet_cannot_read"] == []
+    assert info["seqnet_hardcoded_runs_match"] and info["splits_seqnet_cannot_read"] == [] and info["consumer_can_load"]
     for split in ("train", "test", "val"):
         ours = split if split != "val" else "test"  # seqNet validates on the test struct
         struct, db_desc, q_desc = seqnet_oxford(tmp_path, "cct384-test-mean", split)
@@ -276,6 +311,19 @@ def test_seqnet_rejects_a_benchmark_it_cannot_express(tmp_path):
         write_seqnet(tmp_path, table, dataclasses.replace(bench, name="oxford_hard"), {}, "d")
 
 
+def seqnet_nordland_views(folder: Path, desc_type):
+    """get_datasets.py, Nordland branch: (dataset, split) -> (ft1[inds], ft2[inds]), sliced exactly
+    as seqNet slices them (an IndexError here is the one seqNet would raise)."""
+    desc = folder / "data" / "descData" / desc_type
+    views = {}
+    for dataset, (ref, qry) in SEQNET_SEASONS.items():
+        ft1, ft2 = np.load(desc / f"nordland-clean-{ref}.npy"), np.load(desc / f"nordland-clean-{qry}.npy")
+        assert ft1.shape[0] == ft2.shape[0] == CLEAN_ROWS
+        for split, inds in SEQNET_INDS.items():
+            views[(dataset, split)] = (ft1[inds], ft2[inds])
+    return views
+
+
 def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
     """seqNet slices nordland-clean-<season>.npy with arange(15000) / arange(15100, 18100) /
     arange(18200, 21200): with splits on exactly those place indices, the rows it takes are our
@@ -286,23 +334,61 @@ def test_seqnet_nordland_fixed_ranges_select_our_frames(tmp_path):
     descriptors = descriptors_of(table, bench)
     info = write_seqnet(tmp_path, table, bench, descriptors, "cct384-test-mean")
     assert info["seqnet_fixed_ranges_match"] == {"train": True, "val": True, "test": True}
-    desc = tmp_path / "data" / "descData" / "cct384-test-mean"
-    fixed = {"train": np.arange(15000), "test": np.arange(15100, 18100), "val": np.arange(18200, 21200)}
+    assert list(json.loads((tmp_path / "export.json").read_text()))[0] == "consumer_can_load" and info["consumer_can_load"]
+    views = seqnet_nordland_views(tmp_path, "cct384-test-mean")
     files = {"train": "nordland_train_d-40_d2-10.db", "val": "nordland_val_d-1_d2-1.db", "test": "nordland_test_d-1_d2-1.db"}
-    for split, (ref, qry) in (("train", ("summer", "winter")), ("val", ("summer", "winter")), ("test", ("spring", "fall"))):
-        ft1, ft2 = np.load(desc / f"nordland-clean-{ref}.npy"), np.load(desc / f"nordland-clean-{qry}.npy")
-        assert np.array_equal(ft1[fixed[split]], descriptors[(split, "db")])
-        assert np.array_equal(ft2[fixed[split]], descriptors[(split, "query")])
+    for split, dataset in (("train", "nordland-sw"), ("val", "nordland-sw"), ("test", "nordland-sf")):
+        ft1, ft2 = views[(dataset, split)]
+        assert np.array_equal(ft1, descriptors[(split, "db")]) and np.array_equal(ft2, descriptors[(split, "query")])
         assert_like_reference(tmp_path / "structFiles" / files[split], REFERENCE_DIR / files[split])
         struct = seqnet_struct(tmp_path / "structFiles" / files[split])
-        assert struct["dataset"] == "nordland" and struct["numDb"] == len(fixed[split])
+        assert struct["dataset"] == "nordland" and struct["numDb"] == len(SEQNET_INDS[split])
         if split == "test":
             assert_positives_equal(radius_search(struct["utmDb"], struct["utmQ"], struct["posDistThr"]),
                                    role_rows(table, split, "query")["positives"])
-    # spring/fall only cover the test range: the rows before it hold no descriptor
-    spring = np.load(desc / "nordland-clean-spring.npy")
-    assert spring.shape == (18100, DESC_DIM) and np.isnan(spring[:15100]).all()
+    # spring/fall only cover the test range: every other row of the clean list is marked NaN
+    spring = np.load(tmp_path / "data" / "descData" / "cct384-test-mean" / "nordland-clean-spring.npy")
+    assert spring.shape == (CLEAN_ROWS, DESC_DIM) and np.isnan(spring[:15100]).all() and np.isnan(spring[18100:]).all()
+    assert not np.isnan(spring[15100:18100]).any()
     assert info["rows_with_descriptors"]["spring"] == [[15100, 18100]]
+    assert info["rows_without_descriptors"]["spring"] == CLEAN_ROWS - 3000
+    assert info["rows_without_descriptors_in_seqnet_ranges"]["nordland-sf"]["train"] == {"spring": 15000, "fall": 15000}
+    assert info["rows_without_descriptors_in_seqnet_ranges"]["nordland-sw"]["test"] == {"summer": 3000, "winter": 3000}
+
+
+def test_seqnet_nordland_arrays_have_every_clean_row_whatever_frames_the_user_has(tmp_path):
+    """Issue 22: a user with a few frames of three seasons (no fall at all): every season array
+    still has the 27,592 rows of the clean list, so seqNet's ranges for nordland-sw and
+    nordland-sf, train, val and test, all index in range; absent rows are NaN and counted."""
+    places = np.arange(15090, 15130)
+    rows = [r for r in nordland_like(15130, seasons=("summer", "winter", "spring")).to_pylist() if r["place_index"] >= 15090]
+    bench = nordland_bench({"train": (15090, 15100), "val": (15100, 15110), "test": (15110, 15130)})
+    bench = dataclasses.replace(bench, splits=bench.splits[:2] + (SplitSpec("test", ("spring",), ("fall",), index_range=(15110, 15130)),))
+    result = build_split(frame_table(rows), bench)
+    assert "test" in result.missing  # no fall frames: the test split cannot be built
+    descriptors = descriptors_of(result.table, dataclasses.replace(bench, splits=bench.splits[:2]))
+    info = write_seqnet(tmp_path, result.table, bench, descriptors, "d-mean")
+    views = seqnet_nordland_views(tmp_path, "d-mean")  # every range in range, or this raises
+    desc = tmp_path / "data" / "descData" / "d-mean"
+    arrays = {s: np.load(desc / f"nordland-clean-{s}.npy") for s in ("summer", "winter", "spring", "fall")}
+    have = {"summer": places[:20], "winter": places[:20], "spring": np.zeros(0, int), "fall": np.zeros(0, int)}
+    for season, array in arrays.items():
+        marked = np.isnan(array).all(axis=1)
+        assert array.shape == (CLEAN_ROWS, DESC_DIM) and array.dtype == np.float32
+        assert np.array_equal(np.flatnonzero(~marked), have[season]) and not np.isnan(array[~marked]).any()
+        assert info["rows_without_descriptors"][season] == CLEAN_ROWS - len(have[season])
+    for (dataset, split), (ft1, ft2) in views.items():
+        ref, qry = SEQNET_SEASONS[dataset]
+        for season, view in ((ref, ft1), (qry, ft2)):
+            absent = len(SEQNET_INDS[split]) - np.isin(SEQNET_INDS[split], have[season]).sum()
+            assert np.isnan(view).all(axis=1).sum() == absent
+            assert info["rows_without_descriptors_in_seqnet_ranges"][dataset][split][season] == absent
+    # seqNet's test range starts at 15100: our val frames of summer are its rows 15100..15109
+    assert np.array_equal(views[("nordland-sw", "test")][0][:10], descriptors[("val", "db")])
+    assert info["season_rows"] == CLEAN_ROWS and "NaN" in info["absent_rows"]
+    # seqNet takes 3000 rows for its val and test whatever the struct file lists: export.json says
+    # first that those splits do not load
+    assert info["consumer_can_load"] is False and "['train', 'val']" in info["cannot_load_because"]
 
 
 def test_seqnet_export_through_shards_is_atomic_and_reproducible(tmp_path):
@@ -311,44 +397,154 @@ def test_seqnet_export_through_shards_is_atomic_and_reproducible(tmp_path):
     write_shards(layout, table, bench)
     got = shard_descriptors(layout.shard_root / "nordland", table, bench)
     assert all(np.array_equal(got[k], v) for k, v in descriptors_of(table, bench).items())
-    folder, info = export(layout, "seqnet", "nordland", "cct384-abc")
-    assert info["descType"] == "cct384-abc-mean" and info["seqnet_fixed_ranges_match"] == {"train": False, "test": False}
+    folder, info = export(layout, "seqnet", "nordland")
+    assert info["descType"] == f"{MODEL_ID}-mean" and info["seqnet_fixed_ranges_match"] == {"train": False, "test": False}
     first = files_of(folder)
-    assert "data/descData/cct384-abc-mean/nordland-clean-fall.npy" in first and "export.json" in first
-    export(layout, "seqnet", "nordland", "cct384-abc")
+    assert f"data/descData/{MODEL_ID}-mean/nordland-clean-fall.npy" in first and "export.json" in first
+    export(layout, "seqnet", "nordland")
     assert files_of(folder) == first
     # shards written for another order (stale) are refused rather than misaligned
     write_split_shards(layout.shards("nordland", "test"), "nordland", "test",
                        [Sample(key=f, tokens=np.zeros((1, 2), np.float16), descriptor=frame_descriptor(f), row={"role": "db"})
                         for f in reversed(role_rows(table, "test", "db")["frame_id"].tolist())])
+    set_manifest_encoder(layout.shards("nordland", "test"), MODEL_ID)
     with pytest.raises(DataError, match="re-materialise the shards"):
-        export(layout, "seqnet", "nordland", "cct384-abc")
+        export(layout, "seqnet", "nordland")
     assert files_of(folder) == first
+
+
+def test_seqnet_descriptor_name_comes_from_the_shards_encoder(tmp_path, capsys):
+    """Issue 21 N49: the descType is the encoder recorded in the shards' manifests; shards without
+    it, or splits built by different encoders, are refused naming the manifest, and the export's
+    options cannot rename the descriptors (--seed / --checkpoint are not options)."""
+    bench = nordland_bench({"train": (0, 10), "test": (10, 20)})
+    layout, table = materialise(tmp_path, nordland_like(20), bench, images=False)
+    write_shards(layout, table, bench, model_id="cct384-aaaaaaaaaaaaaaaa")
+    folder, info = export(layout, "seqnet", "nordland")
+    assert info["descType"] == "cct384-aaaaaaaaaaaaaaaa-mean"
+    assert [p.name for p in (folder / "data" / "descData").iterdir()] == ["cct384-aaaaaaaaaaaaaaaa-mean"]
+    before = files_of(folder)
+    set_manifest_encoder(layout.shards("nordland", "test"), "cct384-bbbbbbbbbbbbbbbb")
+    with pytest.raises(DataError, match="different encoders"):
+        export(layout, "seqnet", "nordland")
+    write_shards(layout, table, bench, model_id=None)
+    with pytest.raises(DataError, match=r"train/manifest.json: no encoder identity .*rebuild the shards"):
+        export(layout, "seqnet", "nordland")
+    for option in (["--seed", "1"], ["--checkpoint", "x.pth"]):
+        with pytest.raises(SystemExit) as exit_:
+            export_main(["--home", str(tmp_path), "--format", "seqnet", "--benchmark", "nordland", *option])
+        assert exit_.value.code == 2
+        assert "read from the shards' manifests" in capsys.readouterr().err
+    assert files_of(folder) == before
 
 
 # ---------------------------------------------------------------- Adapt-STformer
 
-def test_adapt_stformer_nuscenes_pickle_seqbounds_and_raw_inputs(tmp_path):
+# ---- the authors' nuScenes generation rules (ai4ce/Adapt-STFormer, commit d6dfefa,
+# static/Adapt-STFormer/dataset_generation/nuscene/), re-implemented here from their scripts.
+
+def authors_struct(frames, role):
+    """3_create_nuscene_db_struct.py: ``sorted(glob("nuscene_large_<role>/*.jpg"))`` names, and for
+    each name the ego pose of its timestamp (match_utm): x, y and the (w, x, y, z) rotation. Our
+    frames stand in for ego_pose.json: x, y = easting, northing; the rotation is the one whose
+    forward axis has the frame's heading."""
+    by_name = {f"nuscene_large_{role}/{r['timestamp_us']}.jpg": r for r in frames}
+    names = sorted(by_name)
+    utm_ = np.array([(by_name[n]["easting"], by_name[n]["northing"]) for n in names])
+    return names, utm_, [by_name[n]["heading_deg"] for n in names]
+
+
+def authors_seqbounds(names):
+    """4_create_seq_bounds.py analyze_timestamp_differences: sorted timestamps, a bound wherever
+    the difference exceeds 1000000 us; one "start end" line per image."""
+    timestamps = sorted(int(os.path.basename(n).split(".")[0]) for n in names)
+    significant_gaps = np.where(np.diff(timestamps) > 1000000)[0] + 1
+    lines, start = [], 0
+    for idx in significant_gaps:
+        lines += [(start, idx)] * (idx - start)
+        start = idx
+    lines += [(start, len(names))] * (len(names) - start)
+    return np.array(lines, dtype=int)
+
+
+def authors_direction(q):
+    """5_gt_generate.py calculate_image_position_and_direction with projection_distance 0: the
+    normalised ground-plane part of R @ [0, 1, 0], R from the (w, x, y, z) quaternion."""
+    from scipy.spatial.transform import Rotation
+    w, x, y, z = q
+    forward = Rotation.from_quat([x, y, z, w]).as_matrix() @ np.array([0, 1, 0])
+    return forward[:2] / np.linalg.norm(forward[:2])
+
+
+def authors_positives(utmQ, utmDb, rotationQ, rotationDb, distance_threshold=10, angle_threshold=30):
+    """5_gt_generate.py find_positives (projection 0): distance < threshold and angle < threshold."""
+    out = []
+    for q_pos, q_rot in zip(utmQ, rotationQ):
+        q_v = authors_direction(q_rot)
+        found = []
+        for j, (db_pos, db_rot) in enumerate(zip(utmDb, rotationDb)):
+            if np.linalg.norm(q_pos - db_pos) < distance_threshold:
+                db_v = authors_direction(db_rot)
+                angle = np.arccos(np.clip(np.dot(q_v, db_v), -1.0, 1.0)) * 180 / np.pi
+                if angle < angle_threshold:
+                    found.append(j)
+        out.append(np.array(found, dtype=np.int64))
+    return out
+
+
+def test_adapt_stformer_nuscenes_follows_the_authors_generation_rules(tmp_path):
+    """Issue 23: struct fields, rotations, row order and seqBounds as the authors' scripts make
+    them from the same frames; their ground-truth script run on our struct gives our positives."""
     bench = nuscenes_bench()
     layout, table = materialise(tmp_path, nuscenes_like(), bench)
     folder, info = export(layout, "adapt-stformer", "nuscenes", raw_inputs=True)
+    mat = loadmat(folder / "structFiles" / "nuscene_large.db")["dbStruct"][0, 0]
+    assert mat.dtype.names == ("whichSet", "dbImageFns", "qImageFns", "numImages", "numQueries", "posDistThr", "posDistSqThr",
+                               "dataset", "nonTrivPosDistSqThr", "utmDb", "utmQ", "rotationDb", "rotationQ")
     s, positives = adapt_positives(folder, "nuscene_large.db")
-    db, q = role_rows(table, "test", "db"), role_rows(table, "test", "query")
-    assert s["dataset"] == "nuscene_large" and s["whichSet"] == "large"
-    assert s["db"][0] == f"nuscene_large_database/{db['timestamp_us'][0]}.jpg"
-    assert np.allclose(s["utmDb"], db[["easting", "northing"]].to_numpy())
-    assert isinstance(positives, np.ndarray) and positives.dtype == object and positives.shape == (len(q),)
-    assert all(p.dtype == np.int64 for p in positives)
-    assert_positives_equal(positives, q["positives"])
+    assert (s["dataset"], s["whichSet"], s["posDistThr"], mat["posDistSqThr"].item(), s["nonTriv"]) == ("nuscene_large", "large", 10, 100, 25)
+    frames = {role: [r for r in table.to_pylist() if r["role"] == ours] for role, ours in (("database", "db"), ("query", "query"))}
+    rotations = {}
+    for role, key, utm_key, rot_key in (("database", "db", "utmDb", "rotationDb"), ("query", "q", "utmQ", "rotationQ")):
+        names, utm_, headings = authors_struct(frames[role], role)
+        assert s[key] == names  # timestamp order across scenes, not our scene-by-scene order
+        assert np.array_equal(s[utm_key], utm_)
+        rotation = mat[rot_key]
+        assert rotation.shape == (4, len(names)) and rotation.dtype == np.float64  # save_db_struct: rotation.T
+        rotations[role] = rotation.T
+        # the ego frame's forward axis (+x) points along the frame's compass heading
+        from scipy.spatial.transform import Rotation
+        ego_x = Rotation.from_quat(rotation.T[:, [1, 2, 3, 0]]).apply([1.0, 0.0, 0.0])
+        h = np.radians(headings)
+        assert np.allclose(ego_x[:, :2], np.stack([np.sin(h), np.cos(h)], axis=1)) and np.allclose(ego_x[:, 2], 0)
+        bounds = np.loadtxt(folder / "structFiles" / "seqBoundsFiles" / f"nuscene_large_{role}_seqbounds.txt", int)
+        assert np.array_equal(bounds, authors_seqbounds(names))
+        raw = np.load(folder / "data" / f"nuscene_{role}_raw_large_384.npy", mmap_mode="r")
+        by_ts = {f"nuscene_large_{role}/{r['timestamp_us']}.jpg": r for r in frames[role]}
+        for i in (0, len(names) - 1):
+            assert np.allclose(raw[i], normalised(layout.data_root / by_ts[names[i]]["image_path"]), atol=1e-5)
+    # database: 0003 and 0004 (0.5 s apart) are one sequence, 0001 another; queries: 0101 + 0102
+    # (exactly 1 s apart) one, 0103 (1 s + 1 us later) another
+    db_bounds = np.loadtxt(folder / "structFiles" / "seqBoundsFiles" / "nuscene_large_database_seqbounds.txt", int)
+    q_bounds = np.loadtxt(folder / "structFiles" / "seqBoundsFiles" / "nuscene_large_query_seqbounds.txt", int)
+    assert sorted(set(map(tuple, db_bounds))) == [(0, 12), (12, 18)] and sorted(set(map(tuple, q_bounds))) == [(0, 12), (12, 18)]
+    assert info["seqbounds"]["database"] == {"scenes": 3, "sequences": 2, "sequences_spanning_scenes": 1}
+    # our own split keeps one run per scene
+    assert len({(r["seq_start"], r["seq_end"]) for r in frames["database"]}) == 3
+    # the authors' ground-truth script on our struct file reproduces the positives we ship
+    authors = authors_positives(s["utmQ"], s["utmDb"], rotations["query"], rotations["database"])
+    assert isinstance(positives, np.ndarray) and positives.dtype == object and all(p.dtype == np.int64 for p in positives)
+    assert_positives_equal(positives, authors)
+    assert sum(map(len, positives)) > 0
+    # ... which are ours, renumbered into the authors' row order
+    db_rows, q_rows = role_rows(table, "test", "db"), role_rows(table, "test", "query")
+    name_of_db = [f"nuscene_large_database/{t}.jpg" for t in db_rows["timestamp_us"]]
+    ours = {f"nuscene_large_query/{t}.jpg": sorted(name_of_db[i] for i in p) for t, p in zip(q_rows["timestamp_us"], q_rows["positives"])}
+    assert [sorted(s["db"][i] for i in p) for p in positives] == [ours[n] for n in s["q"]]
     # the heading rule matters here: a radius search alone would find more
     assert sum(map(len, radius_search(s["utmDb"], s["utmQ"], s["posDistThr"]))) > sum(map(len, positives))
-    for role, rows, count in (("database", db, s["numDb"]), ("query", q, s["numQ"])):
-        bounds = np.loadtxt(folder / "structFiles" / "seqBoundsFiles" / f"nuscene_large_{role}_seqbounds.txt", int)
-        assert bounds.shape == (count, 2) and np.array_equal(bounds, rows[["seq_start", "seq_end"]].to_numpy())
-        raw = np.load(folder / "data" / f"nuscene_{role}_raw_large_384.npy", mmap_mode="r")
-        assert raw.dtype == np.float32 and raw.shape == (count, 3, 384, 384)
-        assert np.allclose(raw[1], normalised(layout.data_root / rows["image_path"][1]), atol=1e-5)
-    assert info["positive_mismatches"] == {"test": 0}
+    assert info["positive_mismatches"] == {"test": 0} and info["consumer_can_load"] is True
+    assert list(json.loads((folder / "export.json").read_text()))[0] == "consumer_can_load"
     assert "/scratch/yl9727/nuscenes/" in info["edit"]
 
 
@@ -359,21 +555,47 @@ def normalised(path):
 
 
 def test_adapt_stformer_nordland_season_arrays_by_place_index(tmp_path):
-    """trainInds arange(0, 15000) / testInds len(train_ref) + arange(15100, 18100) index the
-    season arrays by Nordland-clean position: row p of a season is the frame at place p."""
+    """Issue 22: get_datasets.py (ai4ce/Adapt-STFormer d6dfefa) for nordland-sw stacks summer over
+    spring and winter over fall (np.vstack), trainInds = arange(0, 15000), testInds = len(summer) +
+    arange(15100, 18100); nordland-sf the other way round. Every season array has the 27,592 clean
+    rows, so those indices are in range whatever frames the user has; row p of a season is the
+    frame at place p, and rows without a frame are never written (sparse zeros)."""
     bench = nordland_bench({"train": (0, 3), "test": (3, 6)})
     layout, table = materialise(tmp_path, nordland_like(6), bench)
     folder, info = export(layout, "adapt-stformer", "nordland", raw_inputs=True)
     assert sorted(p.name for p in (folder / "structFiles").iterdir()) == ["nordland_test_d-1_d2-1.db", "nordland_train_d-40_d2-10.db"]
-    assert info["raw_384_arrays"] == [f"nordland_raw_{s}_384.npy" for s in ("fall", "spring", "summer", "winter")]
-    summer, spring = (np.load(folder / "data" / f"nordland_raw_{s}_384.npy", mmap_mode="r") for s in ("summer", "spring"))
-    assert summer.shape == (3, 3, 384, 384) and spring.shape == (6, 3, 384, 384) and summer.dtype == np.float32
-    ft1 = np.concatenate([summer, spring])  # Adapt-STformer: vstack([train_ref, val_ref])
+    seasons = ("fall", "spring", "summer", "winter")
+    assert info["raw_384_arrays"] == [f"nordland_raw_{s}_384.npy" for s in seasons]
+    arrays = {s: np.load(folder / "data" / f"nordland_raw_{s}_384.npy", mmap_mode="r") for s in seasons}
+    assert all(a.shape == (CLEAN_ROWS, 3, 384, 384) and a.dtype == np.float32 for a in arrays.values())
+    for dataset, (train_ref, train_qry, val_ref, val_qry) in {"nordland-sw": ("summer", "winter", "spring", "fall"),
+                                                               "nordland-sf": ("spring", "fall", "summer", "winter")}.items():
+        train_len = arrays[train_ref].shape[0]
+        train_inds, test_inds = np.arange(0, 15000), train_len + np.arange(15100, 18100)
+        for ref, qry in ((train_ref, val_ref), (train_qry, val_qry)):  # ft1 = vstack([train_ref, val_ref]), ft2 likewise
+            stacked = arrays[ref].shape[0] + arrays[qry].shape[0]
+            assert train_inds.max() < stacked and test_inds.max() < stacked
+    # nordland-sw's test rows of the stacked database are spring's rows: our spring frame at place p
+    # is stacked row len(summer) + p
     test_db = role_rows(table, "test", "db")
-    test_inds = len(summer) + test_db["place_index"].to_numpy()
-    for row, image_path in zip(test_inds, test_db["image_path"]):
-        assert np.allclose(ft1[row], normalised(layout.data_root / image_path), atol=1e-5)
-    assert not spring[:3].any()  # places no spring frame covers stay zero
+    for place, image_path in zip(test_db["place_index"], test_db["image_path"]):
+        row = arrays["summer"].shape[0] + place
+        assert np.allclose(arrays["spring"][row - arrays["summer"].shape[0]], normalised(layout.data_root / image_path), atol=1e-5)
+    assert not arrays["spring"][:3].any() and not arrays["spring"][6:7].any() and not arrays["spring"][-1].any()
+    frame_bytes = 3 * 384 * 384 * 4
+    for season, array in arrays.items():
+        path = folder / "data" / f"nordland_raw_{season}_384.npy"
+        assert path.stat().st_size >= CLEAN_ROWS * frame_bytes
+        assert path.stat().st_blocks * 512 < 8 * frame_bytes  # sparse: 3 frames written, the rest holes
+    assert info["raw_rows"]["nordland_raw_spring_384.npy"] == {"rows": CLEAN_ROWS, "rows_written": 3}
+    assert info["sparse_files"] == [f"nordland_raw_{s}_384.npy" for s in seasons] and "--sparse" in info["sparse_note"]
+    needs = info["loader_needs"]
+    assert needs["disk_apparent_gib"] == round(4 * CLEAN_ROWS * frame_bytes / 2**30, 2)
+    assert needs["disk_allocated_gib"] == round(12 * frame_bytes / 2**30, 2)
+    assert needs["memory_gib"] >= needs["disk_apparent_gib"]  # np.vstack reads every season into memory
+    # its loader takes 15000 / 3000 rows by the fixed ranges whatever the struct lists: said first
+    assert info["consumer_can_load"] is False and "['test', 'train']" in info["cannot_load_because"]
+    assert "raw_inputs" not in info["cannot_load_because"]
 
 
 def test_adapt_stformer_oxford_names_and_radius_positives(tmp_path):
@@ -390,6 +612,23 @@ def test_adapt_stformer_oxford_names_and_radius_positives(tmp_path):
     assert info["raw_384_arrays"] == [] and not (folder / "data").exists()
 
 
+def test_adapt_stformer_without_raw_inputs_says_first_that_it_cannot_load(tmp_path):
+    """Issue 22: its loader opens the raw_384 arrays on every path; without them export.json says
+    so at the top, how to add them and what they and the loader need."""
+    bench = oxford_bench("oxford_easy")
+    layout, table = materialise(tmp_path, robotcar_like(), bench, images=False)
+    folder, info = export(layout, "adapt-stformer", "oxford_easy")
+    text = (folder / "export.json").read_text()
+    keys = list(json.loads(text))
+    assert keys[:3] == ["consumer_can_load", "cannot_load_because", "to_make_it_loadable"]
+    assert json.loads(text)["consumer_can_load"] is False
+    assert "--raw-inputs" in info["to_make_it_loadable"] and "raw_inputs: true" in info["to_make_it_loadable"]
+    rows = sum(len(role_rows(table, s, r)) for s in ("train", "test") for r in ("db", "query"))
+    assert info["loader_needs"]["disk_apparent_gib"] == round(rows * 3 * 384 * 384 * 4 / 2**30, 2)
+    code = export_main(["--home", str(tmp_path), "--format", "adapt-stformer", "--benchmark", "oxford_easy"])
+    assert code == 0
+
+
 # ---------------------------------------------------------------- VPR-datasets layout
 
 NAME = re.compile(r"^@(?P<east>[-\d.]+)@(?P<north>[-\d.]+)@(?P<zone>\d\d)@(?P<letter>[A-Z])@(?P<lat>[-\d.]+)@(?P<lon>[-\d.]+)"
@@ -400,8 +639,8 @@ def test_gsv_names_positives_and_traversal_order(tmp_path):
     bench = oxford_bench("oxford_easy")
     layout, table = materialise(tmp_path, robotcar_like(), bench)
     folder, info = export(layout, "gsv", "oxford_easy")
-    threshold = info["positive_dist_threshold"]
-    assert threshold == int(threshold) == 5
+    assert info["positive_dist_threshold"] == {"train": 5, "test": 5}
+    threshold = 5
     for split in ("train", "test"):
         db_paths = gsv_folder(folder / "images" / split / "database")
         q_paths = gsv_folder(folder / "images" / split / "queries")
@@ -433,29 +672,38 @@ def test_gsv_names_positives_and_traversal_order(tmp_path):
 
 
 def test_gsv_nordland_follows_download_nordland(tmp_path):
-    bench = nordland_bench({"train": (0, 10), "test": (10, 20)})
-    layout, table = materialise(tmp_path, nordland_like(20), bench)
+    """Issue 21 N68: each split gets the threshold of its own radius (train 40 frames, test 1), and
+    VPR-methods-evaluation's radius search on the names with it gives our positives in both."""
+    bench = nordland_bench({"train": (0, 100), "test": (100, 120)})
+    bench = dataclasses.replace(bench, splits=(dataclasses.replace(bench.splits[0], radius=40, nontrivial_radius=10), bench.splits[1]))
+    layout, table = materialise(tmp_path, nordland_like(120), bench)
     folder, info = export(layout, "gsv", "nordland")
     paths = gsv_folder(folder / "images" / "test" / "queries")
-    assert os.path.basename(paths[0]) == f"@0@{10 * 25 / 10.5:07.1f}@@@@@10@@@@@@@@.jpg"
-    threshold = info["positive_dist_threshold"]
-    assert threshold == int(threshold)
-    db_paths = gsv_folder(folder / "images" / "test" / "database")
+    assert os.path.basename(paths[0]) == f"@0@{100 * 25 / 10.5:07.1f}@@@@@100@@@@@@@@.jpg"
+    thresholds = info["positive_dist_threshold"]
+    # download_nordland.py puts 10.5 frames in 25 m: a whole number of metres between r and r + 1 frames
+    assert thresholds == {"train": 96, "test": 3}
+    assert info["positive_mismatches"] == {"train": 0, "test": 0}
+    assert [c.split("--positive_dist_threshold=")[1] for c in info["commands"]] == ["96", "3"]
     frame_of = lambda ps: np.array([int(os.path.basename(p).split("@")[7]) for p in ps])
-    found = radius_search(gsv_utms(db_paths), gsv_utms(paths), threshold)
-    q = role_rows(table, "test", "query")
-    db_place = frame_of(db_paths)
-    place_to_db_order = dict(zip(role_rows(table, "test", "db")["place_index"], role_rows(table, "test", "db")["order"]))
-    derived = {int(qp): np.array([place_to_db_order[p] for p in db_place[h]]) for qp, h in zip(frame_of(paths), found)}
-    assert_positives_equal([derived[p] for p in q["place_index"]], q["positives"])
+    for split in ("train", "test"):
+        q_paths = gsv_folder(folder / "images" / split / "queries")
+        db_paths = gsv_folder(folder / "images" / split / "database")
+        found = radius_search(gsv_utms(db_paths), gsv_utms(q_paths), thresholds[split])
+        q, db = role_rows(table, split, "query"), role_rows(table, split, "db")
+        place_to_db_order = dict(zip(db["place_index"], db["order"]))
+        db_place = frame_of(db_paths)
+        derived = {int(qp): np.array([place_to_db_order[p] for p in db_place[h]]) for qp, h in zip(frame_of(q_paths), found)}
+        assert_positives_equal([derived[p] for p in q["place_index"]], q["positives"])
+    assert max(len(p) for p in role_rows(table, "train", "query")["positives"]) == 81
 
 
 def test_killed_export_leaves_no_complete_folder_and_rerun_matches(tmp_path):
     bench = oxford_bench("oxford_easy")
     layout, _ = materialise(tmp_path, robotcar_like(150), bench)
     folder = layout.exports("gsv", "oxford_easy")
-    code = f"from seqvpr.exports.cli import main; main(['--home', {str(tmp_path)!r}, '--format', 'gsv', '--benchmark', 'oxford_easy'])"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    argv = ["--home", str(tmp_path), "--format", "gsv", "--benchmark", "oxford_easy"]
+    proc = subprocess.Popen([sys.executable, "-c", f"from seqvpr.exports.cli import main; main({argv!r})"], cwd=ROOT)
     deadline = time.time() + 120
     while not list(folder.parent.glob(".oxford_easy.*.partial")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)
@@ -463,12 +711,79 @@ def test_killed_export_leaves_no_complete_folder_and_rerun_matches(tmp_path):
     proc.wait()
     assert not folder.exists()
     assert list(folder.parent.glob(".oxford_easy.*.partial"))  # the half-written folder, under a temporary name
-    export(layout, "gsv", "oxford_easy")
+    assert export_main(argv) == 0  # holds the home lock, so it sweeps the dead export's folder
     assert not list(folder.parent.glob(".oxford_easy.*.partial"))
     first = files_of(folder)
     assert json.loads(first["export.json"])["positive_mismatches"] == {"train": 0, "test": 0}
     export(layout, "gsv", "oxford_easy")
     assert files_of(folder) == first
+
+
+def test_export_waits_for_the_home_lock_and_never_deletes_a_live_export(tmp_path):
+    """Issue 21 N50: a second export used to delete the first one's temporary folder. `export`
+    leaves other temporaries alone; `seqvpr export` waits, saying so, while another run or
+    export holds the home, and sweeps temporaries only once it holds the lock."""
+    bench = oxford_bench("oxford_easy")
+    layout, _ = materialise(tmp_path, robotcar_like(), bench, images=False)
+    live = layout.exports("adapt-stformer", "oxford_easy").parent / ".oxford_easy.live.partial"
+    live.mkdir(parents=True)
+    (live / "export.json").write_text("{}")
+    export(layout, "adapt-stformer", "oxford_easy")
+    assert (live / "export.json").exists()
+    argv = ["--home", str(tmp_path), "--format", "adapt-stformer", "--benchmark", "oxford_easy"]
+    with home_lock(tmp_path):
+        proc = subprocess.Popen([sys.executable, "-c", f"import sys; from seqvpr.exports.cli import main; sys.exit(main({argv!r}))"],
+                                cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        message = ""
+        while "waiting" not in message and proc.poll() is None:  # skip any import warnings before it
+            message = proc.stderr.readline()
+        assert "waiting for it to finish" in message and str(tmp_path) in message
+        time.sleep(0.5)
+        assert proc.poll() is None and (live / "export.json").exists()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "adapt-stformer/oxford_easy" in out
+    assert not live.exists()  # swept once the holder had gone
+
+
+def test_export_says_why_nothing_was_done(tmp_path, capsys):
+    """Issue 21 N47, N48: a missing home, a home that is a file, a home without split tables and a
+    format that cannot express the benchmark each give a message and a non-zero status, and
+    create nothing."""
+    missing = tmp_path / "typo-home"
+    assert export_main(["--home", str(missing)]) == 2
+    assert "no such folder" in capsys.readouterr().err and not missing.exists()
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert export_main(["--home", str(a_file)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export_main(["--home", str(empty)]) == 1
+    assert "nothing exported" in capsys.readouterr().err and list(empty.iterdir()) == []
+    home = tmp_path / "home"
+    materialise(home, robotcar_like(), oxford_bench("oxford_easy"), images=False)
+    assert export_main(["--home", str(home), "--format", "seqnet", "--benchmark", "oxford_easy"]) == 1
+    err = capsys.readouterr().err
+    assert "seqnet cannot express benchmark oxford_easy (it can: nordland, oxford_seqnet)" in err and "nothing exported" in err
+    assert export_main(["--home", str(home), "--format", "gsv", "--benchmark", "nuscenes"]) == 1
+    assert "no split table" in capsys.readouterr().err
+    assert not (home / "exports").exists()
+
+
+def test_export_under_a_path_with_an_at_sign(tmp_path, capsys):
+    """Issue 21 N58: only VPR-methods-evaluation splits paths on '@' (whole paths: test_dataset.py);
+    the other exports are written as usual, the gsv one with a warning and how to use it."""
+    home = tmp_path / "user@lab"
+    materialise(home, robotcar_like(), oxford_bench("oxford_easy"))
+    assert export_main(["--home", str(home), "--format", "gsv", "adapt-stformer", "--benchmark", "oxford_easy"]) == 0
+    out = capsys.readouterr().out
+    gsv = json.loads((home / "exports" / "gsv" / "oxford_easy" / "export.json").read_text())
+    assert "contains '@'" in gsv["path_warning"] and "ln -s" in gsv["path_warning"] and "contains '@'" in out
+    assert "path_warning" not in json.loads((home / "exports" / "adapt-stformer" / "oxford_easy" / "export.json").read_text())
+    link = tmp_path / "export"
+    link.symlink_to(home / "exports" / "gsv" / "oxford_easy")
+    db_paths = gsv_folder(link / "images" / "test" / "database")
+    assert len(gsv_utms(db_paths)) == len(db_paths)  # through the link, the names parse as the consumer reads them
 
 
 def test_failed_export_keeps_the_previous_one(tmp_path):

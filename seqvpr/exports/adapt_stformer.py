@@ -12,16 +12,35 @@ What it opens (get_datasets.py, datasets.py):
   ``structFiles/seqBoundsFiles/nuscene_large_{database,query}_seqbounds.txt`` (``np.loadtxt(f,
   int)``, one ``start end`` line per frame);
 - ``--descType raw_384`` arrays under hard-coded folders (the one edit a user makes is to point
-  them at ``data/`` here): ``nordland_raw_<season>_384.npy`` (one row per Nordland-clean
-  position; trainInds ``arange(0, 15000)``, testInds ``len(train_ref) + arange(15100, 18100)``),
-  ``oxford2_raw_<split>_<database|query>_384.npy``, ``oxford_hard_<split>_raw_<database|query>_384.npy``,
-  ``nuscene_<database|query>_raw_large_384.npy``: float32 N x 3 x 384 x 384, ImageNet mean/std
-  (dataset_generation/nuscene/6_create_nuscene_np.py), rows in struct-file order.
+  them at ``data/`` here), opened on every path of its loader, so without them no benchmark
+  loads: ``nordland_raw_<season>_384.npy``, ``oxford2_raw_<split>_<database|query>_384.npy``,
+  ``oxford_hard_<split>_raw_<database|query>_384.npy``, ``nuscene_<database|query>_raw_large_384.npy``:
+  float32 N x 3 x 384 x 384, ImageNet mean/std (dataset_generation/nuscene/6_create_nuscene_np.py),
+  rows in struct-file order. It ``np.load``s them with ``mmap_mode="r"`` and then ``np.vstack``s
+  them (train and test arrays of each role), which reads every array into memory.
 
-nuScenes struct details follow dataset_generation/nuscene/3_create_nuscene_db_struct.py:
-``whichSet`` "large", ``utmDb``/``utmQ`` rows (x, y) = (easting, northing), image names
-``nuscene_large_<database|query>/<timestamp>.jpg``; its ``rotationDb``/``rotationQ`` quaternions
-are not written (our frame table keeps the heading only, and the loaders never read them).
+Nordland. ``--dataset nordland-sw`` stacks summer over spring (database) and winter over fall
+(queries) and indexes them with ``trainInds = arange(0, 15000)`` and ``testInds = len(summer) +
+arange(15100, 18100)`` (``nordland-sf`` the other way round), so all four season arrays are written
+and each has all 27,592 rows of the Nordland-clean list (row = place index), whatever frames the
+user has. Rows of frames in no split of the export are never written: they read as zeros, and on
+file systems with sparse files (ext4, xfs, tmpfs, ...) they take no disk space. A copy must keep
+them sparse (``cp --sparse=always``, ``rsync -S``, ``tar -S``); any other copy writes the full size.
+
+nuScenes follows dataset_generation/nuscene/ (d6dfefa):
+- 3_create_nuscene_db_struct.py: ``whichSet`` "large", ``dataset`` "nuscene_large", thresholds
+  10 / 100 / 25, image names ``nuscene_large_<database|query>/<timestamp>.jpg`` listed with
+  ``sorted(glob(...))`` (so rows are in timestamp order across all scenes of a role, not scene by
+  scene), ``utmDb``/``utmQ`` rows (x, y) and ``rotationDb``/``rotationQ`` 4 x N quaternions
+  (w, x, y, z) of the ego pose, which its 5_gt_generate.py reads. Ours: (x, y) = the camera's
+  (easting, northing), and a yaw-only quaternion whose +x axis (the ego frame's forward) points
+  along the camera's heading: our frame table keeps the camera's heading, not the ego's pitch and
+  roll. 5_gt_generate.py uses only the ground-plane direction of ``R @ [0, 1, 0]`` and angles
+  between frames, so the angles it sees are our heading differences.
+- 4_create_seq_bounds.py: a role's frames in timestamp order are cut only where two consecutive
+  timestamps are more than 1 s (1,000,000 us) apart; a sequence can therefore span consecutive
+  scenes of one log. This export follows that rule (``authors_seqbounds``); our own split table
+  keeps one run per scene (seqvpr/splits.py), see README "Use with ... Adapt-STFormer".
 """
 from __future__ import annotations
 
@@ -38,9 +57,10 @@ from seqvpr.datasets.frames import load_frame
 from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from seqvpr.errors import DataError
 from seqvpr.exports.common import (
-    SplitRows, count_positive_mismatches, radius_positives, single_traversal, split_rows, write_info,
+    NORDLAND_CLEAN_ROWS, NORDLAND_RANGES, SplitRows, check_places, count_positive_mismatches, covers_exactly, nordland_seasons,
+    radius_positives, single_traversal, split_rows, write_info,
 )
-from seqvpr.seqbounds import format_seqbounds
+from seqvpr.seqbounds import format_seqbounds, run_bounds
 from seqvpr.splits import Benchmark
 from seqvpr.structfile import db_struct, object_vector, savemat_bytes
 
@@ -55,6 +75,8 @@ MAPPINGS = {
 NORDLAND_STRUCT_FILES = {"train": "nordland_train_d-40_d2-10.db", "test": "nordland_test_d-1_d2-1.db"}
 NUSCENES_DATASET = "nuscene_large"
 RAW_SUFFIX = f"_{IMAGE_SIZE}.npy"
+RAW_FRAME_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE * 4  # one float32 3 x 384 x 384 row
+NUSCENES_MAX_GAP_US = 1_000_000  # 4_create_seq_bounds.py: np.where(differences > 1000000)
 
 
 def supports(benchmark: str) -> bool:
@@ -91,15 +113,63 @@ def _struct(bench: Benchmark, part: SplitRows, name: str) -> dict:
     if bench.name == "nuscenes":
         struct["whichSet"], struct["dataset"] = "large", NUSCENES_DATASET
         for key, role, rows in (("dbImageFns", "db", part.db), ("qImageFns", "query", part.query)):
-            names = [f"{NUSCENES_DATASET}_{ROLE_FILE_NAMES[role]}/{t}.jpg" for t in rows["timestamp_us"]]
-            struct[key] = np.array(names, dtype=object).reshape(-1, 1)
-        struct["utmDb"] = np.stack([part.db["easting"].to_numpy(np.float64), part.db["northing"].to_numpy(np.float64)])
-        struct["utmQ"] = np.stack([part.query["easting"].to_numpy(np.float64), part.query["northing"].to_numpy(np.float64)])
+            struct[key] = np.array(nuscenes_image_names(rows, role), dtype=object).reshape(-1, 1)
+        for suffix, rows in (("Db", part.db), ("Q", part.query)):
+            struct[f"utm{suffix}"] = np.stack([rows["easting"].to_numpy(np.float64), rows["northing"].to_numpy(np.float64)])
+            struct[f"rotation{suffix}"] = heading_quaternions(rows["heading_deg"].to_numpy(np.float64)).T
     else:
         # The dataset field of its Oxford/Nordland files is not readable here (binary files in
         # its repository); we use the file stem without the split, as seqNet's files do.
         struct["whichSet"], struct["dataset"] = part.split, "nordland" if bench.name == "nordland" else name.rsplit("_", 1)[0]
     return struct
+
+
+def nuscenes_image_names(rows: pd.DataFrame, role: str) -> list[str]:
+    """3_create_nuscene_db_struct.py's names: ``nuscene_large_<database|query>/<timestamp>.jpg``."""
+    return [f"{NUSCENES_DATASET}_{ROLE_FILE_NAMES[role]}/{int(t)}.jpg" for t in rows["timestamp_us"]]
+
+
+def heading_quaternions(heading_deg: np.ndarray) -> np.ndarray:
+    """N x 4 (w, x, y, z) rotations about the map's z axis whose +x axis points along the compass
+    ``heading_deg`` (clockwise from north; map x = east, y = north): yaw = 90 - heading."""
+    yaw = np.radians(90.0 - np.asarray(heading_deg, dtype=np.float64))
+    zeros = np.zeros_like(yaw)
+    return np.stack([np.cos(yaw / 2), zeros, zeros, np.sin(yaw / 2)], axis=1)
+
+
+def authors_seqbounds(timestamps_us: np.ndarray) -> np.ndarray:
+    """4_create_seq_bounds.py: frames in timestamp order, a new sequence wherever the next
+    timestamp is more than 1 s later; N x 2 ``[start, end)`` per frame."""
+    t = np.asarray(timestamps_us, dtype=np.int64)
+    return run_bounds([0] * len(t), np.diff(t, prepend=t[:1]), NUSCENES_MAX_GAP_US)
+
+
+def nuscenes_authors_order(part: SplitRows, source) -> tuple[SplitRows, np.ndarray, dict]:
+    """The split's rows in the authors' order (each role sorted by image name, i.e. timestamp),
+    with seq bounds by their rule; returns the reordered rows, the queries' positives as indices
+    into the reordered database (the rows' positive columns are renumbered too), and how many
+    sequences span scenes."""
+    ordered = {}
+    for role, rows in (("db", part.db), ("query", part.query)):
+        names = nuscenes_image_names(rows, role)
+        if len(set(names)) != len(names):
+            dup = pd.Series(names)[pd.Series(names).duplicated()].iloc[0]
+            raise DataError(source, f"two {role} frames share the timestamp of {dup!r}: the authors' file names cannot tell them apart")
+        rows = rows.iloc[np.argsort(np.array(names), kind="stable")].reset_index(drop=True)
+        bounds = authors_seqbounds(rows["timestamp_us"].to_numpy())
+        rows["seq_start"], rows["seq_end"] = bounds[:, 0], bounds[:, 1]
+        ordered[role] = rows
+    new_db_index = np.empty(len(part.db), dtype=np.int64)
+    new_db_index[ordered["db"]["order"].to_numpy()] = np.arange(len(part.db))
+    query = ordered["query"]
+    for column in ("positives", "nontrivial_positives"):
+        query[column] = [np.sort(new_db_index[np.asarray(p, dtype=np.int64)]) for p in query[column]]
+    positives = object_vector(list(query["positives"]))
+    runs = {ROLE_FILE_NAMES[role]: {"sequences": int(len(np.unique(rows["seq_start"]))),
+                                    "scenes": int(rows["traversal"].nunique()),
+                                    "sequences_spanning_scenes": int(rows.groupby("seq_start")["traversal"].nunique().gt(1).sum())}
+            for role, rows in ordered.items()}
+    return SplitRows(part.split, ordered["db"], ordered["query"]), positives, runs
 
 
 def normalised_input(path: Path) -> np.ndarray:
@@ -128,29 +198,52 @@ def write_raw_array(path: Path, data_root: Path, image_paths: list[str], length:
     del array
 
 
-def _write_raw(data_dir: Path, bench: Benchmark, parts: list[SplitRows], data_root: Path, source) -> list[str]:
-    written = []
+def _season_rows(bench: Benchmark, parts: list[SplitRows]) -> dict[str, pd.DataFrame]:
+    """Nordland: every season any split names -> its frames in the export's splits, one per place."""
+    seasons = {}
+    for season in nordland_seasons(bench):
+        rows = [r[r[bench.select_by] == season] for part in parts for r in (part.db, part.query)]
+        seasons[season] = (pd.concat(rows).drop_duplicates("place_index") if rows
+                           else pd.DataFrame({"place_index": np.zeros(0, np.int64), "image_path": []}))
+    return seasons
+
+
+def _write_raw(data_dir: Path, bench: Benchmark, parts: list[SplitRows], data_root: Path, source) -> dict[str, tuple[int, int]]:
+    """Write the raw_384 arrays; returns file name -> (rows, rows written)."""
+    written = {}
     if bench.name == "nordland":
-        seasons: dict[str, pd.DataFrame] = {}
-        for part in parts:
-            for rows in (part.db, part.query):
-                for season, group in rows.groupby(bench.select_by, sort=True):
-                    seasons[season] = pd.concat([seasons.get(season), group]).drop_duplicates("place_index")
-        for season, rows in sorted(seasons.items()):
+        for season, rows in _season_rows(bench, parts).items():
             name = f"nordland_raw_{season}{RAW_SUFFIX}"
             place = rows["place_index"].to_numpy()
-            if (place < 0).any():
-                raise DataError(source, f"season {season} has frames without a place_index")
-            write_raw_array(data_dir / name, data_root, rows["image_path"].tolist(), int(place.max()) + 1, place)
-            written.append(name)
+            check_places(place, season, source)
+            write_raw_array(data_dir / name, data_root, rows["image_path"].tolist(), NORDLAND_CLEAN_ROWS, place)
+            written[name] = (NORDLAND_CLEAN_ROWS, len(place))
         return written
     for part in parts:
         if struct_file_name(bench, part.split, source) is None:
             continue
         for role, name in raw_array_names(bench, part.split).items():
-            write_raw_array(data_dir / name, data_root, getattr(part, role)["image_path"].tolist())
-            written.append(name)
+            rows = getattr(part, role)
+            write_raw_array(data_dir / name, data_root, rows["image_path"].tolist())
+            written[name] = (len(rows), len(rows))
     return written
+
+
+def loader_needs(bench: Benchmark, parts: list[SplitRows], arrays: dict[str, tuple[int, int]]) -> dict:
+    """Disk and memory the authors' loader needs for the raw_384 arrays (``arrays``: name ->
+    (rows, rows written)). Memory: get_datasets.py ``np.vstack``s every array it opens (all of
+    them: Nordland's four seasons, both splits' arrays of each role), then WholeDatasetFromStruct
+    copies the evaluated split's database and query rows (``dbDescs[inds]``, then a concatenation)."""
+    gib = lambda rows: round(rows * RAW_FRAME_BYTES / 2**30, 2)
+    total = sum(rows for rows, _ in arrays.values())
+    written = sum(n for _, n in arrays.values())
+    largest_split = max((len(p.db) + len(p.query) for p in parts), default=0)
+    if bench.name == "nordland":  # the fixed ranges, not our split's size
+        largest_split = 2 * max(end - start for start, end in NORDLAND_RANGES.values())  # train: 15000 + 15000
+    return {"frame_bytes": RAW_FRAME_BYTES, "disk_apparent_gib": gib(total), "disk_allocated_gib": gib(written),
+            "memory_gib": gib(total + 2 * largest_split),
+            "memory_note": ("get_datasets.py np.vstack()s every raw array it opens into memory (all of them), "
+                            "and the evaluated split's database and query rows are copied twice more")}
 
 
 def _positive_check(bench: Benchmark, struct: dict, part: SplitRows, positives) -> int:
@@ -176,32 +269,77 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
     folder = Path(folder)
     struct_dir = folder / "structFiles"
     struct_dir.mkdir(parents=True, exist_ok=True)
-    parts = split_rows(table, bench)
-    files, checks = [], {}
-    for part in parts:
+    parts, files, checks, extra = [], [], {}, {}
+    for part in split_rows(table, bench):
         name = struct_file_name(bench, part.split, source)
         if name is None:
             continue
-        struct = _struct(bench, part, name)
-        (struct_dir / name).write_bytes(savemat_bytes({"dbStruct": struct}))
-        files.append(name)
         positives = None
         if bench.name == "nuscenes":
+            part, positives, extra["seqbounds"] = nuscenes_authors_order(part, source)
             for role, rows in (("db", part.db), ("query", part.query)):
                 path = struct_dir / "seqBoundsFiles" / f"{NUSCENES_DATASET}_{ROLE_FILE_NAMES[role]}_seqbounds.txt"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(format_seqbounds(rows[["seq_start", "seq_end"]].to_numpy()))
-            positives = object_vector([np.asarray(p) for p in part.query["positives"]])
             pickle_path = struct_dir / "saved_positives" / f"nuscene_positives_{NUSCENES_DATASET}.pkl"
             pickle_path.parent.mkdir(parents=True, exist_ok=True)
             pickle_path.write_bytes(pickle.dumps(positives, protocol=4))
+        struct = _struct(bench, part, name)
+        (struct_dir / name).write_bytes(savemat_bytes({"dbStruct": struct}))
+        files.append(name)
+        parts.append(part)
         checks[part.split] = _positive_check(bench, struct, part, positives)
     dataset, prefix = MAPPINGS[bench.name]
-    raw = _write_raw(folder / "data", bench, parts, data_root, source) if data_root is not None else []
     info = {"consumer": "ai4ce/Adapt-STFormer", "benchmark": bench.name, "dataset": dataset,
-            "struct_files": files, "raw_384_arrays": raw, "positive_mismatches": checks,
-            "edit": f"in get_datasets.py replace {prefix!r} with the absolute path of this folder's data/",
+            "struct_files": files, "positive_mismatches": checks,
             "setup": "copy structFiles/ into the Adapt-STFormer code folder (it opens ./structFiles/)",
-            "commands": commands(bench)}
+            "commands": commands(bench), **extra}
+    if bench.name == "nuscenes":
+        info["row_order"] = "each role in timestamp order (3_create_nuscene_db_struct.py sorts the image names)"
+        info["pose_note"] = ("utmDb/utmQ: the camera's UTM easting, northing; rotationDb/rotationQ: (w, x, y, z) rotations "
+                             "about the vertical whose +x (ego forward) axis has the camera's heading (no pitch or roll)")
+    reasons, fixes = [], []
+    if data_root is None:
+        planned = _planned_arrays(bench, parts)
+        needs = loader_needs(bench, parts, planned)
+        reasons.append("its get_datasets.py opens the raw_384 input arrays on every path and this export has none (raw_inputs is off)")
+        fixes.append(f"seqvpr export --format adapt-stformer --benchmark {bench.name} --raw-inputs "
+                     f"(or raw_inputs: true in the {bench.name}_adapt_stformer_export config); it writes "
+                     f"{sorted(planned)} into data/: {needs['disk_allocated_gib']} GiB on disk "
+                     f"({needs['disk_apparent_gib']} GiB apparent), and the authors' loader needs about "
+                     f"{needs['memory_gib']} GiB of memory")
+        info.update(raw_384_arrays=[], loader_needs=needs)
+    else:
+        arrays = _write_raw(folder / "data", bench, parts, data_root, source)
+        needs = loader_needs(bench, parts, arrays)
+        sparse = sorted(n for n, (rows, written) in arrays.items() if written < rows)
+        info.update(raw_384_arrays=sorted(arrays), loader_needs=needs,
+                    edit=f"in get_datasets.py replace {prefix!r} with the absolute path of this folder's data/",
+                    raw_rows={n: {"rows": rows, "rows_written": written} for n, (rows, written) in arrays.items()},
+                    sparse_files=sparse,
+                    sparse_note=("" if not sparse else
+                                 f"{sparse} have rows no frame of this export fills (zeros, never written): on file systems "
+                                 f"with sparse files they take {needs['disk_allocated_gib']} GiB of {needs['disk_apparent_gib']} GiB. "
+                                 "Copy with cp --sparse=always, rsync -S or tar -S: any other copy writes the full size."))
+    if bench.name == "nordland":
+        off = sorted(p.split for p in parts if not covers_exactly(p, NORDLAND_RANGES[p.split]))
+        info["fixed_ranges_match"] = {p.split: p.split not in off for p in parts}
+        if off:
+            used = {s: NORDLAND_RANGES[s] for s in NORDLAND_STRUCT_FILES}
+            reasons.append(f"its Nordland loader takes the rows of its fixed ranges {used} whatever the struct file "
+                           f"lists; the {off} split(s) here hold other places, so it mis-scores or fails on them")
+            fixes.append("have every frame of those ranges and keep the benchmark's default index ranges")
+    info["consumer_can_load"] = not reasons
+    if reasons:
+        info.update(cannot_load_because="; ".join(reasons), to_make_it_loadable="; ".join(fixes))
     write_info(folder, info)
     return info
+
+
+def _planned_arrays(bench: Benchmark, parts: list[SplitRows]) -> dict[str, tuple[int, int]]:
+    """The arrays ``--raw-inputs`` would write, name -> (rows, rows written), without writing them."""
+    if bench.name == "nordland":
+        return {f"nordland_raw_{season}{RAW_SUFFIX}": (NORDLAND_CLEAN_ROWS, len(rows))
+                for season, rows in _season_rows(bench, parts).items()}
+    return {name: (len(getattr(p, role)), len(getattr(p, role))) for p in parts
+            for role, name in raw_array_names(bench, p.split).items()}

@@ -9,7 +9,8 @@ What seqNet opens (get_datasets.py, datasets.py):
 - ``./data/descData/<descType>/nordland-clean-<season>.npy``: one row per Nordland-clean frame,
   indexed by the clean-list position (our ``place_index``); seqNet slices them with the fixed
   ranges ``arange(15000)`` (train), ``arange(15100, 18100)`` (test), ``arange(18200, 21200)``
-  (val), summer/winter for ``--dataset nordland-sw`` and spring/fall for ``nordland-sf``;
+  (val), summer/winter for ``--dataset nordland-sw`` and spring/fall for ``nordland-sf``, so
+  every season's array has all 27,592 rows of the clean list whatever frames the user has;
 - ``./data/descData/<descType>/oxford_<run>_stereo_left.npy``: one row per kept frame of a
   RobotCar run, in time order, and ``./structFiles/oxford-v1.0_splitInds.npz`` (``trainInds``,
   ``valInds``, ``testInds``: object arrays ``[ref indices, query indices]`` into those arrays;
@@ -18,8 +19,11 @@ What seqNet opens (get_datasets.py, datasets.py):
 
 seqNet reads seqBounds files only for MSLS; for the other datasets every role is one run, so the
 ``structFiles/seqBoundsFiles/`` written here (MSLS naming) document our runs without being read.
-Rows of a Nordland season that no split uses have no descriptor: they are NaN, so a protocol that
-touches them fails loudly instead of retrieving garbage.
+Rows of a Nordland season whose frame no split of the export holds (a frame the user does not
+have, or a place outside every split) are NaN in every column, counted per season in export.json
+(``rows_without_descriptors``, and within each of seqNet's ranges): a real descriptor is
+L2-normalised, so a NaN row cannot be mistaken for one, and a protocol that reads it yields NaN
+distances rather than plausible garbage.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from schemas.struct_file import ROLE_FILE_NAMES, SPLIT_INDS_KEYS
 from schemas.split_table import SPLITS
 from seqvpr.errors import DataError
 from seqvpr.exports.common import (
-    SplitRows, count_positive_mismatches, radius_positives, save_npy, single_traversal, split_rows, write_info,
+    NORDLAND_CLEAN_ROWS, NORDLAND_RANGES, SplitRows, check_places, count_positive_mismatches, covers_exactly, nordland_seasons,
+    radius_positives, save_npy, single_traversal, split_rows, write_info,
 )
 from seqvpr.seqbounds import format_seqbounds
 from seqvpr.splits import Benchmark
@@ -42,7 +47,9 @@ from seqvpr.structfile import db_struct, npz_bytes, object_vector, savemat_bytes
 CONSUMER = "seqnet"
 NORDLAND_STRUCT_FILES = {"train": "nordland_train_d-40_d2-10.db", "val": "nordland_val_d-1_d2-1.db",
                          "test": "nordland_test_d-1_d2-1.db"}
-NORDLAND_RANGES = {"train": (0, 15000), "test": (15100, 18100), "val": (18200, 21200)}  # get_datasets.py
+# get_datasets.py: --dataset nordland-sw loads summer (ref) / winter (qry), nordland-sf spring / fall,
+# and slices both with NORDLAND_RANGES for every split.
+NORDLAND_DATASETS = {"nordland-sw": ("summer", "winter"), "nordland-sf": ("spring", "fall")}
 OXFORD_DATASET = "oxford-v1.0"
 OXFORD_STRUCT_SUFFIX = {"train": "_train_d-20_d2-5.db", "test": "_test_d-10_d2-5.db"}
 OXFORD_STRUCT_FILES_SPLITS = tuple(OXFORD_STRUCT_SUFFIX)
@@ -80,7 +87,7 @@ def _seqbounds(folder: Path, stem: str, part: SplitRows) -> None:
 
 
 def _nordland(folder: Path, bench: Benchmark, parts: list[SplitRows], descriptors, desc_dir: Path, source) -> dict:
-    by_season: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    by_season: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in nordland_seasons(bench)}
     checks, ranges = {}, {}
     for part in parts:
         struct = _struct(bench, part, "nordland")
@@ -90,21 +97,28 @@ def _nordland(folder: Path, bench: Benchmark, parts: list[SplitRows], descriptor
         for role, rows in (("db", part.db), ("query", part.query)):
             for season, idx in rows.groupby(bench.select_by, sort=True).indices.items():
                 by_season.setdefault(season, []).append((rows["place_index"].to_numpy()[idx], descriptors[(part.split, role)][idx]))
-        # seqNet slices every season with fixed ranges: our split matches them only if its place
-        # indices are exactly that range, for both roles.
-        want = np.arange(*NORDLAND_RANGES[part.split])
-        ranges[part.split] = bool(all(np.array_equal(r["place_index"].to_numpy(), want) for r in (part.db, part.query)))
-    coverage = {}
+        ranges[part.split] = covers_exactly(part, NORDLAND_RANGES[part.split])
+    width = next(iter(descriptors.values())).shape[1]
+    coverage, absent, present = {}, {}, {}
     for season, chunks in sorted(by_season.items()):
-        places = np.concatenate([p for p, _ in chunks])
-        if (places < 0).any():
-            raise DataError(source, f"season {season} has frames without a place_index")
-        array = np.full((int(places.max()) + 1, chunks[0][1].shape[1]), np.nan, dtype=np.float32)
+        places = np.concatenate([p for p, _ in chunks]) if chunks else np.zeros(0, np.int64)
+        check_places(places, season, source)
+        array = np.full((NORDLAND_CLEAN_ROWS, width), np.nan, dtype=np.float32)
         for p, d in chunks:
             array[p] = d
         save_npy(desc_dir / f"nordland-clean-{season}.npy", array)
-        coverage[season] = _index_ranges(np.unique(places))
-    return {"positive_mismatches": checks, "seqnet_fixed_ranges_match": ranges, "rows_with_descriptors": coverage}
+        present[season] = np.unique(places)
+        coverage[season] = _index_ranges(present[season])
+        absent[season] = NORDLAND_CLEAN_ROWS - len(present[season])
+    in_ranges = {dataset: {split: {season: int(end - start - np.isin(np.arange(start, end), present[season]).sum())
+                                   for season in seasons if season in present}
+                           for split, (start, end) in NORDLAND_RANGES.items()}
+                 for dataset, seasons in NORDLAND_DATASETS.items()}
+    return {"positive_mismatches": checks, "seqnet_fixed_ranges_match": ranges,
+            "season_rows": NORDLAND_CLEAN_ROWS, "rows_with_descriptors": coverage, "rows_without_descriptors": absent,
+            "rows_without_descriptors_in_seqnet_ranges": in_ranges,
+            "absent_rows": (f"every nordland-clean-<season>.npy has all {NORDLAND_CLEAN_ROWS} rows of the Nordland-clean list "
+                            "(row = place index); a row whose frame is in no split of this export is NaN in every column")}
 
 
 def _index_ranges(values: np.ndarray) -> list[list[int]]:
@@ -181,6 +195,29 @@ def write_seqnet(folder: Path, table: pa.Table, bench: Benchmark, descriptors: d
     else:
         checked = _oxford(folder, bench, parts, descriptors, desc_dir, source)
     info = {"consumer": "oravus/seqNet", "benchmark": bench.name, "descType": desc_type,
-            "commands": commands(bench, desc_type), "cwd": "this folder", **checked}
+            "commands": commands(bench, desc_type), "cwd": "this folder", **checked, **_loadable(checked)}
     write_info(folder, info)
     return info
+
+
+def _loadable(checked: dict) -> dict:
+    """Whether seqNet reads our splits: its Nordland loader takes 15000 / 3000 / 3000 rows by its
+    fixed ranges whatever the struct file lists (a split on other places mis-scores or fails in
+    its recall code), and its Oxford loader opens files named by its hard-coded runs."""
+    if "seqnet_fixed_ranges_match" in checked:
+        off = sorted(s for s, match in checked["seqnet_fixed_ranges_match"].items() if not match)
+        if not off:
+            return {"consumer_can_load": True}
+        return {"consumer_can_load": False,
+                "cannot_load_because": (f"seqNet slices every season with its fixed ranges {NORDLAND_RANGES}; the {off} split(s) "
+                                        "here hold other places, so its --split for them fails or mis-scores"
+                                        + (" (the other splits load)" if len(off) < len(checked["seqnet_fixed_ranges_match"]) else "")),
+                "to_make_it_loadable": ("have every frame of those ranges (all of Nordland-clean for the seasons of each split) "
+                                        "and keep the benchmark's default index ranges")}
+    if checked["seqnet_hardcoded_runs_match"] and not checked["splits_seqnet_cannot_read"]:
+        return {"consumer_can_load": True}
+    return {"consumer_can_load": False,
+            "cannot_load_because": (f"seqNet's get_datasets.py opens the runs {list(OXFORD_RUNS)} and reads the train and test "
+                                    f"struct files only; this export has runs {checked['runs']} and splits "
+                                    f"{checked['splits_seqnet_cannot_read']} it cannot read"),
+            "to_make_it_loadable": f"use the runs {list(OXFORD_RUNS)} (database, query) with train and test splits only"}

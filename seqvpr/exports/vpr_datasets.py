@@ -88,14 +88,16 @@ def image_name(row: dict, place_index: bool, source="<split table>") -> str:
     return "@".join(fields)
 
 
-def positive_dist_threshold(bench: Benchmark) -> float:
+def positive_dist_threshold(bench: Benchmark, split: str) -> float:
     """VPR-methods-evaluation's ``--positive_dist_threshold`` (an int there, parser.py) that
-    reproduces our radius: for Nordland an integer between r and r + 1 frames (clear of the
-    0.05 m rounding of the names); a fractional metric radius stays fractional (that code base
-    cannot take it: export.json says so)."""
+    reproduces the split's radius (splits may have different radii: Nordland train 40 frames,
+    test 1): for Nordland an integer between r and r + 1 frames (clear of the 0.05 m rounding of
+    the names); a fractional metric radius stays fractional (that code base cannot take it:
+    export.json says so)."""
+    radius = bench.rules_for(split).radius
     if bench.uses_place_index:
-        return float(np.floor(NORDLAND_FRAME_METRES * (bench.rules.radius + 0.5)))
-    return float(bench.rules.radius)
+        return float(np.floor(NORDLAND_FRAME_METRES * (radius + 0.5)))
+    return float(radius)
 
 
 def name_positions(names: list[str]) -> np.ndarray:
@@ -121,7 +123,7 @@ def _write_role(folder: Path, rows: pd.DataFrame, bench: Benchmark, data_root: P
 
 
 def _positive_check(bench: Benchmark, part: SplitRows, db_names: list[str], q_names: list[str]) -> int:
-    derived = radius_positives(name_positions(db_names), name_positions(q_names), positive_dist_threshold(bench))
+    derived = radius_positives(name_positions(db_names), name_positions(q_names), positive_dist_threshold(bench, part.split))
     return count_positive_mismatches(derived, part.query["positives"])
 
 
@@ -135,19 +137,30 @@ def write_vpr_datasets(folder: Path, table: pa.Table, bench: Benchmark, data_roo
                  for role in ROLE_FOLDERS}
         checks[part.split] = _positive_check(bench, part, names["db"], names["query"])
         counts[part.split] = {ROLE_FOLDERS[r]: len(n) for r, n in names.items()}
-    threshold = positive_dist_threshold(bench)
+    thresholds = {split: positive_dist_threshold(bench, split) for split in counts}
     info = {
+        "consumer_can_load": True,
         "consumer": "gmberton/VPR-datasets-downloader layout (VPR-methods-evaluation, CosPlace, EigenPlaces)",
-        "benchmark": bench.name, "images": counts, "positive_dist_threshold": threshold,
+        "benchmark": bench.name, "images": counts, "positive_dist_threshold": thresholds,
         "positive_mismatches": checks,
         "positives_note": " ".join(note for note in (
             ("VPR-methods-evaluation uses the radius only; our positives also require the heading within "
              f"{bench.rules.max_heading_deg:g} degrees.") if bench.rules.max_heading_deg is not None else "",
-            "The radius is fractional; VPR-methods-evaluation takes whole metres." if threshold != int(threshold) else "",
+            ("A radius is fractional; VPR-methods-evaluation takes whole metres."
+             if any(t != int(t) for t in thresholds.values()) else ""),
         ) if note),
         "commands": [f"python3 main.py --method=cosplace --backbone=ResNet18 --descriptors_dimension=512 "
                      f"--database_folder=<this folder>/images/{s}/database --queries_folder=<this folder>/images/{s}/queries "
-                     f"--positive_dist_threshold={threshold:g}" for s in counts],
+                     f"--positive_dist_threshold={thresholds[s]:g}" for s in counts],
     }
+    if "@" in str(folder.parent):
+        info["path_warning"] = at_sign_warning(folder.parent)
     write_info(folder, info)
     return info
+
+
+def at_sign_warning(path: Path) -> str:
+    """VPR-methods-evaluation reads fields 1 and 2 of ``path.split("@")`` of the whole image path
+    (test_dataset.py), so a folder whose path has an '@' gives wrong positions there."""
+    return (f"{path} contains '@': VPR-methods-evaluation splits whole image paths on '@' and would read wrong "
+            "positions; link or copy this folder to a path without '@' (ln -s <this folder> /tmp/export) and pass that path")
