@@ -120,14 +120,14 @@ def train_one(context, benchmark: str, name: str, config: TrainingConfig, home: 
         train_data = _frame_descriptors(layout, benchmark, "train", train_data, backbone, baselines)
         val_data = _frame_descriptors(layout, benchmark, val_split, val_data, backbone, baselines)
     spec = model_spec(name)
+    overridden = {k: v for k, v in overrides.items() if v is not None and k != "seed"}
+    budget = ("the authors' recipe" if on_gpu else f"CPU budget: {spec.cpu_note}") + (
+        f"; set here: {overridden}" if overridden else "")
     context.log.info(f"{name}: {budget} ({recipe}; source: {spec.recipe_source})")
     result = train(cfg, train_data, val_data, tail=tail, log=context.log.info,
                    published_features=frame_descriptors is not None)
     path = layout.models() / benchmark / f"{name}.pt"
     history = [{**h, "recall": {str(k): v for k, v in h["recall"].items()}} for h in result.history]
-    overridden = {k: v for k, v in overrides.items() if v is not None and k != "seed"}
-    budget = ("the authors' recipe" if on_gpu else f"CPU budget: {spec.cpu_note}") + (
-        f"; set here: {overridden}" if overridden else "")
     meta = {**recipe, "name": name, "model_kwargs": cfg.model_kwargs, "benchmark": benchmark, "budget": budget,
             "val_split": val_split, "best_val_recall5": result.best_recall5, "best_epoch": result.best_epoch,
             "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
