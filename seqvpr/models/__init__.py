@@ -111,9 +111,10 @@ for _spec in (
               "ai4ce/Adapt-STFormer cct_seqvlad_train.sbatch (Mereu et al.'s recipe)", CPU_NOTE,
               paper_parameters=13.3e6),
     ModelSpec("stformer", STformer, "cct384", replace(AUTHORS, epochs=100),
-              replace(CPU_ADAM, epochs=2, queries_per_epoch=8, model_kwargs={"blocks": 1, "token_pool": 2}),
+              replace(CPU_ADAM, epochs=2, queries_per_epoch=8, model_kwargs={"blocks": 1, "token_pool": 4}),
               "ai4ce/Adapt-STFormer cct_stformer_train.sbatch (--nEpochs 100 --weightDecay 0)",
-              "1 spatial + 1 temporal block (published: 4 + 4) on 2 x 2 token means (12 x 12 grid), lr 3e-4, "
+              "1 spatial + 1 temporal block (published: 4 + 4) on 4 x 4 token means (a 6 x 6 grid: one space-time "
+              "window), lr 3e-4, "
               "2 epochs of 8 queries (authors: lr 1e-5, up to 100 epochs of every query): the full model takes "
               "about 10 s per sequence on 2 CPU cores",
               fixed_length=True, cct_blocks=0, paper_parameters=13.5e6),
