@@ -3,8 +3,12 @@
 recipe): the NetVLAD layers start from k-means centres of training tokens; every epoch the
 descriptors of all training sequences are cached; per query the nearest non-trivial positive, and
 negatives resampled from the candidates plus the query's `negCache` of past hard negatives, of which
-only margin-violating ones are kept; batches of 4 such tuples; summed triplet loss (margin 0.1)
-divided by the number of negatives; Adam; early stopping on validation Recall@5.
+only margin-violating ones are kept; batches of such tuples; summed triplet loss (margin 0.1)
+divided by the number of negatives; the epoch with the best validation Recall@5 is kept. Each
+model's optimiser, schedule, batch size, loss and budget come from its registry entry
+(`seqvpr.models.REGISTRY`, `TrainConfig.for_model`): Adam lr 1e-5 and batches of 4 for the
+Adapt-STformer code base's models, seqNet's SGD with StepLR for SeqNet, OptiCorNet's SGD with its
+quadruplet loss; on a CPU a stated smaller budget.
 
 The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
 blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head. Heads
