@@ -178,11 +178,11 @@ class AblationConfig(TrainingConfig):
 
 def build_ablation_asset(benchmark: str):
     @asset(
-        name=f"{benchmark}_ablation_checkpoints",
+        name=f"{benchmark}_ablation_checkpoint",
         group_name="training",
         deps=[AssetKey(f"{benchmark}_shards")],
         description=f"The Adapt-STformer ablations (Tables III, IV) trained on {benchmark}; only on request "
-                    f"(`seqvpr run --select {benchmark}_ablation_checkpoints`); the results table shows them once trained.",
+                    f"(`seqvpr run --select {benchmark}_ablation_checkpoint`); the results table shows them once trained.",
     )
     def ablation_asset(context: AssetExecutionContext, config: AblationConfig, home: PipelineHome,
                        encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
