@@ -5,10 +5,10 @@ after the cut (the `encoder` resource's `freeze_te`) train with the head. JIST, 
 read their published backbones' frame descriptors (`<benchmark>_frame_descriptors`) when the
 `baselines` resource selects them, else pooled CCT tokens."""
 import json
+from dataclasses import asdict
 from typing import Annotated, Optional
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
-
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset
 from pydantic import Field
 
 from assets.plots import png_markdown, pyplot
@@ -18,7 +18,7 @@ from seqvpr.embed.embed import pick_device
 from seqvpr.embed.frame_descriptors import with_frame_descriptors
 from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
-from seqvpr.models import MODEL_BACKBONE, MODELS
+from seqvpr.models import MODEL_BACKBONE, MODELS, REGISTRY, TABLE_MODELS, model_spec
 from seqvpr.splits import BENCHMARKS, negatives_path
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
@@ -27,41 +27,40 @@ TRAINED_ON = {"nordland": "nordland", "oxford_easy": "oxford_easy", "oxford_hard
 
 
 class TrainingConfig(Config):
-    """The authors' recipe (seqvpr.train) with a CPU budget: lr 3e-4, 3 epochs of 12 queries train
-    visibly on the synthetic world in minutes; the authors use lr 1e-5 and up to 200 epochs of
-    every query on a GPU (queries_per_epoch 0: every training query)."""
+    """Settings of one model's training run (the partition key names the model). Every setting left
+    unset takes the model's recipe from the registry (`seqvpr.models.REGISTRY`): the authors' on a
+    GPU, its CPU budget otherwise (each entry's `cpu_note` says how it differs); the checkpoint's
+    `recipe` metadata shows what was used. E.g. the authors' Adapt-STformer budget on a CPU:
+    `ops: {oxford_easy_checkpoint: {config: {epochs: 200, lr: 1.0e-5, queries_per_epoch: 0}}}`."""
 
-    model: name_in("model", MODELS) = TrainConfig.model
-    seq_len: int = Field(default=TrainConfig.seq_len, ge=1)
-    epochs: int = Field(default=TrainConfig.epochs, ge=1)
-    lr: float = Field(default=TrainConfig.lr, gt=0, allow_inf_nan=False)
-    margin: float = Field(default=TrainConfig.margin, gt=0, allow_inf_nan=False)
-    negatives: int = Field(default=TrainConfig.negatives, ge=1)
-    batch_size: int = Field(default=TrainConfig.batch_size, ge=1)
-    queries_per_epoch: int = Field(default=TrainConfig.queries_per_epoch, ge=0)
-    patience: int = Field(default=TrainConfig.patience, ge=0)
-    kmeans_init: bool = TrainConfig.kmeans_init
-    seed: int = Field(default=TrainConfig.seed, ge=0)  # numpy generators refuse negative seeds
-
-
-EVALUATED_MODELS = ["adapt_stformer", "seqvlad", "stformer", "seqnet", "jist", "opticornet"]
-# left out of the default table when the encoder runs on a CPU, to keep a results asset in minutes
-SLOW_ON_CPU = {"stformer": "its 4 windowed space-time CCT blocks take seconds per sequence on a CPU"}
+    seq_len: Optional[int] = Field(default=None, ge=1)
+    epochs: Optional[int] = Field(default=None, ge=0)
+    optimizer: Optional[str] = Field(default=None, pattern="^(adam|sgd)$")
+    lr: Optional[float] = Field(default=None, gt=0)
+    momentum: Optional[float] = Field(default=None, ge=0)
+    weight_decay: Optional[float] = Field(default=None, ge=0)
+    lr_step: Optional[int] = Field(default=None, ge=0)
+    lr_gamma: Optional[float] = Field(default=None, gt=0)
+    margin: Optional[float] = Field(default=None, ge=0)
+    negatives: Optional[int] = Field(default=None, ge=1)
+    batch_size: Optional[int] = Field(default=None, ge=1)
+    queries_per_epoch: Optional[int] = Field(default=None, ge=0)
+    patience: Optional[int] = Field(default=None, ge=0)
+    kmeans_init: Optional[bool] = None
+    seed: int = Field(default=0, ge=0)  # numpy generators refuse negative seeds
 
 
 class EvaluationConfig(Config):
-    """models: unset, every model of EVALUATED_MODELS, less SLOW_ON_CPU when the encoder has no GPU."""
+    """models: unset, every model of the default table (`seqvpr.models.TABLE_MODELS`) plus any
+    other trained checkpoint (the ablations, once trained)."""
 
     models: Optional[list[name_in("model", MODELS)]] = None
     lengths: list[Annotated[int, Field(ge=1)]] = Field(default=[1, 3, 5], min_length=1)
     pca_dim: int = Field(default=0, ge=0)
 
 
-def evaluated_models(config: EvaluationConfig, device: str) -> list[str]:
-    if config.models is not None:
-        return config.models
-    on_gpu = pick_device(device).type == "cuda"
-    return [name for name in EVALUATED_MODELS if on_gpu or name not in SLOW_ON_CPU]
+def evaluated_models(config: EvaluationConfig) -> list[str]:
+    return list(TABLE_MODELS) if config.models is None else config.models
 
 
 def _split_data(layout, benchmark: str, split: str):
@@ -96,55 +95,105 @@ def _loss_plot(losses: list[float], history: list[dict]) -> str:
     return png_markdown(fig, "loss")
 
 
+model_partitions = StaticPartitionsDefinition(TABLE_MODELS)
+ABLATIONS = [name for name, spec in REGISTRY.items() if not spec.default_table]
+
+
+def train_one(context, benchmark: str, name: str, config: TrainingConfig, home: PipelineHome, encoder: FrameEncoder,
+              baselines: BaselineBackbones) -> dict:
+    """Train model `name` on `benchmark` with its registry recipe and `config`'s overrides, save its
+    checkpoint and return the asset metadata (loss curve, per-epoch validation recall, recipe)."""
+    layout = home.layout()
+    val_split = "val" if layout.shards(benchmark, "val").exists() else "test"
+    if val_split == "test":
+        context.log.warning(f"{benchmark} has no val split: epochs are selected on the test split, as the authors do")
+    train_data = _split_data(layout, benchmark, "train")
+    val_data = _split_data(layout, benchmark, val_split)
+    on_gpu = pick_device(encoder.device).type == "cuda"
+    overrides = config.model_dump()
+    cfg = TrainConfig.for_model(name, on_gpu, device=encoder.device, **overrides)
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("model_kwargs", "device")}
+    frame_descriptors = _published_descriptors(name, baselines)
+    tail = None if frame_descriptors else encoder.tail()
+    if frame_descriptors:
+        backbone = frame_descriptors["backbone"]
+        train_data = _frame_descriptors(layout, benchmark, "train", train_data, backbone, baselines)
+        val_data = _frame_descriptors(layout, benchmark, val_split, val_data, backbone, baselines)
+    spec = model_spec(name)
+    overridden = {k: v for k, v in overrides.items() if v is not None and k != "seed"}
+    budget = ("the authors' recipe" if on_gpu else f"CPU budget: {spec.cpu_note}") + (
+        f"; set here: {overridden}" if overridden else "")
+    context.log.info(f"{name}: {budget} ({recipe}; source: {spec.recipe_source})")
+    result = train(cfg, train_data, val_data, tail=tail, log=context.log.info,
+                   published_features=frame_descriptors is not None)
+    path = layout.models() / benchmark / f"{name}.pt"
+    history = [{**h, "recall": {str(k): v for k, v in h["recall"].items()}} for h in result.history]
+    meta = {**recipe, "name": name, "model_kwargs": cfg.model_kwargs, "benchmark": benchmark, "budget": budget,
+            "val_split": val_split, "best_val_recall5": result.best_recall5, "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
+            "history": history, "losses": result.losses, "freeze_te": encoder.resolved_freeze_te(),
+            "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id(),
+            "frame_descriptors": frame_descriptors, "kmeans_layers": result.kmeans_layers}
+    save_checkpoint(path, name, result.state_dict, meta, result.start_state_dict)
+    if result.best_epoch == 0:
+        context.log.warning(f"{name}: no epoch beat the starting weights on {val_split}; the checkpoint is untrained")
+    return {
+        "path": MetadataValue.path(str(path)),
+        "model": name,
+        "recipe": MetadataValue.json(recipe),
+        "budget": meta["budget"],
+        "freeze_te": meta["freeze_te"],
+        "trained_cct_blocks": meta["tail_blocks"],
+        "untrained_val_recall5": result.initial_recall[5],
+        "best_val_recall5": result.best_recall5,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "loss_curve": MetadataValue.md(_loss_plot(result.losses, result.history)),
+        "history": MetadataValue.json(history),
+    }
+
+
 def build_checkpoint_asset(benchmark: str):
     @asset(
         name=f"{benchmark}_checkpoint",
         group_name="training",
+        partitions_def=model_partitions,
         deps=[AssetKey(f"{benchmark}_shards"), AssetKey(f"{benchmark}_frame_descriptors")],
-        description=f"A sequence model trained on the {benchmark} train split (val: val split, else test).",
+        description=f"One sequence model per partition trained on the {benchmark} train split with its recipe "
+                    "(val: val split, else test).",
     )
     def checkpoint_asset(context: AssetExecutionContext, config: TrainingConfig, home: PipelineHome,
                          encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
-        layout = home.layout()
-        val_split = "val" if layout.shards(benchmark, "val").exists() else "test"
-        if val_split == "test":
-            context.log.warning(f"{benchmark} has no val split: epochs are selected on the test split, as the authors do")
-        train_data = _split_data(layout, benchmark, "train")
-        val_data = _split_data(layout, benchmark, val_split)
-        cfg = TrainConfig(**config.model_dump())
-        frame_descriptors = _published_descriptors(cfg.model, baselines)
-        tail = None if frame_descriptors else encoder.tail()
-        if frame_descriptors:
-            backbone = frame_descriptors["backbone"]
-            train_data = _frame_descriptors(layout, benchmark, "train", train_data, backbone, baselines)
-            val_data = _frame_descriptors(layout, benchmark, val_split, val_data, backbone, baselines)
-        result = train(cfg, train_data, val_data, tail=tail, log=context.log.info,
-                       published_features=frame_descriptors is not None)
-        path = layout.models() / benchmark / f"{cfg.model}.pt"
-        history = [{**h, "recall": {str(k): v for k, v in h["recall"].items()}} for h in result.history]
-        meta = {**config.model_dump(), "name": cfg.model, "model_kwargs": cfg.model_kwargs, "benchmark": benchmark,
-                "val_split": val_split, "best_val_recall5": result.best_recall5, "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
-                "history": history, "losses": result.losses, "freeze_te": encoder.resolved_freeze_te(),
-                "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id(),
-                "frame_descriptors": frame_descriptors, "kmeans_layers": result.kmeans_layers}
-        save_checkpoint(path, cfg.model, result.state_dict, meta, result.start_state_dict)
-        if result.best_epoch == 0:
-            context.log.warning(f"{cfg.model}: no epoch beat the starting weights on {val_split}; the checkpoint is untrained")
-        return MaterializeResult(metadata={
-            "path": MetadataValue.path(str(path)),
-            "model": cfg.model,
-            "freeze_te": meta["freeze_te"],
-            "trained_cct_blocks": meta["tail_blocks"],
-            "untrained_val_recall5": result.initial_recall[5],
-            "best_val_recall5": result.best_recall5,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "loss_curve": MetadataValue.md(_loss_plot(result.losses, result.history)),
-            "history": MetadataValue.json(history),
-        })
+        return MaterializeResult(metadata=train_one(context, benchmark, context.partition_key, config, home, encoder,
+                                                    baselines))
 
     return checkpoint_asset
+
+
+class AblationConfig(TrainingConfig):
+    """models: which ablations to train (default: every Table III/IV ablation of the registry)."""
+
+    models: Optional[list[str]] = None
+
+
+def build_ablation_asset(benchmark: str):
+    @asset(
+        name=f"{benchmark}_ablation_checkpoint",
+        group_name="training",
+        deps=[AssetKey(f"{benchmark}_shards")],
+        description=f"The Adapt-STformer ablations (Tables III, IV) trained on {benchmark}; only on request "
+                    f"(`seqvpr run --select {benchmark}_ablation_checkpoint`); the results table shows them once trained.",
+    )
+    def ablation_asset(context: AssetExecutionContext, config: AblationConfig, home: PipelineHome,
+                       encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
+        settings = TrainingConfig(**config.model_dump(exclude={"models"}))
+        metadata = {}
+        for name in config.models or ABLATIONS:
+            for key, value in train_one(context, benchmark, name, settings, home, encoder, baselines).items():
+                metadata[f"{name}/{key}"] = value
+        return MaterializeResult(metadata=metadata)
+
+    return ablation_asset
 
 
 def build_results_asset(benchmark: str):
@@ -177,18 +226,22 @@ def build_results_asset(benchmark: str):
                 start, _ = load_checkpoint(path, start=True)
                 if start is not None:
                     trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
-        names = evaluated_models(config, encoder.device)
-        published = {}
         checkpoints = {meta["name"] for _, meta in trained.values()}
+        names = evaluated_models(config)
+        if config.models is None:  # trained ablations get their untrained rows too
+            names += sorted(checkpoints - set(names))
+        published = {}
         for backbone in sorted({MODEL_BACKBONE[name] for name in [*names, *checkpoints] if _published_descriptors(name, baselines)}):
             published[backbone] = PublishedFeatures(
                 baselines.weights(backbone), _frame_descriptors(layout, benchmark, "test", data, backbone, baselines),
                 _frame_descriptors(layout, source, "train", pca_train, backbone, baselines) if pca_train else None)
+        on_gpu = pick_device(encoder.device).type == "cuda"
+        kwargs = {name: TrainConfig.for_model(name, on_gpu).model_kwargs for name in names}
+        kwargs.update({meta["name"]: meta["model_kwargs"] for _, meta in trained.values()})
         rows = evaluate_models(data, names, trained, config.lengths, config.pca_dim or None, pca_train,
-                               tail=encoder.tail(), log=context.log.info, published=published)
+                               tail=encoder.tail(), log=context.log.info, published=published, model_kwargs=kwargs)
         notes = [f"PCA to {config.pca_dim} dimensions, fitted on the {source} train split." if config.pca_dim else "No PCA."]
-        notes += [f"Not evaluated: {name} ({why}; list it in the results asset's `models` to include it)."
-                  for name, why in SLOW_ON_CPU.items() if name not in names and name not in checkpoints]
+        notes += sorted({f"{meta['name']}: {meta['budget']}." for _, meta in trained.values() if meta.get("budget")})
         table = results_markdown(benchmark, rows, data, notes)
         atomic_write_text(layout.results() / f"{benchmark}.md", table)
         atomic_write_text(layout.results() / f"{benchmark}.json", json.dumps(rows, indent=1, default=float))
@@ -200,10 +253,12 @@ def build_results_asset(benchmark: str):
             "queries_without_positive": queries_without_positives(data.positives),
             "random_ranking_recall": MetadataValue.json({str(k): v for k, v in chance_recall(data.positives, len(data.db_tokens)).items()}),
             "best_at_L5": f"{best['model']} ({best['trained']}): R@5 {best['recall']['5']:.3f}" if best else "",
-            "trained_vs_untrained_R@5_L5": MetadataValue.json(training_gain(rows, 5)),
+            "trained_vs_untrained_R@5_L5": MetadataValue.json(training_gain(rows, 5, chance_recall(data.positives, len(data.db_tokens))[5])),
         })
 
     return results_asset
 
 
-training_assets = [build_checkpoint_asset(b) for b in BENCHMARKS if b != "nuscenes"] + [build_results_asset(b) for b in BENCHMARKS]
+trained_benchmarks = [b for b in BENCHMARKS if b != "nuscenes"]
+training_assets = ([build_checkpoint_asset(b) for b in trained_benchmarks] + [build_ablation_asset(b) for b in trained_benchmarks]
+                   + [build_results_asset(b) for b in BENCHMARKS])

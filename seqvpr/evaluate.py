@@ -84,16 +84,19 @@ def weights_label(weights: str) -> str:
     return weights if weights.startswith("random-init") else f"sha256:{weights[:12]}"
 
 
-def features_note(name: str, tail_blocks: int, published_weights: str | None = None) -> str:
-    """What the head read per frame, and how that differs from its paper."""
+def features_note(name: str, tail_blocks: int, published_weights: str | None = None, model_kwargs: dict | None = None) -> str:
+    """What the head read per frame, and how that differs from its paper (and the head's size where
+    its budget sets one, `model_kwargs`)."""
+    size = f"; head built with {model_kwargs} (published: default size)" if model_kwargs else ""
     if published_weights is not None:
-        return f"{PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}, the published backbone ({weights_label(published_weights)})"
+        return f"{PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}, the published backbone ({weights_label(published_weights)}){size}"
     cct = f"CCT384 final tokens, last {tail_blocks} blocks trained" if tail_blocks else "CCT384 final tokens, frozen"
     if MODEL_BACKBONE[name] != "cct384":
-        return f"{cct}, mean-pooled 384-D (published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]})"
+        extra = "; CosPlace's last layer, Linear(384, 384) per frame, in the head" if name == "jist" else ""
+        return f"{cct}, mean-pooled 384-D (published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}){extra}{size}"
     if name == "stformer":
-        return f"{cct} (published: tokenizer output, before any CCT block)"
-    return cct
+        return f"{cct} (published: tokenizer output, before any CCT block){size}"
+    return cct + size
 
 
 def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[int]:
@@ -106,47 +109,65 @@ def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[i
 
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
                     pca_train: SplitData | None = None, tail=None, log=print,
-                    published: dict[str, PublishedFeatures] | None = None) -> list[dict]:
+                    published: dict[str, PublishedFeatures] | None = None,
+                    model_kwargs: dict[str, dict] | None = None) -> list[dict]:
     """Rows for every trained model (any key -> (model, checkpoint meta), shown as meta["name"]) and every untrained model in
     `names` at each usable length. Untrained models start as training would: the seeded head and
     `tail`, the CCT blocks after the cut as the encoder has them, at the default training length.
     Fixed-length models (STformer, OptiCorNet) are evaluated at their length only. published:
     backbone name -> its frame descriptors, read by the heads of that backbone (built at their
     published widths, no CCT tail); the others read `data`'s tokens."""
-    published = published or {}
+    published, model_kwargs = published or {}, model_kwargs or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
     candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
-                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None)
+                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta["model_kwargs"])
                   for model, meta in trained.values()]
     seq_len = TrainConfig.seq_len
     for name in names:
         features = published.get(MODEL_BACKBONE[name])
-        model = build_sequence_model(name, seq_len, tail=None if features else tail, seed=UNTRAINED_SEED,
+        kwargs = model_kwargs.get(name, {})
+        model = build_sequence_model(name, seq_len, kwargs, tail=None if features else tail, seed=UNTRAINED_SEED,
                                      published_features=features is not None).eval()
-        candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features))
+        candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features, kwargs))
+    kind = {UNTRAINED: 2, START: 1}  # per model: trained, training's start, untrained
+    candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], kind.get(c[3], 0)))
     rows = []
-    for name, model, seq_len, note, blocks, features in candidates:
+    for name, model, seq_len, note, blocks, features, kwargs in candidates:
         split, train_split = (features.data, features.pca_train) if features else (data, pca_train)
         for length in usable_lengths(name, model, seq_len, lengths):
             for rerank in (False, True) if name == "opticornet" else (False,):
                 shown = f"{name} + SeqSLAM re-rank" if rerank else name
                 row = {"model": shown, "length": length, "trained": note,
-                       "features": features_note(name, blocks, features.weights if features else None),
+                       "features": features_note(name, blocks, features.weights if features else None, kwargs),
                        **evaluate_model(model, split, length, train_split, pca_dim, rerank)}
                 log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {note})")
                 rows.append(row)
     return rows
 
 
-def training_gain(rows: list[dict], length: int) -> dict:
-    """Per checkpoint: its R@5 at `length`, that of the same model untrained and, where the
-    results show it, that of training's start (plain rows only)."""
-    plain = [r for r in rows if r["length"] == length and not r["model"].endswith("re-rank")]
+def training_gain(rows: list[dict], length: int, chance: float | None = None) -> dict:
+    """Per checkpoint: its R@5 at `length` (fixed-length models: their own length), that of the same
+    model untrained and, where the results show it, that of training's start (plain rows only);
+    with `chance` (a random ranking's R@5), whether it beats both the untrained row and chance by
+    at least 0.10."""
+    plain = [r for r in rows if not r["model"].endswith("re-rank")]
+    at = {r["model"]: length if any(p["model"] == r["model"] and p["length"] == length for p in plain) else r["length"]
+          for r in plain}
+    plain = [r for r in plain if r["length"] == at[r["model"]]]
     untrained = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == UNTRAINED}
     start = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == START}
-    return {r["model"]: {"checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]),
-                         "start": start.get(r["model"]), "note": r["trained"]}
-            for r in plain if r["trained"] not in (UNTRAINED, START)}
+    gains = {}
+    for r in plain:
+        if r["trained"] in (UNTRAINED, START):
+            continue
+        gain = {"length": r["length"], "checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]),
+                "start": start.get(r["model"]), "note": r["trained"]}
+        if chance is not None:
+            floor = max(chance, gain["untrained"] if gain["untrained"] is not None else chance)
+            gain["random"] = chance
+            gain["beats_untrained_and_random_by_0.10"] = bool(r["recall"]["5"] >= floor + 0.10)
+        gains[r["model"]] = gain
+    return gains
 
 
 def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: list[str] = ()) -> str:

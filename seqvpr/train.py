@@ -3,8 +3,12 @@
 recipe): the NetVLAD layers start from k-means centres of training tokens; every epoch the
 descriptors of all training sequences are cached; per query the nearest non-trivial positive, and
 negatives resampled from the candidates plus the query's `negCache` of past hard negatives, of which
-only margin-violating ones are kept; batches of 4 such tuples; summed triplet loss (margin 0.1)
-divided by the number of negatives; Adam; early stopping on validation Recall@5.
+only margin-violating ones are kept; batches of such tuples; summed triplet loss (margin 0.1)
+divided by the number of negatives; the epoch with the best validation Recall@5 is kept. Each
+model's optimiser, schedule, batch size, loss and budget come from its registry entry
+(`seqvpr.models.REGISTRY`, `TrainConfig.for_model`): Adam lr 1e-5 and batches of 4 for the
+Adapt-STformer code base's models, seqNet's SGD with StepLR for SeqNet, OptiCorNet's SGD with its
+quadruplet loss; on a CPU a stated smaller budget.
 
 The cached tokens are those after the frozen CCT blocks (`seqvpr.embed.cct`): the trainable CCT
 blocks after the cut (`tail`, none with a frozen backbone) run per frame before the head. Heads
@@ -17,7 +21,7 @@ dimension.
 """
 import copy
 import io
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from seqvpr.atomic import atomic_write_bytes
 from seqvpr.embed.cct import EMBED_DIM, CCTTail
 from seqvpr.embed.embed import pick_device
 from seqvpr.metrics import nearest, recall_at_k
-from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE, build_model
+from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE, Recipe, build_model, model_spec
 from seqvpr.models.layers import NetVLAD
 from seqvpr.models.opticornet import quadruplet_loss
 from seqvpr.seqbounds import centred_sequence
@@ -130,26 +134,22 @@ def evaluate_recall(model, data: SplitData, length: int, ks=(1, 5, 10, 20)) -> d
     return recall_at_k(nearest(db, q, max(ks)), data.positives, ks)
 
 
-@dataclass
-class TrainConfig:
-    """Defaults: the authors' recipe (margin 0.1, 5 negatives from 1000 sampled, batches of 4,
-    patience 5, k-means NetVLAD init) with a learning rate and epoch budget that train visibly on
-    a CPU in minutes; the authors use lr 1e-5 for 200 epochs on a GPU."""
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """A model's training run: its recipe (`seqvpr.models.Recipe`; `for_model` takes the registry's
+    CPU or GPU defaults) plus the model, its constructor arguments, the seed and the device. The
+    dataclass defaults are the Adapt-STformer authors' recipe."""
 
     model: str = "adapt_stformer"
-    model_kwargs: dict = field(default_factory=dict)
-    seq_len: int = 5
-    epochs: int = 3
-    lr: float = 3e-4
-    margin: float = 0.1
-    negatives: int = 5  # nNeg
-    negative_sample: int = 1000  # nNegSample, drawn per item from the candidates
-    batch_size: int = 4
-    queries_per_epoch: int = 12  # 0: every training query, as the reference
-    patience: int = 5
-    kmeans_init: bool = True
     seed: int = 0
     device: str = "auto"
+
+    @classmethod
+    def for_model(cls, model: str, on_gpu: bool, **overrides) -> "TrainConfig":
+        """The registry's recipe of `model` (the authors' on a GPU, its CPU budget otherwise), with
+        `overrides` (None values ignored) on top."""
+        recipe = asdict(model_spec(model).recipe(on_gpu))
+        return cls(model=model, **{**recipe, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 @dataclass
@@ -196,7 +196,7 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
     q = model(sequences(data.q_tokens, q_windows, queries, device))
     others = model(sequences(data.db_tokens, db_windows, db_rows, device))
     positives, negatives = others[: len(tuples)], others[len(tuples):]
-    if cfg.model == "opticornet":  # Eqs. 7-9 per tuple with its two nearest mined negatives
+    if cfg.loss == "quadruplet":  # OptiCorNet's Eqs. 7-9 per tuple with its two nearest mined negatives
         first = torch.tensor(np.cumsum([0] + [len(negs) for _, _, negs in tuples[:-1]]), device=device)
         return quadruplet_loss(q, positives, negatives[first], negatives[first + 1], margin=cfg.margin)
     owner = torch.tensor([i for i, (_, _, negs) in enumerate(tuples) for _ in negs], device=device)
@@ -217,6 +217,9 @@ def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None, publi
         kwargs.setdefault("out_dim", kwargs["dim"])  # seqNet maps descriptors to their own width
     elif name == "opticornet":
         kwargs.setdefault("dim", EMBED_DIM)
+    elif name == "jist":  # the frames are fixed features: CosPlace's last layer trains in the head
+        kwargs.setdefault("dim", EMBED_DIM)
+        kwargs.setdefault("frame_fc", True)
     return kwargs
 
 
@@ -247,6 +250,20 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     return len(layers)
 
 
+def make_optimiser(cfg: TrainConfig, parameters: list):
+    """The recipe's optimiser and learning-rate schedule: Adam (weight decay as Adam's L2 term, as
+    torch.optim.Adam), or SGD with momentum and weight decay halved (`lr_gamma`) every `lr_step`
+    epochs (seqNet's `optim.lr_scheduler.StepLR`); the scheduler is None without a step."""
+    if cfg.optimizer == "adam":
+        optimiser = torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        optimiser = torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'adam' or 'sgd'")
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step > 0 else None
+    return optimiser, scheduler
+
+
 def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print,
           published_features: bool = False) -> TrainResult:
     """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
@@ -263,7 +280,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
         f"({sum(p.numel() for p in model.tail.parameters() if p.requires_grad) if model.tail else 0:,} in CCT blocks after the cut)")
     kmeans_layers = initialise_vlad(model, train_data, rng, cfg.seed) if cfg.kmeans_init else 0
     log(f"{cfg.model}: k-means initialised {kmeans_layers} NetVLAD layer(s)")
-    optimiser = torch.optim.Adam(trainable, lr=cfg.lr)
+    optimiser, scheduler = make_optimiser(cfg, trainable)
     q_windows = sequence_windows(train_data.q_bounds, cfg.seq_len)
     db_windows = sequence_windows(train_data.db_bounds, cfg.seq_len)
     trainable_queries = np.array([qi for qi, pos in enumerate(train_data.nontrivial_positives) if len(pos)], dtype=np.int64)
@@ -288,7 +305,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
             for qi in order[start: start + cfg.batch_size]:
                 mined = mine_tuple(q_desc[qi], db_desc, train_data.nontrivial_positives[qi], train_data.negatives[qi],
                                    neg_cache[qi], cfg.negatives, cfg.negative_sample, cfg.margin, rng)
-                if mined is None or (cfg.model == "opticornet" and len(mined[1]) < 2):
+                if mined is None or (cfg.loss == "quadruplet" and len(mined[1]) < 2):
                     skipped += 1
                     continue
                 neg_cache[qi] = mined[1]
@@ -301,6 +318,8 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
             optimiser.step()
             epoch_losses.append(loss.item())
             used += len(tuples)
+        if scheduler is not None:
+            scheduler.step()
         recall = evaluate_recall(model, val_data, cfg.seq_len)
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
         result.losses += epoch_losses
@@ -312,7 +331,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
             result.state_dict, result.best_recall5, result.best_epoch = copy.deepcopy(model.state_dict()), best, epoch
         else:
             stale += 1
-            if stale >= cfg.patience:
+            if cfg.patience and stale >= cfg.patience:
                 log(f"{cfg.model}: early stop after {epoch} epochs")
                 break
     return result

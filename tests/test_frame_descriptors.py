@@ -93,10 +93,10 @@ def test_descriptors_equal_the_backbone_on_the_frames_read_back(home):
 def test_results_rows_of_jist_and_seqnet_read_the_published_backbones(home):
     """A JIST checkpoint trained on ResNet-18 + GeM descriptors, and untrained JIST and SeqNet rows:
     each says which backbone and weights it read, at the published widths (512, SeqNet 4096)."""
-    config = {"ops": {f"{BENCHMARK}_checkpoint": {"config": {"model": "jist", "epochs": 1, "queries_per_epoch": 4}},
+    config = {"ops": {f"{BENCHMARK}_checkpoint": {"config": {"epochs": 1, "queries_per_epoch": 4}},
                       f"{BENCHMARK}_results": {"config": {"models": ["jist", "seqnet"], "lengths": [5]}}}}
     result = materialize(_assets("frame_descriptors", "checkpoint", "results"), resources=_resources(home),
-                         run_config=config)
+                         run_config=config, partition_key="jist")
     assert result.success
     rows = json.loads((home / "data" / "results" / f"{BENCHMARK}.json").read_text())
     by_model = {(r["model"], r["trained"].startswith("no: seeded")): r for r in rows}

@@ -242,3 +242,17 @@ def test_hierarchical_retrieval_3000_in_bounded_memory():
         shortlist = np.argsort(((db_seq - q_seq[qi]) ** 2).sum(1), kind="stable")[:50]
         scores = [np.linalg.norm(q_frames[windows[qi]] - db_frames[windows[c]], axis=1).sum() for c in shortlist]
         assert ranked[qi].tolist() == shortlist[np.argsort(scores, kind="stable")][:20].tolist()
+
+
+def test_stformer_token_pool_averages_the_grid_before_both_branches():
+    """CPU budget: token_pool 2 runs both branches on a 12 x 12 grid of 2 x 2 token means."""
+    torch.manual_seed(0)
+    pooled = build_model("stformer", dim=32, heads=2, blocks=1, clusters=4, seq_len=2, token_pool=2)
+    torch.manual_seed(0)
+    small = build_model("stformer", dim=32, heads=2, blocks=1, clusters=4, seq_len=2, tokens=144)
+    small.load_state_dict(pooled.state_dict())
+    tokens = torch.randn(1, 2, 576, 32)
+    grid = tokens.view(2, 24, 24, 32).permute(0, 3, 1, 2)
+    means = F.avg_pool2d(grid, 2).flatten(2).transpose(1, 2).reshape(1, 2, 144, 32)
+    with torch.no_grad():
+        assert torch.allclose(pooled(tokens), small(means), atol=1e-5)

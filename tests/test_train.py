@@ -74,7 +74,9 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
     rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},
             {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
             {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
-    assert training_gain(rows, 5) == {"m": {"checkpoint": 0.7, "untrained": 0.5, "start": None, "note": improved}}
+    assert training_gain(rows, 5) == {"m": {"length": 5, "checkpoint": 0.7, "untrained": 0.5, "start": None, "note": improved}}
+    assert training_gain(rows, 5, chance=0.55)["m"]["beats_untrained_and_random_by_0.10"] is True
+    assert training_gain(rows, 5, chance=0.65)["m"]["beats_untrained_and_random_by_0.10"] is False
     assert training_note({**meta, "weights": "start"}) == START
     rows.append({"model": "m", "length": 5, "trained": START, "recall": {"5": 0.6}})
     assert training_gain(rows, 5)["m"]["start"] == 0.6
@@ -115,7 +117,7 @@ def test_training_steps_are_batches_of_four_mined_tuples():
     positives = [np.array([i]) for i in range(24)]
     negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
     data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
-    cfg = TrainConfig(model="jist", seq_len=3, epochs=2, lr=1e-3, queries_per_epoch=10, patience=5)
+    cfg = TrainConfig(model="jist", model_kwargs={"dim": 8}, seq_len=3, epochs=2, lr=1e-3, queries_per_epoch=10, patience=5)
     result = train(cfg, data, data, log=lambda *_: None)
     steps = 0
     for epoch in result.history:
@@ -138,8 +140,67 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     assert model.pooled and model.head.spatial.in_channels == 8
     windows = sequence_windows(bounds, 5)
     tuples = [(0, 9, np.array([1, 2, 5])), (3, 11, np.array([4, 2]))]  # far positives: the margin is violated
-    loss = batch_loss(model, TrainConfig(model="opticornet", margin=0.3), data, tuples, windows, windows)
+    loss = batch_loss(model, TrainConfig.for_model("opticornet", on_gpu=False, margin=0.3), data, tuples, windows, windows)
     with torch.no_grad():
         describe = lambda rows: model(torch.from_numpy(tokens[windows[rows]].astype(np.float32)))
         expected = quadruplet_loss(describe([0, 3]), describe([9, 11]), describe([1, 4]), describe([2, 2]), margin=0.3)
     assert loss.item() > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_registry_holds_each_models_authors_recipe_and_its_cpu_budget():
+    """One entry per model: the GPU recipe is its authors' (Adapt-STformer paper Sec. IV; oravus/seqNet
+    main.py defaults; OptiCorNet's implementation details), the CPU one keeps the loss and batches."""
+    from seqvpr.models import REGISTRY, TABLE_MODELS
+    from seqvpr.train import TrainConfig
+
+    assert TABLE_MODELS == ["adapt_stformer", "seqvlad", "stformer", "seqnet", "jist", "opticornet"]
+    adapt = REGISTRY["adapt_stformer"].gpu
+    assert (adapt.optimizer, adapt.lr, adapt.batch_size, adapt.negatives, adapt.margin, adapt.patience) == ("adam", 1e-5, 4, 5, 0.1, 5)
+    seqnet = REGISTRY["seqnet"].gpu
+    assert (seqnet.optimizer, seqnet.lr, seqnet.momentum, seqnet.weight_decay, seqnet.lr_step, seqnet.lr_gamma,
+            seqnet.batch_size, seqnet.epochs, seqnet.patience) == ("sgd", 1e-4, 0.9, 1e-3, 50, 0.5, 16, 200, 0)
+    opti = REGISTRY["opticornet"].gpu
+    assert (opti.optimizer, opti.lr, opti.batch_size, opti.loss) == ("sgd", 1e-4, 32, "quadruplet")
+    for spec in REGISTRY.values():
+        assert (spec.cpu.loss, spec.cpu.batch_size, spec.cpu.optimizer) == (spec.gpu.loss, spec.gpu.batch_size, spec.gpu.optimizer)
+        assert spec.cpu_note and spec.recipe_source
+    cfg = TrainConfig.for_model("seqnet", on_gpu=True, lr=0.5, epochs=None)
+    assert (cfg.model, cfg.lr, cfg.epochs, cfg.optimizer) == ("seqnet", 0.5, 200, "sgd")  # None keeps the recipe
+
+
+def test_sgd_recipe_halves_the_learning_rate_every_lr_step_epochs():
+    from seqvpr.train import TrainConfig, make_optimiser
+
+    cfg = TrainConfig.for_model("seqnet", on_gpu=True, lr_step=2)
+    optimiser, scheduler = make_optimiser(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimiser, torch.optim.SGD) and optimiser.defaults["momentum"] == 0.9
+    assert optimiser.defaults["weight_decay"] == 1e-3
+    rates = []
+    for _ in range(5):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5])
+    assert make_optimiser(TrainConfig(), [torch.nn.Parameter(torch.zeros(1))])[1] is None  # Adam: constant
+
+
+def test_jist_on_fixed_features_trains_cosplaces_last_layer_started_at_identity():
+    """Pooled-CCT JIST gets CosPlace's Linear(dim, dim) per frame, at the identity: untrained it is
+    plain SeqGeM over the (L2-normalised) frame features."""
+    from seqvpr.models.sequence import JIST
+    from seqvpr.train import build_sequence_model
+
+    model = build_sequence_model("jist", 5)
+    assert model.pooled and model.head.spatial.weight.shape == (384, 384)
+    frames = F.normalize(torch.randn(2, 5, 384), dim=-1)
+    torch.manual_seed(0)
+    plain = JIST(dim=384)
+    with torch.no_grad():
+        assert torch.allclose(model.head(frames), plain(frames), atol=1e-6)
+    assert sum(p.numel() for p in plain.parameters()) == 1  # published: SeqGeM's exponent alone
+
+
+def test_checkpoints_are_partitioned_by_model():
+    from assets.training import model_partitions
+
+    assert model_partitions.get_partition_keys() == ["adapt_stformer", "seqvlad", "stformer", "seqnet", "jist", "opticornet"]

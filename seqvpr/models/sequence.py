@@ -133,11 +133,25 @@ class JIST(nn.Module):
     ResNet-18 frame descriptors (B, L, 512). The head is SeqGeM's one parameter; with the backbone
     (`resnet18_gem`) 11.44M, Table II's 11.4M. The authors return SeqGeM's output unnormalised;
     it is L2-normalised here, as every descriptor of this package.
+
+    JIST fine-tunes its frame backbone with the sequence loss; on precomputed frame features only
+    SeqGeM's exponent would train. `frame_fc=True` adds the last layer of CosPlace's descriptor
+    head (`aggregation`: GeM, Linear(dim, dim), L2Norm) as a trainable per-frame layer, started
+    at the identity so the untrained model is plain SeqGeM; it is what trains when the frames are
+    fixed features standing in for the published backbone (pooled CCT384 tokens).
     """
 
-    def __init__(self):
+    def __init__(self, dim: int = 512, frame_fc: bool = False):
         super().__init__()
+        self.spatial = None
+        if frame_fc:
+            self.spatial = nn.Linear(dim, dim)
+            with torch.no_grad():
+                self.spatial.weight.copy_(torch.eye(dim))
+                self.spatial.bias.zero_()
         self.aggregation = SeqGeM()
 
     def forward(self, frames):
+        if self.spatial is not None:
+            frames = F.normalize(self.spatial(frames), dim=-1)
         return F.normalize(self.aggregation(frames), dim=-1)
