@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydantic
 
+from pipelines.plan import BARE_NAME, selected
 from pipelines.state import resolve_env
 
 TOP_LEVEL = ("ops", "resources")
@@ -145,7 +146,17 @@ def validate(defs, run_config, home: str | Path, selection: list[str] | None = N
     names = asset_names(defs)
     problems = []
     for flag, prefixes in (("--select", selection), ("--rebuild-from", rebuild_from)):
-        problems += [_unknown("asset", flag, p, names) for p in prefixes or [] if not any(n.startswith(p) for n in names)]
+        for prefix in prefixes or []:
+            if BARE_NAME.match(prefix):
+                problems += [] if any(n.startswith(prefix) for n in names) else [_unknown("asset", flag, prefix, names)]
+                continue
+            try:
+                found = selected(defs, [prefix])
+            except Exception as err:  # Dagster's parser names the position of the problem
+                problems.append(f"{flag}: {prefix!r} is neither an asset name nor Dagster's selection syntax: "
+                                f"{' '.join(str(err).split())}")
+                continue
+            problems += [] if found else [f"{flag}: {prefix!r} selects no asset"]
     if not isinstance(run_config, dict):
         raise ConfigError(problems + [f"the config must be a mapping with {' and/or '.join(TOP_LEVEL)}, got {run_config!r}"])
     problems += [_unknown("top-level key", "config", key, TOP_LEVEL) for key in run_config if key not in TOP_LEVEL]

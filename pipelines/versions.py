@@ -51,9 +51,13 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+def source(module: str) -> str:
+    return _module_file(module).read_text()
+
+
 @functools.lru_cache(maxsize=None)
 def _tree(module: str) -> ast.Module:
-    return ast.parse(_module_file(module).read_text())
+    return ast.parse(source(module))
 
 
 def _project_modules(node, module: str) -> set[str]:

@@ -141,7 +141,7 @@ def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
     """Read from a real Dagster run of a throwaway asset with one ERROR and one WARN check."""
     from dagster import AssetCheckResult, AssetCheckSeverity, DagsterInstance, asset, asset_check, materialize
 
-    from pipelines.run import TaskResult, _collect
+    from pipelines.report import TaskResult, collect
 
     @asset
     def thing():
@@ -156,22 +156,69 @@ def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata={"problems": ["2 queries without positives"]})
 
     with DagsterInstance.ephemeral() as instance:
-        both = _collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
-        warned = _collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        both = collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        warned = collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
     assert both.error == "asset check must_hold failed: ['test: shards left from an earlier run']"
     assert warned.error is None and warned.failed_checks == ["nice_to_have (WARN): ['2 queries without positives']"]
 
 
 def test_a_resource_setting_reaches_only_the_assets_that_use_it():
-    """Published baseline features change the frame descriptors and what trains and evaluates on
-    them, not the dataset products; an encoder setting changes the embeddings and what reads them."""
-    from pipelines.run import fingerprints
+    """Published baseline features change the settings of the frame descriptors and of what trains
+    and evaluates on them, not of the dataset products; an encoder setting those of the assets that
+    use the encoder (downstream assets follow through Dagster's data versions)."""
+    from pipelines.definitions import defs
+    from pipelines.state import expected_settings
 
-    before = fingerprints({}, "code")
-    published = fingerprints({"resources": {"baselines": {"config": {"baseline_features": "published"}}}}, "code")
-    changed = {name for name in before if before[name] != published[name]}
-    assert changed == {name for name in before if name.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
-    encoder = fingerprints({"resources": {"encoder": {"config": {"num_layers": 2}}}}, "code")
-    changed = {name for name in before if before[name] != encoder[name]}
-    assert {"nordland_embeddings", "nordland_shards", "nordland_results"} <= changed
+    graph = defs.resolve_asset_graph()
+
+    def digests(config):
+        return {k.to_user_string(): expected_settings(defs, defs.get_assets_def(k), config, "/home")
+                for k in graph.get_all_asset_keys()}
+
+    before = digests({})
+    published = digests({"resources": {"baselines": {"config": {"baseline_features": "published"}}}})
+    assert {n for n in before if before[n] != published[n]} == {n for n in before if n.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
+    encoder = digests({"resources": {"encoder": {"config": {"num_layers": 2}}}})
+    changed = {n for n in before if before[n] != encoder[n]}
+    assert {"nordland_embeddings", "nordland_shards", "nordland_seqnet_export"} <= changed
     assert not changed & {"nordland_raw", "nordland_frames", "nordland_split", "nordland_struct_files"}
+    assert digests({"ops": {"nordland_split": {"config": {"frame_separation": 1}}}}) == before, "the default, spelt out"
+    assert digests({}) != {n: expected_settings(defs, defs.get_assets_def(k), {}, "/other")
+                           for n, k in ((k.to_user_string(), k) for k in graph.get_all_asset_keys())}
+
+
+# --------------------------------------------------------------------------- config as the launchpad reads it
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ops:\n  - oxford_hard_split\n", "ops: expected a mapping of asset names to {config: {...}}, got a list: ['oxford_hard_split']"),
+    ("resources:\n  - encoder\n", "resources: expected a mapping of resource names to {config: {...}}, got a list"),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: 2}\n  nordland_split:\n    config: {radius: 3}\n",
+     "line 4: 'nordland_split' given twice (first on line 2)"),
+    ("ops: [unclosed\n", "not valid YAML"),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: {env: SEP}}\n",
+     "ops.nordland_split.config: Invalid scalar at frame_separation."),
+    ("resources:\n  encoder:\n    config: {checkpoint: {env: SEQVPR_TEST_UNSET}}\n",
+     'resources.encoder.config: You have attempted to fetch the environment variable "SEQVPR_TEST_UNSET" which is not set.'),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: -1.0}\n",
+     "ops.nordland_split.config.frame_separation: Input should be greater than or equal to 0 (got -1.0)"),
+])
+def test_config_errors_exit_2_with_one_clear_line_before_any_work(tmp_path, capsys, text, expected):
+    from pipelines.run import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["--home", str(tmp_path / "home"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "home" / "data").exists()
+
+
+def test_env_values_are_accepted_where_dagster_accepts_them(tmp_path, monkeypatch):
+    from pipelines.definitions import defs
+    from pipelines.validate import validate
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"w")
+    monkeypatch.setenv("SEQVPR_TEST_WEIGHTS", str(weights))
+    validate(defs, {"resources": {"encoder": {"config": {"checkpoint": {"env": "SEQVPR_TEST_WEIGHTS"}}}}}, tmp_path)
