@@ -1,8 +1,10 @@
 """Run the planned tasks: each as a Dagster run of a named job of the code location, started as
 soon as the tasks it waits for have finished, skipped when the instance says it is fresh.
 
-Runs execute in a local process pool whose workers die with the runner, or, for partitions with
-`--dask-address`, as runs of `<asset>_dask_job` whose steps execute on that Dask cluster.
+Runs execute in a local process pool whose workers die with the runner; for partitions with
+`--dask-address` the pool's processes run `<asset>_dask_job`, whose steps execute on that Dask
+cluster. Never as threads of one process: Dagster reconfigures Python's logging at each run's start
+(`logging.config.dictConfig`), which deadlocks against another run's thread logging at that moment.
 """
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from pipelines.jobs import job_name
 from pipelines.plan import Task
 from pipelines.report import Progress, TaskResult, collect, task_line
 from pipelines.state import InstanceState, job_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_LOCATION = "pipelines.definitions"  # workspace.yaml's python_module, which names the location
 
 
 def job_run_config(key: str, run_config: dict, home: str, dask_address: str | None = None) -> dict:
@@ -31,20 +37,38 @@ def job_run_config(key: str, run_config: dict, home: str, dask_address: str | No
     return config
 
 
+def remote_origin(job: str):
+    """Where the UI finds ``job``: the code location of workspace.yaml (named after its module), so
+    `dagster dev` can re-execute the runs of `seqvpr run`."""
+    from dagster._core.remote_origin import (ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin,
+                                             RemoteRepositoryOrigin)
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=CODE_LOCATION, attribute="defs",
+                                  working_directory=str(ROOT))
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name=CODE_LOCATION)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job)
+
+
 def execute_task(key: str, partition: str | None, job: str, home: str, run_config: dict,
                  dask_address: str | None = None) -> TaskResult:
     """Materialise one asset (one partition) and its checks as a run of ``job``."""
-    from dagster import AssetKey, DagsterInstance, execute_job
+    from dagster import AssetKey, DagsterInstance
+    from dagster._core.execution.api import execute_run
     from dagster._core.definitions.reconstruct import build_reconstructable_job
 
     task = TaskResult(key, partition)
     print(f"\n===== {task.name} ({job}) =====", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    recon = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=(job,))
+    selection = frozenset({AssetKey.from_user_string(key)})
+    recon = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=(job,)).get_subset(
+        asset_selection=selection)
     with DagsterInstance.get() as instance:
-        result = execute_job(recon, instance, run_config=job_run_config(key, run_config, home, dask_address),
-                             tags={"dagster/partition": partition} if partition else None,
-                             asset_selection=[AssetKey.from_user_string(key)], raise_on_error=False)
+        run = instance.create_run_for_job(
+            job_def=recon.get_definition(), run_config=job_run_config(key, run_config, home, dask_address),
+            tags={"dagster/partition": partition} if partition else None, asset_selection=selection,
+            job_code_origin=recon.get_python_origin(), remote_job_origin=remote_origin(job))
+        result = execute_run(recon, run, instance, raise_on_error=False)
         task.seconds = time.perf_counter() - start
         return collect(result, task)
 
@@ -98,7 +122,7 @@ def execute(defs, tasks: dict[Task, list[Task]], home: str, workers: int, run_co
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                initargs=(os.getpid(), workers, str(log_path), lock_fd))
     try:
-        with DagsterInstance.get() as instance, ThreadPoolExecutor(max_workers=max(workers, 4)) as threads:
+        with DagsterInstance.get() as instance:
             state = InstanceState(instance, defs, run_config, home)
             running: dict = {}
             started: set = set()
@@ -117,7 +141,7 @@ def execute(defs, tasks: dict[Task, list[Task]], home: str, workers: int, run_co
                     on_dask = dask_address is not None and task.partition is not None
                     job = job_name(task.key, task.partition is not None, node[task].group_name, dask=on_dask)
                     arguments = (task.key, task.partition, job, home, run_config, dask_address if on_dask else None)
-                    future = (threads if on_dask else pool).submit(execute_task, *arguments)
+                    future = pool.submit(execute_task, *arguments)
                     running[future] = (task, reason)
                 if ready:
                     continue  # skipped tasks may have made others ready

@@ -53,13 +53,14 @@ def benchmark_selection(benchmark: str) -> AssetSelection:
 
 
 def benchmark_job(benchmark: str, config: dict | None = None):
+    """``config``: the launchpad's starting run config (the split's current settings)."""
     return define_asset_job(
         f"{benchmark}_job", selection=benchmark_selection(benchmark), config=config,
         description=f"Rebuild {benchmark} from its split: split, struct files, shards and exports "
                     "(frames and embeddings as they are).")
 
 
-JOBS = [prepare_job, train_evaluate_job, *heavy_jobs, *[benchmark_job(b) for b in BENCHMARKS]]
+JOBS = [prepare_job, train_evaluate_job, *heavy_jobs]
 
 
 def job_name(asset: str, partitioned: bool, group: str | None, dask: bool = False) -> str:

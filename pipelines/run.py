@@ -34,6 +34,10 @@ DAGSTER_YAML = """\
 # Edit freely; `seqvpr run` never overwrites it.
 telemetry:
   enabled: false
+# Runs launched from the UI have their settings checked (ranges included) before they start.
+run_coordinator:
+  module: pipelines.launch
+  class: ValidatingRunCoordinator
 """
 
 

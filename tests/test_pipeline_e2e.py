@@ -1,8 +1,9 @@
 """The whole pipeline on a tiny synthetic world through the headless runner: the `seqvpr run`
 command's output, struct files and shards loaded with independent readers, a forced re-run is
-byte-identical, an unchanged rerun does no work, and a new frame separation only rebuilds
-downstream products (no new embeddings for frames already embedded); a split the settings empty
-loses its old shards."""
+byte-identical, an unchanged rerun does no work (read from the Dagster instance), and a new frame
+separation only rebuilds downstream products (no new embeddings for frames already embedded); a
+split the settings empty loses its old shards. Runs are recorded under the code location's named
+jobs and can be re-executed."""
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ TINY = {
 
 def _default_task_count() -> int:
     """Asset partitions of the default run (every dataset product, no training)."""
-    return sum(len(wave) for wave in plan())
+    return len(plan())
 
 
 def _digests(root):
@@ -90,7 +91,7 @@ def test_unchanged_rerun_does_no_work_and_a_forced_one_is_byte_identical(home):
     assert all(task.fresh for task in run(str(home), workers=2, run_config=TINY))
     shutil.rmtree(layout.struct_files("nordland"))  # an output removed by hand is not fresh any more
     again = run(str(home), workers=2, run_config=TINY)
-    assert [task.name for task in again if not task.fresh] == ["nordland_struct_files"]
+    assert [task.name for task in again if not task.fresh] == ["nordland_struct_files"]  # same bytes: nothing downstream
     forced = run(str(home), workers=2, run_config=TINY, rebuild_from=["nordland_raw", "robotcar_raw", "nuscenes_raw"])
     assert len(forced) == _default_task_count() and not any(task.fresh for task in forced)
     assert {**_digests(layout.struct_root), **_digests(layout.shard_root)} == before
@@ -145,3 +146,26 @@ def test_split_emptied_by_new_settings_loses_its_old_shards(home):
                         for k in getattr(c, "check_keys", [])))
     result = check(home=PipelineHome(home=str(home)))
     assert not result.passed and "test: shards left from a run" in str(result.metadata["problems"].value)
+
+
+def test_runs_are_recorded_under_named_jobs_and_can_be_re_executed(home):
+    """Every run of `seqvpr run` is a run of a job of the code location, with the origin the UI needs
+    to re-execute it; re-executed (Dagster's Python API), it rebuilds the same asset partition."""
+    from dagster import AssetKey, DagsterInstance, ReexecutionOptions, RunsFilter, execute_job
+    from dagster._core.definitions.reconstruct import build_reconstructable_job
+
+    from pipelines.definitions import defs
+
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert runs and {r.job_name for r in runs} <= jobs and "__ephemeral_asset_job__" not in {r.job_name for r in runs}
+        parent = instance.get_runs(RunsFilter(job_name="robotcar_frames_job"), limit=1)[0]
+        origin = parent.remote_job_origin
+        assert origin.job_name == "robotcar_frames_job"
+        assert origin.repository_origin.code_location_origin.location_name == "pipelines.definitions"  # workspace.yaml
+        job = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=("robotcar_frames_job",))
+        result = execute_job(job, instance, reexecution_options=ReexecutionOptions(parent_run_id=parent.run_id))
+        assert result.success and result.dagster_run.tags["dagster/partition"] == parent.tags["dagster/partition"]
+        (event,) = result.get_asset_materialization_events()
+        assert event.asset_key == AssetKey("robotcar_frames") and event.partition == parent.tags["dagster/partition"]

@@ -222,3 +222,63 @@ def test_env_values_are_accepted_where_dagster_accepts_them(tmp_path, monkeypatc
     weights.write_bytes(b"w")
     monkeypatch.setenv("SEQVPR_TEST_WEIGHTS", str(weights))
     validate(defs, {"resources": {"encoder": {"config": {"checkpoint": {"env": "SEQVPR_TEST_WEIGHTS"}}}}}, tmp_path)
+
+
+# --------------------------------------------------------------------------- UI runs and runner runs on one home
+
+
+def test_the_sweep_leaves_the_temporaries_of_a_running_ui_step_alone(home, capsys):
+    """A step started from `dagster dev` holds the step lock (as every asset step does): its
+    `.partial` folder survives a `seqvpr run` started meanwhile, which says why and runs."""
+    from seqvpr.housekeeping import step_lock
+
+    writing = home / "data" / "raw" / ".nordland.ui1.partial"
+    (writing / "inner").mkdir(parents=True)
+    with step_lock(home):
+        run(str(home), 1, NORDLAND_TINY, selection=["nordland_raw"])
+    output = capsys.readouterr().out
+    assert "a step started from dagster dev is running on this home: temporary files left as they are" in output
+    assert writing.is_dir() and (home / "data" / "raw" / "nordland").is_dir()
+    run(str(home), 1, NORDLAND_TINY, selection=["nordland_raw"])  # once it has finished, the sweep runs
+    assert not writing.exists()
+
+
+def test_two_runs_on_one_new_shared_dagster_home_both_work_and_leave_it_usable(tmp_path):
+    """N63: two homes, one new DAGSTER_HOME, started at the same moment: both succeed, and so does
+    a later run (two processes creating the instance's tables at once used to break it for good)."""
+    shared = tmp_path / "dagster_shared"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(NORDLAND_TINY))
+    env = {**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, "DAGSTER_HOME": str(shared)}
+    command = [str(Path(sys.executable).with_name("seqvpr")), "run", "--select", "nordland_raw", "--config", str(config)]
+    procs = [subprocess.Popen(command + ["--home", str(tmp_path / name)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for name in ("A", "B")]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    again = subprocess.run(command + ["--home", str(tmp_path / "A")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "1 asset partitions (0 run, 1 fresh)" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_ui_run_with_settings_out_of_range_is_refused_at_launch(tmp_path, monkeypatch):
+    """The instance `seqvpr run` creates checks a launched run's settings, ranges included, before
+    it starts: `frame_separation: -1.0` fails the run with one line naming the setting, no step runs."""
+    from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+    from dagster._core.run_coordinator.base import SubmitRunContext
+
+    from pipelines.definitions import defs
+    from pipelines.launch import ValidatingRunCoordinator
+    from pipelines.run import dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "instance"))
+    dagster_home(str(tmp_path / "home"))
+    config = {"ops": {"nordland_split": {"config": {"frame_separation": -1.0}}},
+              "resources": {"home": {"config": {"home": str(tmp_path / "home")}}}}
+    with DagsterInstance.get() as instance:
+        assert isinstance(instance.run_coordinator, ValidatingRunCoordinator)
+        created = instance.create_run_for_job(job_def=defs.resolve_job_def("nordland_job"), run_config=config)
+        refused = instance.run_coordinator.submit_run(SubmitRunContext(created, workspace=None))
+        assert refused.status == DagsterRunStatus.FAILURE
+        events = [e.dagster_event for e in instance.all_logs(created.run_id) if e.dagster_event]
+        failure = next(e for e in events if e.event_type == DagsterEventType.RUN_FAILURE)
+        assert "ops.nordland_split.config.frame_separation: Input should be greater than or equal to 0 (got -1.0)" in failure.message
+        assert not any(e.event_type == DagsterEventType.STEP_START for e in events)
