@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import AssetKey, Definitions, load_asset_checks_from_package_module, load_assets_from_package_module
+from dagster import (AssetKey, Definitions, in_process_executor, load_asset_checks_from_package_module,
+                     load_assets_from_package_module)
 
 import assets
 from pipelines.jobs import JOBS, benchmark_job
@@ -50,4 +51,7 @@ defs = Definitions(
     assets=ASSETS,
     jobs=JOBS + [benchmark_job(b, current_split_settings(ASSETS, b)) for b in BENCHMARKS],
     resources={"home": PipelineHome(), "encoder": FrameEncoder(), "baselines": BaselineBackbones()},
+    # Steps run in the run's own process: no step pays for a process and a load of this code
+    # location (seconds of imports) of its own. The Dask jobs keep their executor.
+    executor=in_process_executor,
 )

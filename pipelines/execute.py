@@ -32,8 +32,8 @@ def job_run_config(key: str, run_config: dict, home: str, dask_address: str | No
     config = {"resources": job_resources(run_config, home)}
     if key in ops:
         config["ops"] = {key: ops[key]}
-    config["execution"] = ({"config": {"cluster": {"existing": {"address": dask_address}}}} if dask_address
-                           else {"config": {"in_process": {}}})
+    if dask_address:
+        config["execution"] = {"config": {"cluster": {"existing": {"address": dask_address}}}}
     return config
 
 

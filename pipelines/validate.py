@@ -93,9 +93,10 @@ def _pydantic_problems(where: str, cls, values: dict, config_type=None) -> list[
     if problems:
         return problems
     if config_type is not None:
-        values, problems = _dagster_problems(where, config_type, values)
-        if problems:
-            return problems
+        processed, problems = _dagster_problems(where, config_type, values)
+        if problems:  # pydantic's message where it refuses the value too (it names the allowed values)
+            return problems if resolve_env(values) != values else _pydantic_problems(where, cls, values) or problems
+        values = processed
     try:
         cls(**values)
     except pydantic.ValidationError as err:

@@ -45,8 +45,7 @@ def home(tmp_path_factory):
 
 def launch_from_ui(home, ops: dict | None = None, assets: list[str] | None = None):
     """What the launchpad does: a run of `nordland_job` (or of some of its assets) with a run config."""
-    config = {"resources": {"home": {"config": {"home": str(home)}}, "encoder": {"config": {"num_layers": 1}}},
-              "execution": {"config": {"in_process": {}}}}
+    config = {"resources": {"home": {"config": {"home": str(home)}}, "encoder": {"config": {"num_layers": 1}}}}
     if ops:
         config["ops"] = {name: {"config": values} for name, values in ops.items()}
     job = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=("nordland_job",))

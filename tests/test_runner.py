@@ -198,6 +198,8 @@ def test_a_resource_setting_reaches_only_the_assets_that_use_it():
     ("ops: [unclosed\n", "not valid YAML"),
     ("ops:\n  nordland_split:\n    config: {frame_separation: {env: SEP}}\n",
      "ops.nordland_split.config: Invalid scalar at frame_separation."),
+    ("resources:\n  encoder:\n    config: {num_layers: '3'}\n",  # pydantic would take it; Dagster's launchpad does not
+     'resources.encoder.config: Invalid scalar at num_layers. Value "3"'),
     ("resources:\n  encoder:\n    config: {checkpoint: {env: SEQVPR_TEST_UNSET}}\n",
      'resources.encoder.config: You have attempted to fetch the environment variable "SEQVPR_TEST_UNSET" which is not set.'),
     ("ops:\n  nordland_split:\n    config: {frame_separation: -1.0}\n",
