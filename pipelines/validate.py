@@ -96,7 +96,8 @@ def _pydantic_problems(where: str, cls, values: dict, config_type=None) -> list[
         processed, problems = _dagster_problems(where, config_type, values)
         if problems:  # pydantic's message where it refuses the value too (it names the allowed values)
             return problems if resolve_env(values) != values else _pydantic_problems(where, cls, values) or problems
-        values = processed
+        if resolve_env(values) != values:  # else the user's own values, so messages quote them as written
+            values = processed
     try:
         cls(**values)
     except pydantic.ValidationError as err:
