@@ -84,28 +84,46 @@ def _resource_classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
     return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
+def _digest(node) -> str:
+    return hashlib.sha256(ast.dump(node).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _unit(module: str) -> tuple[str, frozenset]:
+    """(digest of the module's syntax tree, the project modules it imports); `pipelines.resources`
+    counts as its statements outside classes."""
+    tree = _tree(module)
+    if module == RESOURCES_MODULE:
+        tree = ast.Module(body=[node for node in tree.body if not isinstance(node, ast.ClassDef)], type_ignores=[])
+    return _digest(tree), frozenset(_project_modules(tree, module))
+
+
+@functools.lru_cache(maxsize=None)
+def _resource_unit(name: str) -> tuple[str, frozenset]:
+    node = _resource_classes(_tree(RESOURCES_MODULE))[name]
+    return _digest(node), frozenset(_project_modules(node, RESOURCES_MODULE))
+
+
+def clear_caches() -> None:
+    """Forget the sources read (after an edit, in a long-lived process)."""
+    for cached in (_tree, _unit, _resource_unit):
+        cached.cache_clear()
+
+
 def code_closure(modules: list[str], resource_classes: list[str] = ()) -> dict[str, str]:
-    """Module (or `pipelines.resources:<Class>`) -> its syntax tree, for ``modules``, the resource
-    classes named and every project module they import, transitively. `pipelines.resources`
+    """Module (or `pipelines.resources:<Class>`) -> digest of its syntax tree, for ``modules``, the
+    resource classes named and every project module they import, transitively. `pipelines.resources`
     counts as its statements outside classes; each resource class counts only where it is used."""
     units: dict[str, str] = {}
     pending = list(modules)
-    resources = _resource_classes(_tree(RESOURCES_MODULE))
     for name in resource_classes:
-        units[f"{RESOURCES_MODULE}:{name}"] = ast.dump(resources[name])
-        pending += sorted(_project_modules(resources[name], RESOURCES_MODULE))
+        units[f"{RESOURCES_MODULE}:{name}"], imports = _resource_unit(name)
+        pending += sorted(imports)
     while pending:
         module = pending.pop()
-        if module in units:
-            continue
-        tree = _tree(module)
-        if module == RESOURCES_MODULE:
-            body = [node for node in tree.body if not isinstance(node, ast.ClassDef)]
-            units[module] = ast.dump(ast.Module(body=body, type_ignores=[]))
-            pending += sorted(_project_modules(ast.Module(body=body, type_ignores=[]), module))
-            continue
-        units[module] = ast.dump(tree)
-        pending += sorted(_project_modules(tree, module))
+        if module not in units:
+            units[module], imports = _unit(module)
+            pending += sorted(imports)
     return units
 
 

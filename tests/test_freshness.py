@@ -126,7 +126,7 @@ def test_a_code_edit_makes_stale_only_the_assets_that_run_the_module(monkeypatch
     graph = defs.resolve_asset_graph()
 
     def code_versions():
-        versions._tree.cache_clear()
+        versions.clear_caches()
         return {k.to_user_string(): versions.asset_code_version(defs.get_assets_def(k)) for k in graph.get_all_asset_keys()}
 
     declared = {k.to_user_string(): defs.get_assets_def(k).code_versions_by_key[k] for k in graph.get_all_asset_keys()}
@@ -140,4 +140,4 @@ def test_a_code_edit_makes_stale_only_the_assets_that_run_the_module(monkeypatch
         assert {n for n in declared if edited[n] != declared[n]} == {n for n in declared if expected(n)}, module
     monkeypatch.setattr(versions, "source", lambda m: source(m) + "\n# a comment changes nothing\n")
     assert code_versions() == declared
-    versions._tree.cache_clear()
+    versions.clear_caches()
