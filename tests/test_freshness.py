@@ -141,3 +141,25 @@ def test_a_code_edit_makes_stale_only_the_assets_that_run_the_module(monkeypatch
     monkeypatch.setattr(versions, "source", lambda m: source(m) + "\n# a comment changes nothing\n")
     assert code_versions() == declared
     versions.clear_caches()
+
+
+def test_runner_runs_are_recorded_under_named_jobs_and_can_be_re_executed(home):
+    """Every run of `seqvpr run` is a run of a job of the code location, with the origin the UI needs
+    to re-execute it; re-executed (Dagster's Python API, with the parent's tags as the UI copies
+    them), it rebuilds the same asset partition."""
+    from dagster import ReexecutionOptions, RunsFilter
+
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    with DagsterInstance.get() as instance:
+        names = {r.job_name for r in instance.get_runs() if r.job_name != "nordland_job"}  # nordland_job: launch_from_ui
+        assert names and names <= jobs and "__ephemeral_asset_job__" not in names
+        parent = instance.get_runs(RunsFilter(job_name="nordland_frames_job"), limit=1)[0]
+        origin = parent.remote_job_origin
+        assert origin.job_name == "nordland_frames_job"
+        assert origin.repository_origin.code_location_origin.location_name == "pipelines.definitions"  # workspace.yaml
+        job = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=("nordland_frames_job",))
+        result = execute_job(job, instance, tags={"dagster/partition": parent.tags["dagster/partition"]},
+                             reexecution_options=ReexecutionOptions(parent_run_id=parent.run_id))
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        assert event.asset_key == AssetKey("nordland_frames") and event.partition == parent.tags["dagster/partition"]

@@ -147,25 +147,3 @@ def test_split_emptied_by_new_settings_loses_its_old_shards(home):
     result = check(home=PipelineHome(home=str(home)))
     assert not result.passed and "test: shards left from a run" in str(result.metadata["problems"].value)
 
-
-def test_runs_are_recorded_under_named_jobs_and_can_be_re_executed(home):
-    """Every run of `seqvpr run` is a run of a job of the code location, with the origin the UI needs
-    to re-execute it; re-executed (Dagster's Python API), it rebuilds the same asset partition."""
-    from dagster import AssetKey, DagsterInstance, ReexecutionOptions, RunsFilter, execute_job
-    from dagster._core.definitions.reconstruct import build_reconstructable_job
-
-    from pipelines.definitions import defs
-
-    jobs = {job.name for job in defs.resolve_all_job_defs()}
-    with DagsterInstance.get() as instance:
-        runs = instance.get_runs()
-        assert runs and {r.job_name for r in runs} <= jobs and "__ephemeral_asset_job__" not in {r.job_name for r in runs}
-        parent = instance.get_runs(RunsFilter(job_name="robotcar_frames_job"), limit=1)[0]
-        origin = parent.remote_job_origin
-        assert origin.job_name == "robotcar_frames_job"
-        assert origin.repository_origin.code_location_origin.location_name == "pipelines.definitions"  # workspace.yaml
-        job = build_reconstructable_job("pipelines.jobs", "resolve_job", reconstructable_args=("robotcar_frames_job",))
-        result = execute_job(job, instance, reexecution_options=ReexecutionOptions(parent_run_id=parent.run_id))
-        assert result.success and result.dagster_run.tags["dagster/partition"] == parent.tags["dagster/partition"]
-        (event,) = result.get_asset_materialization_events()
-        assert event.asset_key == AssetKey("robotcar_frames") and event.partition == parent.tags["dagster/partition"]
