@@ -65,6 +65,7 @@ def build_embedding_asset(dataset: str):
             "frozen_blocks": f"{embedder.cut} of {embedder.model.num_layers}",
             "device": str(embedder.device),
             "cache": MetadataValue.path(str(cache)),
+            "index": MetadataValue.path(str(embedding_index_path(layout, embedder.model_id, dataset, partition))),
         })
 
     return embeddings_asset

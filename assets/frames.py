@@ -97,6 +97,7 @@ def build_frame_assets(dataset: str):
                 "notes": MetadataValue.json(result.notes),
                 "frames_per_second": round(result.table.num_rows / max(seconds, 1e-9), 2),
                 "table": MetadataValue.path(str(layout.partition_table(dataset, partition))),
+                "frames_dir": MetadataValue.path(str(layout.frames(dataset, partition))),
             }
         )
 

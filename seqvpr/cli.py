@@ -1,5 +1,5 @@
-"""`seqvpr` command line: `seqvpr run` materialises the pipeline, `seqvpr synth` writes a mini-world,
-`seqvpr export` writes the drop-in exports (seqvpr/exports/cli.py)."""
+"""`seqvpr` command line: `seqvpr run` materialises the pipeline, `seqvpr ui` opens it in `dagster dev`,
+`seqvpr synth` writes a mini-world, `seqvpr export` writes the drop-in exports (seqvpr/exports/cli.py)."""
 import sys
 
 from seqvpr.errors import DataError
@@ -23,6 +23,10 @@ def _command(argv: list[str] | None) -> int:
         from pipelines.run import main as run_main
 
         return run_main(argv)
+    if command == "ui":
+        from pipelines.ui import main as ui_main
+
+        return ui_main(argv)
     if command == "synth":
         from seqvpr.synthetic.__main__ import main as synth_main
 
@@ -31,7 +35,7 @@ def _command(argv: list[str] | None) -> int:
         from seqvpr.exports.cli import main as export_main
 
         return export_main(argv)
-    print("usage: seqvpr {run,synth,export} [options]   (seqvpr run --help)")
+    print("usage: seqvpr {run,ui,synth,export} [options]   (seqvpr run --help)")
     return 0 if command in ("--help", "-h") else 2
 
 

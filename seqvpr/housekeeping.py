@@ -1,9 +1,11 @@
 """One run per pipeline home, and the temporary folders a killed run leaves behind.
 
-`home_lock` holds an exclusive `flock` on `<home>/.seqvpr/run.lock` for the whole run; the kernel
-drops it when the process dies, however it dies, so a lock is never stale. Only while it is held
-may `sweep_temporaries` delete the hidden temporary names that seqvpr.atomic (`.partial`, `.old-`)
-and dataset acquisition (`.extracting`, `.link-`) use: no other run can be writing them then.
+`home_lock` holds an exclusive `flock` on `<home>/.seqvpr/run.lock` for the whole `seqvpr run`;
+the kernel drops it when the process dies, however it dies, so a lock is never stale. Every asset
+step, whichever door started it (`seqvpr run` or `dagster dev`), holds `<home>/.seqvpr/steps.lock`
+shared while it runs (`step_lock`). `sweep_temporaries` deletes the hidden temporary names that
+seqvpr.atomic (`.partial`, `.old-`) and dataset acquisition (`.extracting`, `.link-`) use only
+while it holds both locks exclusively (`no_steps_running`): no step of any run can be writing them.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Callable, Iterator
 from seqvpr.layout import Layout
 
 LOCK_NAME = "run.lock"
+STEP_LOCK_NAME = "steps.lock"
 STATE_DIR = ".seqvpr"
 # `.<name>.<random>.partial` (atomic files and folders, atomic_remove), `.<name>.<random>.extracting`
 # (archive extraction), `.<name>.old-<pid>` (a folder being swapped out by atomic_dir or
@@ -53,11 +56,44 @@ def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) ->
         os.close(fd)  # closing the last descriptor releases the lock
 
 
+def _lock_fd(home: str | Path, name: str) -> int:
+    path = state_dir(home) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+@contextlib.contextmanager
+def step_lock(home: str | Path) -> Iterator[None]:
+    """Held (shared) by an asset step for as long as it may write temporaries in the home."""
+    fd = _lock_fd(home, STEP_LOCK_NAME)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def no_steps_running(home: str | Path) -> Iterator[bool]:
+    """Yields True while no asset step runs on the home (none can start meanwhile), False if one
+    does (a run started from `dagster dev`, say): then its temporaries must be left alone."""
+    fd = _lock_fd(home, STEP_LOCK_NAME)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
 def sweep_temporaries(home: str | Path) -> list[Path]:
     """Delete the temporary files and folders of dead runs in the home's output folders (data/,
     struct_files/, shards/, exports/); returns what was removed.
 
-    Call only while holding `home_lock`. Symlinks are never followed, so a user's dataset linked
+    Call only while holding `home_lock` and inside `no_steps_running` (when it yields True). Symlinks are never followed, so a user's dataset linked
     in as a local source is never looked into; nothing else in the home (a checkout, say) is."""
     layout = Layout.from_home(home)
     removed = []

@@ -665,10 +665,10 @@ def _config_problems(home: Path, config: dict, **names) -> str:
     from pipelines.validate import ConfigError
 
     before = _snapshot(home / "data")
-    fresh = (home / ".seqvpr" / "fresh.json").read_text()
+    runs = sorted((home / ".dagster_home").rglob("*.db"))
     with pytest.raises(ConfigError) as err:
         run(str(home), 1, config, **names)
-    assert _snapshot(home / "data") == before and (home / ".seqvpr" / "fresh.json").read_text() == fresh
+    assert _snapshot(home / "data") == before and sorted((home / ".dagster_home").rglob("*.db")) == runs
     return str(err.value)
 
 

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dagster import AssetKey
+
 from pipelines.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,5 +25,20 @@ def test_asset_graph_and_jobs():
     for benchmark in ("nordland", "oxford_easy", "oxford_hard", "nuscenes"):
         assert {f"{benchmark}_split", f"{benchmark}_struct_files", f"{benchmark}_shards", f"{benchmark}_results"} <= keys
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"prepare_job", "train_evaluate_job", "robotcar_frames_job", "nordland_embeddings_job"} <= jobs
-    assert defs.resolve_job_def("robotcar_frames_job").executor_def.name == "dask"
+    assert {"prepare_job", "train_evaluate_job", "robotcar_frames_job", "nordland_embeddings_job",
+            "robotcar_frames_dask_job", "oxford_hard_job"} <= jobs
+    assert defs.resolve_job_def("robotcar_frames_dask_job").executor_def.name == "dask"
+    benchmark = {k.to_user_string() for k in defs.resolve_job_def("oxford_hard_job").asset_layer.selected_asset_keys}
+    assert benchmark == {"oxford_hard_split", "oxford_hard_struct_files", "oxford_hard_shards",
+                         "oxford_hard_adapt_stformer_export", "oxford_hard_gsv_export"}
+
+
+def test_every_asset_declares_a_code_version_and_runs_its_checks_in_its_step():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assets_def = defs.get_assets_def(key)
+        assert len(assets_def.code_versions_by_key[key] or "") == 16, key
+        assert all(spec.blocking for spec in assets_def.check_specs), key
+    shards = defs.get_assets_def(AssetKey("oxford_hard_shards"))
+    assert {s.name for s in shards.check_specs} == {"one_sample_per_frame", "manifest_hashes_match"}
+    assert not list(defs.asset_checks or []), "a check outside its asset's step is a step and a process of its own"

@@ -141,7 +141,7 @@ def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
     """Read from a real Dagster run of a throwaway asset with one ERROR and one WARN check."""
     from dagster import AssetCheckResult, AssetCheckSeverity, DagsterInstance, asset, asset_check, materialize
 
-    from pipelines.run import TaskResult, _collect
+    from pipelines.report import TaskResult, collect
 
     @asset
     def thing():
@@ -156,22 +156,131 @@ def test_a_failed_error_check_fails_the_task_and_a_warning_does_not(tmp_path):
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata={"problems": ["2 queries without positives"]})
 
     with DagsterInstance.ephemeral() as instance:
-        both = _collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
-        warned = _collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        both = collect(materialize([thing, must_hold, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
+        warned = collect(materialize([thing, nice_to_have], instance=instance, raise_on_error=False), TaskResult("thing", None))
     assert both.error == "asset check must_hold failed: ['test: shards left from an earlier run']"
     assert warned.error is None and warned.failed_checks == ["nice_to_have (WARN): ['2 queries without positives']"]
 
 
 def test_a_resource_setting_reaches_only_the_assets_that_use_it():
-    """Published baseline features change the frame descriptors and what trains and evaluates on
-    them, not the dataset products; an encoder setting changes the embeddings and what reads them."""
-    from pipelines.run import fingerprints
+    """Published baseline features change the settings of the frame descriptors and of what trains
+    and evaluates on them, not of the dataset products; an encoder setting those of the assets that
+    use the encoder (downstream assets follow through Dagster's data versions)."""
+    from pipelines.definitions import defs
+    from pipelines.state import expected_settings
 
-    before = fingerprints({}, "code")
-    published = fingerprints({"resources": {"baselines": {"config": {"baseline_features": "published"}}}}, "code")
-    changed = {name for name in before if before[name] != published[name]}
-    assert changed == {name for name in before if name.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
-    encoder = fingerprints({"resources": {"encoder": {"config": {"num_layers": 2}}}}, "code")
-    changed = {name for name in before if before[name] != encoder[name]}
-    assert {"nordland_embeddings", "nordland_shards", "nordland_results"} <= changed
+    graph = defs.resolve_asset_graph()
+
+    def digests(config):
+        return {k.to_user_string(): expected_settings(defs, defs.get_assets_def(k), config, "/home")
+                for k in graph.get_all_asset_keys()}
+
+    before = digests({})
+    published = digests({"resources": {"baselines": {"config": {"baseline_features": "published"}}}})
+    assert {n for n in before if before[n] != published[n]} == {n for n in before if n.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
+    encoder = digests({"resources": {"encoder": {"config": {"num_layers": 2}}}})
+    changed = {n for n in before if before[n] != encoder[n]}
+    assert {"nordland_embeddings", "nordland_shards", "nordland_seqnet_export"} <= changed
     assert not changed & {"nordland_raw", "nordland_frames", "nordland_split", "nordland_struct_files"}
+    assert digests({"ops": {"nordland_split": {"config": {"frame_separation": 1}}}}) == before, "the default, spelt out"
+    assert digests({}) != {n: expected_settings(defs, defs.get_assets_def(k), {}, "/other")
+                           for n, k in ((k.to_user_string(), k) for k in graph.get_all_asset_keys())}
+
+
+# --------------------------------------------------------------------------- config as the launchpad reads it
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ops:\n  - oxford_hard_split\n", "ops: expected a mapping of asset names to {config: {...}}, got a list: ['oxford_hard_split']"),
+    ("resources:\n  - encoder\n", "resources: expected a mapping of resource names to {config: {...}}, got a list"),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: 2}\n  nordland_split:\n    config: {radius: 3}\n",
+     "line 4: 'nordland_split' given twice (first on line 2)"),
+    ("ops: [unclosed\n", "not valid YAML"),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: {env: SEP}}\n",
+     "ops.nordland_split.config: Invalid scalar at frame_separation."),
+    ("resources:\n  encoder:\n    config: {num_layers: '3'}\n",  # pydantic would take it; Dagster's launchpad does not
+     'resources.encoder.config: Invalid scalar at num_layers. Value "3"'),
+    ("resources:\n  encoder:\n    config: {checkpoint: {env: SEQVPR_TEST_UNSET}}\n",
+     'resources.encoder.config: You have attempted to fetch the environment variable "SEQVPR_TEST_UNSET" which is not set.'),
+    ("ops:\n  nordland_split:\n    config: {frame_separation: -1.0}\n",
+     "ops.nordland_split.config.frame_separation: Input should be greater than or equal to 0 (got -1.0)"),
+])
+def test_config_errors_exit_2_with_one_clear_line_before_any_work(tmp_path, capsys, text, expected):
+    from pipelines.run import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["--home", str(tmp_path / "home"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "home" / "data").exists()
+
+
+def test_env_values_are_accepted_where_dagster_accepts_them(tmp_path, monkeypatch):
+    from pipelines.definitions import defs
+    from pipelines.validate import validate
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"w")
+    monkeypatch.setenv("SEQVPR_TEST_WEIGHTS", str(weights))
+    validate(defs, {"resources": {"encoder": {"config": {"checkpoint": {"env": "SEQVPR_TEST_WEIGHTS"}}}}}, tmp_path)
+
+
+# --------------------------------------------------------------------------- UI runs and runner runs on one home
+
+
+def test_the_sweep_leaves_the_temporaries_of_a_running_ui_step_alone(home, capsys):
+    """A step started from `dagster dev` holds the step lock (as every asset step does): its
+    `.partial` folder survives a `seqvpr run` started meanwhile, which says why and runs."""
+    from seqvpr.housekeeping import step_lock
+
+    writing = home / "data" / "raw" / ".nordland.ui1.partial"
+    (writing / "inner").mkdir(parents=True)
+    with step_lock(home):
+        run(str(home), 1, NORDLAND_TINY, selection=["nordland_raw"])
+    output = capsys.readouterr().out
+    assert "a step started from dagster dev is running on this home: temporary files left as they are" in output
+    assert writing.is_dir() and (home / "data" / "raw" / "nordland").is_dir()
+    run(str(home), 1, NORDLAND_TINY, selection=["nordland_raw"])  # once it has finished, the sweep runs
+    assert not writing.exists()
+
+
+def test_two_runs_on_one_new_shared_dagster_home_both_work_and_leave_it_usable(tmp_path):
+    """N63: two homes, one new DAGSTER_HOME, started at the same moment: both succeed, and so does
+    a later run (two processes creating the instance's tables at once used to break it for good)."""
+    shared = tmp_path / "dagster_shared"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(NORDLAND_TINY))
+    env = {**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, "DAGSTER_HOME": str(shared)}
+    command = [str(Path(sys.executable).with_name("seqvpr")), "run", "--select", "nordland_raw", "--config", str(config)]
+    procs = [subprocess.Popen(command + ["--home", str(tmp_path / name)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for name in ("A", "B")]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    again = subprocess.run(command + ["--home", str(tmp_path / "A")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "1 asset partitions (0 run, 1 fresh)" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_ui_run_with_settings_out_of_range_is_refused_at_launch(tmp_path, monkeypatch):
+    """The instance `seqvpr run` creates checks a launched run's settings, ranges included, before
+    it starts: `frame_separation: -1.0` fails the run with one line naming the setting, no step runs."""
+    from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+    from dagster._core.run_coordinator.base import SubmitRunContext
+
+    from pipelines.definitions import defs
+    from pipelines.launch import ValidatingRunCoordinator
+    from pipelines.run import dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "instance"))
+    dagster_home(str(tmp_path / "home"))
+    config = {"ops": {"nordland_split": {"config": {"frame_separation": -1.0}}},
+              "resources": {"home": {"config": {"home": str(tmp_path / "home")}}}}
+    with DagsterInstance.get() as instance:
+        assert isinstance(instance.run_coordinator, ValidatingRunCoordinator)
+        created = instance.create_run_for_job(job_def=defs.resolve_job_def("nordland_job"), run_config=config)
+        refused = instance.run_coordinator.submit_run(SubmitRunContext(created, workspace=None))
+        assert refused.status == DagsterRunStatus.FAILURE
+        events = [e.dagster_event for e in instance.all_logs(created.run_id) if e.dagster_event]
+        failure = next(e for e in events if e.event_type == DagsterEventType.RUN_FAILURE)
+        assert "ops.nordland_split.config.frame_separation: Input should be greater than or equal to 0 (got -1.0)" in failure.message
+        assert not any(e.event_type == DagsterEventType.STEP_START for e in events)
