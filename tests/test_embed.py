@@ -196,6 +196,16 @@ def test_freeze_te_follows_the_authors_and_is_validated():
         frozen_blocks(8, 8)
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
 def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
     """Killed mid-chunk: the chunks already renamed are whole and load, the one being written is
     only a hidden temporary, and the resumed run writes exactly the chunks of an uninterrupted one."""
@@ -218,9 +228,15 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
         deadline = time.monotonic() + 60  # the writer thread renames chunk 1 and starts chunk 2
         while not (_chunks(cache) and list(chunk_folder(cache).glob(".*.partial"))) and time.monotonic() < deadline:
             time.sleep(0.1)
+        helpers = _descendants(proc.pid)  # the forkserver and its decoding worker
+        assert len(helpers) >= 2
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in helpers if Path(f"/proc/{pid}").exists()], "decoding processes outlived the killed run"
     assert len(_chunks(cache)) == 1 and len(list(chunk_folder(cache).glob(".*.partial"))) == 1
     assert len(cached_digests(cache)) == 2
     embedder = FrameEmbedder(num_layers=1, device="cpu")

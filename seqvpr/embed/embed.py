@@ -350,6 +350,7 @@ class _FrameFiles(torch.utils.data.Dataset):
 
     def __init__(self, paths: Sequence[Path]):
         self.paths = list(paths)
+        self.client = os.getpid()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -376,6 +377,19 @@ def _worker_init(_):
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker (cvtColor would start a thread per core in each)
+    client = torch.utils.data.get_worker_info().dataset.client
+    threading.Thread(target=_exit_without, args=(client,), daemon=True).start()
+
+
+def _exit_without(pid: int) -> None:
+    """A forkserver's worker is not the client's child, so DataLoader's own watchdog (which watches
+    the parent) never sees the client killed: leave within a second of it."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
 
 
 # Workers start from a forkserver that has imported this module and nothing has run in: a worker
@@ -449,6 +463,7 @@ class FrameEmbedder:
         tokens, descriptors = self.embed_batch(torch.from_numpy(np.stack(frames)).to(self.device))
         return tokens.cpu().numpy(), descriptors.cpu().numpy()
 
+    @torch.inference_mode()
     def _launch(self, frames: torch.Tensor):
         """Start one batch: copy in, embed, copy out; returns what `_collect` waits for."""
         if self._copy_stream is None:
@@ -486,7 +501,7 @@ class FrameEmbedder:
             raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}")
         start = time.perf_counter()
         workers = default_workers() if workers is None else workers
-        with ThreadPoolExecutor(max_workers=max(1, min(8, workers))) as pool:
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             digests = list(pool.map(file_sha256, paths))
         cached = cached_digests(cache_dir)
         todo = sorted({d: p for d, p in zip(digests, paths) if d not in cached}.items())
@@ -504,7 +519,7 @@ class FrameEmbedder:
         loader = torch.utils.data.DataLoader(
             _FrameFiles([p for _, p in todo]), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=4 if workers else None, multiprocessing_context=_worker_context() if workers else None)
+            prefetch_factor=2 if workers else None, multiprocessing_context=_worker_context() if workers else None)
         writer = _ChunkWriter(folder, plan)
         done, pending = 0, None
         try:
