@@ -17,9 +17,9 @@ chunks as an uninterrupted one.
 
 Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; frames are read and
 decoded in DataLoader worker processes into pinned memory; the uint8 batch is copied to the device
-on a side stream, normalised, embedded (bf16 autocast on CUDA by default) and pooled there; tokens
-and descriptors come back in their stored dtypes, one copy each per batch, while the next batch
-runs; a writer thread appends them to the chunk file.
+on an upload stream, normalised, embedded (bf16 autocast on CUDA by default) and pooled there; tokens
+and descriptors come back in their stored dtypes, one copy each per batch on a download stream,
+while the next batch runs; a writer thread appends them to the chunk file.
 """
 import hashlib
 import os
@@ -447,7 +447,8 @@ class FrameEmbedder:
         self.model = model.to(self.device)
         self.model_id = model_id(self.weights, num_layers, self.freeze_te)
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
-        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        # one stream each way, so batch i+1's upload and batch i's download both overlap compute
+        self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)) if self.device.type == "cuda" else None
 
     @torch.inference_mode()
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -466,22 +467,23 @@ class FrameEmbedder:
     @torch.inference_mode()
     def _launch(self, frames: torch.Tensor):
         """Start one batch: copy in, embed, copy out; returns what `_collect` waits for."""
-        if self._copy_stream is None:
+        if self._streams is None:
             return self.embed_batch(frames), None
+        upload, download = self._streams
         main = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._copy_stream):
+        with torch.cuda.stream(upload):
             images = frames.to(self.device, non_blocking=True)
-        main.wait_stream(self._copy_stream)
+        main.wait_stream(upload)
         images.record_stream(main)
         tokens, descriptors = self.embed_batch(images)
-        self._copy_stream.wait_stream(main)
-        with torch.cuda.stream(self._copy_stream):
+        download.wait_stream(main)
+        with torch.cuda.stream(download):
             host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
                     for t in (tokens, descriptors)]
             for t in (tokens, descriptors):
-                t.record_stream(self._copy_stream)
+                t.record_stream(download)
             done = torch.cuda.Event()
-            done.record(self._copy_stream)
+            done.record(download)
         return host, done
 
     @staticmethod
