@@ -1,6 +1,6 @@
 """Embedding and shard writing vs their bare equivalents, side by side on the same data.
 
-    python benchmarks/bench_embed_shards.py stage [--frames 32] [--batch 8] [--device auto] [--precisions auto]
+    python benchmarks/bench_embed_shards.py stage [--frames 32] [--batch 8] [--device auto] [--precisions auto] [--rounds 1]
     python benchmarks/bench_embed_shards.py null  [--frames 256] [--batch 32] [--workers 1,2] [--formats png,npy]
     python benchmarks/bench_embed_shards.py decode [--frames 128]
     python benchmarks/bench_embed_shards.py shards [--samples 400] [--rounds 7]
@@ -11,7 +11,8 @@ chunked cache writes) vs a bare loop of `model(x)` over the same frames already 
 normalised and on the device, alternating bare / stage / bare; the ratio is to the mean of the
 two bare runs. null: the same pipeline with NullCCT (a model that returns tensors of the real
 shapes at no cost): the ceiling of everything but the model, per worker count and frame format
-(`png`: what the frames stage writes; `npy`: uncompressed uint8 arrays, no decoding). decode: one
+(`png`: what the frames stage writes; `npy`: uncompressed uint8 arrays, no decoding), with the
+main process's CPU time per frame (all its threads; the decoding workers' time is not in it). decode: one
 core's frames/s to read a frame in each candidate lossless format. shards: write_split_shards
 (npy encoding, fixed headers, hashing, manifest, atomic folder) vs writing the same member bytes
 with plain `tarfile`.
@@ -26,6 +27,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import statistics
 import tarfile
@@ -123,17 +125,18 @@ def bench_stage(args, tmp: Path) -> None:
             embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=workers)
             bare = [bare_frames_per_second(embedder, x, args.batch)]
             for cache_root in args.cache_roots:
-                cache = _fresh(Path(cache_root) / "bench-cache")
-                _sync(embedder.device)
-                _, stats = embedder.embed_files(paths, cache, args.batch, workers=workers)
-                shutil.rmtree(cache)
-                bare.append(bare_frames_per_second(embedder, x, args.batch))
-                reference = statistics.mean(bare[-2:])
-                _record(args, {"mode": "stage", "device": str(embedder.device), "precision": embedder.precision,
-                               "format": fmt, "frame_kb": round(size), "frames": len(paths), "batch": args.batch,
-                               "workers": workers, "cache": cache_root, "bare_fps": round(reference, 1),
-                               "stage_fps": round(stats.frames_per_second, 1),
-                               "ratio": round(stats.frames_per_second / reference, 3)})
+                for _ in range(args.rounds):  # stage, then bare again: each stage run between two bare ones
+                    cache = _fresh(Path(cache_root) / "bench-cache")
+                    _sync(embedder.device)
+                    _, stats = embedder.embed_files(paths, cache, args.batch, workers=workers)
+                    shutil.rmtree(cache)
+                    bare.append(bare_frames_per_second(embedder, x, args.batch))
+                    reference = statistics.mean(bare[-2:])
+                    _record(args, {"mode": "stage", "device": str(embedder.device), "precision": embedder.precision,
+                                   "format": fmt, "frame_kb": round(size), "frames": len(paths), "batch": args.batch,
+                                   "workers": workers, "cache": cache_root, "bare_fps": round(reference, 1),
+                                   "stage_fps": round(stats.frames_per_second, 1),
+                                   "ratio": round(stats.frames_per_second / reference, 3)})
             del x, embedder
             if args.device != "cpu":
                 torch.cuda.empty_cache()
@@ -150,11 +153,15 @@ def bench_null(args, tmp: Path) -> None:
         for workers in args.workers:
             for cache_root in args.cache_roots:
                 cache = _fresh(Path(cache_root) / "bench-cache")
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 _, stats = embedder.embed_files(paths, cache, args.batch, workers=workers)
+                after = resource.getrusage(resource.RUSAGE_SELF)
                 shutil.rmtree(cache)
+                main_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # every thread, no worker
                 _record(args, {"mode": "null", "device": str(embedder.device), "format": fmt, "frames": len(paths),
                                "batch": args.batch, "workers": workers, "cache": cache_root,
-                               "fps": round(stats.frames_per_second, 1)})
+                               "fps": round(stats.frames_per_second, 1),
+                               "main_process_cpu_ms_per_frame": round(1e3 * main_cpu / len(paths), 3)})
 
 
 def bench_decode(args, tmp: Path) -> None:
@@ -236,11 +243,12 @@ def main() -> None:
     parser.add_argument("--cache-roots", default=None, help="comma-separated folders for the cache (default: a temporary one)")
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="processes that write the frames")
     parser.add_argument("--samples", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=None, help="default: 7 (shards), 1 (stage)")
     parser.add_argument("--jsonl", default=None)
     args = parser.parse_args()
     args.frames = args.frames or {"stage": 32, "null": 256}.get(args.mode, 128)
     args.batch = args.batch or {"stage": 8}.get(args.mode, 32)
+    args.rounds = args.rounds or (7 if args.mode == "shards" else 1)
     args.precisions = args.precisions.split(",")
     args.workers = [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2] if args.mode == "null" else None)
     args.formats = args.formats.split(",") if args.formats else (["png", "npy"] if args.mode == "null" else ["png"])
@@ -249,6 +257,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}, torch {torch.__version__}, numpy {np.__version__}, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""), flush=True)
+    # the frame writers and the embedding's decoding workers share one forkserver: load both there
+    multiprocessing.set_forkserver_preload(["__main__", "seqvpr.embed.embed"])
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         args.cache_roots = args.cache_roots.split(",") if args.cache_roots else [tmp]
         {"stage": bench_stage, "null": bench_null, "decode": bench_decode, "shards": bench_shards}[args.mode](args, Path(tmp))
