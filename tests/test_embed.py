@@ -220,7 +220,8 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
                 print("embedded", done, flush=True)
                 time.sleep(60)
         paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.png"))
-        FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(cache)!r}), 1, progress, chunk_frames=2)
+        FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(cache)!r}), 1, progress, workers=1,
+                                                              chunk_frames=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

@@ -406,8 +406,14 @@ def _worker_context():
     return context
 
 
-def default_workers() -> int:
-    """Decoding processes: every core but the one that drives the model (at least one)."""
+WORKERS_FROM = 256  # new frames from which decoding workers pay for their start (seconds on a loaded CPU)
+
+
+def default_workers(frames: int | None = None) -> int:
+    """Decoding processes: every core but the one that drives the model (at least one); none for
+    fewer than WORKERS_FROM new frames."""
+    if frames is not None and frames < WORKERS_FROM:
+        return 0
     return max(1, min((os.cpu_count() or 2) - 1, 32))
 
 
@@ -497,16 +503,16 @@ class FrameEmbedder:
                     progress: Callable[[int, int], None] | None = None, workers: int | None = None,
                     chunk_frames: int = CHUNK_FRAMES) -> tuple[list[str], EmbedStats]:
         """Embed every frame file not cached yet; returns each file's digest (cache key) and stats.
-        workers: decoding processes (None: default_workers(); 0: decode in this process).
+        workers: decoding processes (None: default_workers(new frames); 0: decode in this process).
         progress(done, total) is called after each batch with the new frames embedded so far."""
         if batch_size < 1 or chunk_frames < 1:
             raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}")
         start = time.perf_counter()
-        workers = default_workers() if workers is None else workers
         with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             digests = list(pool.map(file_sha256, paths))
         cached = cached_digests(cache_dir)
         todo = sorted({d: p for d, p in zip(digests, paths) if d not in cached}.items())
+        workers = default_workers(len(todo)) if workers is None else workers
         plan = [[d for d, _ in todo[i:i + chunk_frames]] for i in range(0, len(todo), chunk_frames)]
         # batches never straddle a chunk: a resumed run embeds exactly the batches of a clean one
         batches = [list(range(c + b, min(c + b + batch_size, c + len(chunk))))
