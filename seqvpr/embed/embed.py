@@ -164,7 +164,7 @@ def is_cached(cache_dir: Path, digest: str) -> bool:
 
 def _read_row(cache_dir: Path, digest: str, tokens: bool) -> np.ndarray:
     index = _index(cache_dir)
-    for attempt in range(2):
+    for _ in range(2):
         found = index.find(digest)
         if found is None:
             raise DataError(chunk_folder(cache_dir) / digest, "embedding missing from the cache: materialise the embeddings first")
