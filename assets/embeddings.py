@@ -1,4 +1,5 @@
-"""CCT384 frame embeddings, partitioned like the frames, through the content-addressed cache."""
+"""CCT384 frame embeddings, partitioned like the frames, through the content-addressed cache
+(seqvpr.embed.embed: chunk files of token maps indexed by frame digest)."""
 import json
 
 import pyarrow.parquet as pq
@@ -59,6 +60,9 @@ def build_embedding_asset(dataset: str):
             "embedded": stats.embedded,
             "cache_hits": stats.cache_hits,
             "frames_per_second": round(stats.frames_per_second, 2),
+            "chunks_written": stats.chunks,
+            "decoding_workers": stats.workers,
+            "precision": embedder.precision,
             "weights": embedder.weights if embedder.weights.startswith("random-init") else f"sha256:{embedder.weights}",
             "model_id": embedder.model_id,
             "freeze_te": embedder.freeze_te,

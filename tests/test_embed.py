@@ -1,14 +1,24 @@
 """CCT384 layout against the official checkpoint's keys, and the content-addressed cache."""
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from seqvpr.datasets.frames import save_frame
+from seqvpr.datasets.frames import load_frame, resize_for_model, save_frame
 from seqvpr.embed.cct import CCT384, build_cct384, build_cct_tail, frozen_blocks
-from seqvpr.embed.embed import FrameEmbedder, cache_file, global_descriptor, load_descriptor, load_tokens
+from seqvpr.embed.embed import (FrameEmbedder, cached_digests, chunk_folder, global_descriptor, load_descriptor,
+                                load_tokens, model_id, to_batch)
+from seqvpr.errors import DataError
+from seqvpr.synthetic import generate
 
 OFFICIAL_KEYS = json.loads((Path(__file__).parent / "fixtures" / "cct_14_7x2_384_state_dict.json").read_text())
 
@@ -43,26 +53,118 @@ def test_layer_truncation_changes_features_and_is_validated():
         CCT384(num_layers=15)
 
 
-def test_cache_embeds_each_frame_once(tmp_path):
-    rng = np.random.default_rng(0)
+def _random_frames(folder, count, seed=0):
+    rng = np.random.default_rng(seed)
     paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"f{i}.png")
+    for i in range(count):
+        paths.append(folder / f"f{i}.png")
         save_frame(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), paths[-1])
+    return paths
+
+
+def _chunks(cache):
+    """The complete chunk files of a cache, by name."""
+    return {p.name: p.read_bytes() for p in chunk_folder(cache).glob("*.chunk")}
+
+
+def test_cache_embeds_each_frame_once(tmp_path):
+    paths = _random_frames(tmp_path, 3)
     embedder = FrameEmbedder(num_layers=1, device="cpu")
     calls = []
     forward = embedder.model.forward_cut
     embedder.model.forward_cut = lambda x, cut: calls.append(len(x)) or forward(x, cut)
-    digests, stats = embedder.embed_files(paths[:2], tmp_path / "cache", batch_size=8)
-    assert (stats.embedded, stats.cache_hits, calls) == (2, 0, [2])
-    digests2, stats2 = embedder.embed_files(paths, tmp_path / "cache", batch_size=8)
+    digests, stats = embedder.embed_files(paths[:2], tmp_path / "cache", batch_size=8, workers=0)
+    assert (stats.embedded, stats.cache_hits, stats.chunks, calls) == (2, 0, 1, [2])
+    digests2, stats2 = embedder.embed_files(paths, tmp_path / "cache", batch_size=8, workers=1)  # decoded in a worker
     assert digests2[:2] == digests and (stats2.embedded, stats2.cache_hits, calls) == (1, 2, [2, 1])
+    assert len(_chunks(tmp_path / "cache")) == 2
+    _, stats3 = embedder.embed_files(paths, tmp_path / "cache", batch_size=8, workers=0)
+    assert (stats3.embedded, stats3.cache_hits, calls) == (0, 3, [2, 1])
     tokens = load_tokens(tmp_path / "cache", digests[0])
     assert tokens.shape == (576, 384) and tokens.dtype == np.float16
-    assert cache_file(tmp_path / "cache", digests[0]).parent.name == digests[0][:2]
     desc = load_descriptor(tmp_path / "cache", digests[0])
     assert desc.shape == (384,) and desc.dtype == np.float32 and np.linalg.norm(desc) == pytest.approx(1.0, abs=1e-5)
     assert desc == pytest.approx(global_descriptor(tokens), abs=1e-6)  # frozen backbone: tokens are the final ones
+    with pytest.raises(DataError, match="embedding missing from the cache"):
+        load_tokens(tmp_path / "cache", "0" * 64)
+
+
+def test_chunk_file_is_three_npy_arrays(tmp_path):
+    """What the module docstring promises an independent reader: digests, tokens, descriptors."""
+    paths = _random_frames(tmp_path, 3, seed=1)
+    embedder = FrameEmbedder(num_layers=1, device="cpu")
+    digests, stats = embedder.embed_files(paths, tmp_path / "cache", batch_size=2, workers=0, chunk_frames=2)
+    assert stats.chunks == 2
+    rows = {}
+    for chunk in chunk_folder(tmp_path / "cache").glob("*.chunk"):
+        with open(chunk, "rb") as fh:
+            names, tokens, descriptors = (np.load(fh, allow_pickle=False) for _ in range(3))
+            assert fh.read() == b""
+        assert names.dtype == "S64" and tokens.dtype == np.float16 and descriptors.dtype == np.float32
+        assert tokens.shape == (len(names), 576, 384) and descriptors.shape == (len(names), 384)
+        rows.update({n.decode(): (t, d) for n, t, d in zip(names, tokens, descriptors)})
+    assert sorted(rows) == sorted(digests) == sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)
+    for digest, (t, d) in rows.items():
+        assert np.array_equal(load_tokens(tmp_path / "cache", digest), t)
+        assert np.array_equal(load_descriptor(tmp_path / "cache", digest), d)
+
+
+def _rendered_frames(folder):
+    """Three views of the synthetic Nordland world, normalised as the frames stage does."""
+    generate("nordland", folder / "raw", seed=0, frames=1, seasons="summer")
+    paths = []
+    for raw in sorted((folder / "raw" / "summer").glob("*.png")):
+        paths.append(folder / "frames" / raw.name)
+        save_frame(resize_for_model(load_frame(raw), 384), paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("freeze_te", [None, 0])
+def test_tokens_equal_the_per_frame_path(tmp_path, freeze_te):
+    """The batched, chunked stage stores what embedding each frame alone and converting on the CPU
+    gives (the stage before chunks), to float16 rounding; descriptors to float32 rounding."""
+    paths = _rendered_frames(tmp_path)
+    embedder = FrameEmbedder(num_layers=2, device="cpu", freeze_te=freeze_te)
+    digests, _ = embedder.embed_files(paths, tmp_path / "cache", batch_size=2, workers=1)
+    for path, digest in zip(paths, digests):
+        with torch.inference_mode():
+            at_cut, final = embedder.model.forward_cut(to_batch([load_frame(path)], torch.device("cpu")), embedder.cut)
+        expected = at_cut[0].float().numpy().astype(np.float16)
+        tokens = load_tokens(tmp_path / "cache", digest)
+        ulp = np.spacing(np.maximum(np.abs(expected), np.abs(tokens)))
+        assert np.all(np.abs(tokens.astype(np.float32) - expected.astype(np.float32)) <= ulp)
+        final16 = final[0].float().numpy().astype(np.float16)
+        assert load_descriptor(tmp_path / "cache", digest) == pytest.approx(global_descriptor(final16), abs=1e-6)
+
+
+def test_reruns_are_byte_identical(tmp_path):
+    paths = _random_frames(tmp_path, 5, seed=3)
+    embedder = FrameEmbedder(num_layers=1, device="cpu")
+    for run in ("a", "b"):
+        embedder.embed_files(paths, tmp_path / run, batch_size=2, workers=0, chunk_frames=2)
+    assert _chunks(tmp_path / "a") == _chunks(tmp_path / "b") and len(_chunks(tmp_path / "a")) == 3
+
+
+def test_null_model_fills_the_cache_with_seeded_tokens_of_the_real_shape(tmp_path):
+    paths = _random_frames(tmp_path, 3, seed=4)
+    null = FrameEmbedder(device="cpu", null_model=True)
+    assert null.model_id != FrameEmbedder(num_layers=1, device="cpu").model_id == model_id("random-init-0", 1)
+    digests, stats = null.embed_files(paths, tmp_path / "cache", batch_size=2, workers=0)
+    tokens = [load_tokens(tmp_path / "cache", d) for d in digests]
+    assert all(t.shape == (576, 384) and t.dtype == np.float16 for t in tokens)
+    assert not np.array_equal(tokens[0], tokens[1])
+    again = FrameEmbedder(device="cpu", null_model=True)
+    again.embed_files(paths, tmp_path / "again", batch_size=2, workers=0)
+    assert _chunks(tmp_path / "cache") == _chunks(tmp_path / "again")
+
+
+def test_bad_frame_is_named_and_leaves_no_chunk(tmp_path):
+    paths = _random_frames(tmp_path, 2, seed=6)
+    save_frame(np.zeros((100, 384, 3), dtype=np.uint8), tmp_path / "small.png")
+    embedder = FrameEmbedder(num_layers=1, device="cpu")
+    with pytest.raises(DataError, match=r"small\.png: frame is uint8 \(100, 384, 3\)"):
+        embedder.embed_files([*paths, tmp_path / "small.png"], tmp_path / "cache", batch_size=1, workers=1)
+    assert not _chunks(tmp_path / "cache") and not list(chunk_folder(tmp_path / "cache").glob(".*"))
 
 
 def test_cut_caches_tokens_after_the_frozen_blocks_and_the_tail_finishes_them(tmp_path):
@@ -94,38 +196,52 @@ def test_freeze_te_follows_the_authors_and_is_validated():
         frozen_blocks(8, 8)
 
 
-def test_killed_embedding_leaves_only_complete_cache_entries(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import textwrap
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
 
-    rng = np.random.default_rng(5)
-    for i in range(4):
-        save_frame(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), tmp_path / "frames" / f"{i}.png")
+
+def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
+    """Killed mid-chunk: the chunks already renamed are whole and load, the one being written is
+    only a hidden temporary, and the resumed run writes exactly the chunks of an uninterrupted one."""
+    paths = _random_frames(tmp_path / "frames", 5, seed=5)
+    cache = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
         from seqvpr.embed.embed import FrameEmbedder
         def progress(done, total):
-            print("embedded", done, flush=True)
-            time.sleep(60)
+            if done == 3:
+                print("embedded", done, flush=True)
+                time.sleep(60)
         paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.png"))
-        FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(tmp_path / 'killed')!r}), 1, progress)
+        FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(cache)!r}), 1, progress, workers=1,
+                                                              chunk_frames=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().split() == ["embedded", "1"]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished = sorted(p for p in (tmp_path / "killed").rglob("*.npy") if not p.name.endswith(".desc.npy"))
-    assert len(finished) == 1 and np.load(finished[0]).shape == (576, 384)
-    assert finished[0].with_name(finished[0].stem + ".desc.npy").exists()  # tokens are written last
-    paths = sorted((tmp_path / "frames").glob("*.png"))
+    try:
+        assert proc.stdout.readline().split() == ["embedded", "3"]
+        deadline = time.monotonic() + 60  # the writer thread renames chunk 1 and starts chunk 2
+        while not (_chunks(cache) and list(chunk_folder(cache).glob(".*.partial"))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        helpers = _descendants(proc.pid)  # the forkserver and its decoding worker
+        assert len(helpers) >= 2
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in helpers if Path(f"/proc/{pid}").exists()], "decoding processes outlived the killed run"
+    assert len(_chunks(cache)) == 1 and len(list(chunk_folder(cache).glob(".*.partial"))) == 1
+    assert len(cached_digests(cache)) == 2
     embedder = FrameEmbedder(num_layers=1, device="cpu")
-    _, resumed = embedder.embed_files(paths, tmp_path / "killed", batch_size=1)
-    assert (resumed.embedded, resumed.cache_hits) == (3, 1)
-    embedder.embed_files(paths, tmp_path / "clean", batch_size=1)
-    killed = {p.name: p.read_bytes() for p in (tmp_path / "killed").rglob("*.npy")}
-    clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").rglob("*.npy")}
-    assert killed == clean
+    _, resumed = embedder.embed_files(paths, cache, batch_size=1, workers=0, chunk_frames=2)
+    assert (resumed.embedded, resumed.cache_hits, resumed.chunks) == (3, 2, 2)
+    embedder.embed_files(paths, tmp_path / "clean", batch_size=1, workers=0, chunk_frames=2)
+    assert _chunks(cache) == _chunks(tmp_path / "clean") and len(_chunks(cache)) == 3

@@ -99,13 +99,14 @@ def test_unchanged_rerun_does_no_work_and_a_forced_one_is_byte_identical(home):
 
 def test_new_frame_separation_embeds_nothing_new(home):
     layout = Layout.from_home(home)
-    cache = [p for p in layout.data_root.joinpath("embeddings").rglob("*.npy")]
+    cache = [p for p in layout.data_root.joinpath("embeddings").rglob("*.chunk")]
+    assert cache
     frames_before = {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.png")}
     old_struct = _digests(layout.struct_files("oxford_hard"))
     config = {**TINY, "ops": {**TINY["ops"], "oxford_hard_split": {"config": {"frame_separation": 5.0}}}}
     run(str(home), workers=2, run_config=yaml.safe_load(yaml.safe_dump(config)), rebuild_from=["oxford_hard_split"])
     assert {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.png")} == frames_before  # not rewritten
-    assert sorted(layout.data_root.joinpath("embeddings").rglob("*.npy")) == sorted(cache)
+    assert sorted(layout.data_root.joinpath("embeddings").rglob("*.chunk")) == sorted(cache)
     assert _digests(layout.struct_files("oxford_hard")) != old_struct
 
 

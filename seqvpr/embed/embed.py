@@ -5,26 +5,50 @@ weights identity, layers kept, embedding cut, input size and normalisation). A f
 with the same weights and preprocessing is never embedded again, so a new frame separation only
 embeds the frames it adds.
 
-An entry is two files: `<digest>.desc.npy`, the pooled descriptor of the final token map (the
-same meaning whatever the cut), written first, and `<digest>.npy`, the float16 tokens after the
-frozen blocks, written last: an entry counts as cached only when both exist.
+Storage: `<cache>/chunks/<name>.chunk`, each holding up to `CHUNK_FRAMES` frames as three `.npy`
+arrays one after the other in one file (read them back with three `np.load` calls on one open file):
+the frames' digests (n,) `S64` (hex), their float16 tokens after the frozen blocks (n, 576, 384),
+and the float32 pooled descriptors of the final token maps (n, 384). A chunk is written under a
+temporary name, fsynced once and renamed (`seqvpr.atomic`), so a killed run leaves only whole
+chunks under their final names. The index from digest to (chunk, row) is the digests at the head
+of each chunk. A chunk's frames are the next `CHUNK_FRAMES` of the run's new frames in digest
+order and its name is the hash of their digests, so a run resumed after a kill writes the same
+chunks as an uninterrupted one.
+
+Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; frames are read and
+decoded in DataLoader worker processes into pinned memory; the uint8 batch is copied to the device
+on an upload stream, normalised, embedded (bf16 autocast on CUDA by default) and pooled there; tokens
+and descriptors come back in their stored dtypes, one copy each per batch on a download stream,
+while the next batch runs; a writer thread appends them to the chunk file.
 """
 import hashlib
+import os
+import queue
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from seqvpr.atomic import atomic_path
 from seqvpr.datasets.frames import load_frame
-from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, build_cct384, frozen_blocks
+from seqvpr.embed.cct import (EMBED_DIM, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, TOKENS, build_cct384,
+                             frozen_blocks)
 from seqvpr.errors import DataError
 from seqvpr.hashing import file_sha256
 
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
+CHUNK_FRAMES = 256  # 113 MB of float16 tokens: one fsync per 256 frames
+CHUNK_SUFFIX = ".chunk"
+DIGEST_DTYPE = np.dtype("S64")
+TOKEN_DTYPE = np.dtype("<f2")
+DESCRIPTOR_DTYPE = np.dtype("<f4")
+NULL_WEIGHTS = "null-model"
 
 
 def model_id(weights: str, num_layers: int, freeze_te: int | None = None) -> str:
@@ -38,38 +62,232 @@ def model_id(weights: str, num_layers: int, freeze_te: int | None = None) -> str
     return "cct384-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def cache_file(cache_dir: Path, digest: str) -> Path:
-    return Path(cache_dir) / digest[:2] / f"{digest}.npy"
+# ---------------------------------------------------------------- the chunk store
 
 
-def descriptor_file(cache_dir: Path, digest: str) -> Path:
-    return Path(cache_dir) / digest[:2] / f"{digest}.desc.npy"
+def chunk_folder(cache_dir: Path) -> Path:
+    return Path(cache_dir) / "chunks"
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    path: Path
+    rows: int
+    token_shape: tuple
+    tokens_offset: int  # byte offset of row 0 of the token array
+    descriptor_shape: tuple
+    descriptors_offset: int
+
+
+def _npy_header(fh) -> tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fh)
+    if fortran:
+        raise ValueError("Fortran-ordered array")
+    return shape, dtype
+
+
+def _read_chunk_head(path: Path) -> tuple[_Chunk, np.ndarray]:
+    """The chunk's layout and its digests (hex strings as S64)."""
+    with open(path, "rb") as fh:
+        try:
+            shape, dtype = _npy_header(fh)
+            if dtype != DIGEST_DTYPE or len(shape) != 1:
+                raise ValueError(f"digest array is {dtype} {shape}")
+            digests = np.frombuffer(fh.read(shape[0] * DIGEST_DTYPE.itemsize), dtype=DIGEST_DTYPE)
+            token_shape, dtype = _npy_header(fh)
+            if dtype != TOKEN_DTYPE or token_shape[:1] != shape:
+                raise ValueError(f"token array is {dtype} {token_shape}")
+            tokens_offset = fh.tell()
+            fh.seek(int(np.prod(token_shape)) * TOKEN_DTYPE.itemsize, os.SEEK_CUR)
+            desc_shape, dtype = _npy_header(fh)
+            if dtype != DESCRIPTOR_DTYPE or desc_shape[:1] != shape:
+                raise ValueError(f"descriptor array is {dtype} {desc_shape}")
+            descriptors_offset = fh.tell()
+        except ValueError as error:
+            raise DataError(path, f"not an embedding chunk ({error}): delete it and embed again") from None
+        if descriptors_offset + int(np.prod(desc_shape)) * DESCRIPTOR_DTYPE.itemsize != os.fstat(fh.fileno()).st_size:
+            raise DataError(path, "embedding chunk has the wrong size: delete it and embed again")
+    return _Chunk(path, shape[0], tuple(token_shape[1:]), tokens_offset, tuple(desc_shape[1:]), descriptors_offset), digests
+
+
+class _Index:
+    """digest -> (chunk, row) of one cache folder, read from the chunks' heads; chunks written by
+    another process since the last look are picked up on the next miss. A digest in two chunks
+    (two processes embedded the same frame) resolves to the first chunk by name."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.chunks: dict[str, tuple[_Chunk, np.ndarray]] = {}
+        self.rows: dict[str, tuple[_Chunk, int]] = {}
+        self.lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self.lock:
+            names = sorted(p.name for p in self.folder.glob(f"*{CHUNK_SUFFIX}") if not p.name.startswith(".")) \
+                if self.folder.is_dir() else []
+            if names == list(self.chunks):
+                return
+            self.chunks = {name: self.chunks.get(name) or _read_chunk_head(self.folder / name) for name in names}
+            rows = {}
+            for chunk, digests in reversed(list(self.chunks.values())):  # the first chunk by name wins
+                rows.update((d.decode(), (chunk, row)) for row, d in enumerate(digests))
+            self.rows = rows
+
+    def find(self, digest: str) -> tuple[_Chunk, int] | None:
+        if digest not in self.rows:
+            self.refresh()
+        return self.rows.get(digest)
+
+
+_INDEXES: dict[Path, _Index] = {}
+_INDEXES_LOCK = threading.Lock()
+
+
+def _index(cache_dir: Path) -> _Index:
+    folder = chunk_folder(cache_dir).resolve()
+    with _INDEXES_LOCK:
+        return _INDEXES.setdefault(folder, _Index(folder))
+
+
+def cached_digests(cache_dir: Path) -> set[str]:
+    """Every frame digest with an embedding in the cache."""
+    index = _index(cache_dir)
+    index.refresh()
+    return set(index.rows)
 
 
 def is_cached(cache_dir: Path, digest: str) -> bool:
-    return cache_file(cache_dir, digest).exists() and descriptor_file(cache_dir, digest).exists()
+    return _index(cache_dir).find(digest) is not None
 
 
-def _load(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise DataError(path, "embedding missing from the cache: materialise the embeddings first")
-    return np.load(path)
+def _read_row(cache_dir: Path, digest: str, tokens: bool) -> np.ndarray:
+    index = _index(cache_dir)
+    for _ in range(2):
+        found = index.find(digest)
+        if found is None:
+            raise DataError(chunk_folder(cache_dir) / digest, "embedding missing from the cache: materialise the embeddings first")
+        chunk, row = found
+        shape, dtype, offset = ((chunk.token_shape, TOKEN_DTYPE, chunk.tokens_offset) if tokens
+                                else (chunk.descriptor_shape, DESCRIPTOR_DTYPE, chunk.descriptors_offset))
+        size = int(np.prod(shape)) * dtype.itemsize
+        try:
+            with open(chunk.path, "rb") as fh:
+                data = os.pread(fh.fileno(), size, offset + row * size)
+        except FileNotFoundError:  # the chunk was replaced or removed since the index was read
+            index.chunks.clear()
+            index.refresh()
+            continue
+        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    raise DataError(chunk.path, "embedding chunk disappeared while reading")
 
 
 def load_tokens(cache_dir: Path, digest: str) -> np.ndarray:
-    """(576, 384) float16 tokens of a cached frame, after the frozen blocks."""
-    return _load(cache_file(cache_dir, digest))
+    """(576, 384) float16 tokens of a cached frame, after the frozen blocks; DataError if absent."""
+    return _read_row(cache_dir, digest, tokens=True)
 
 
 def load_descriptor(cache_dir: Path, digest: str) -> np.ndarray:
-    """(384,) float32 pooled descriptor of the frame's final token map."""
-    return _load(descriptor_file(cache_dir, digest))
+    """(384,) float32 pooled descriptor of the frame's final token map; DataError if absent."""
+    return _read_row(cache_dir, digest, tokens=False)
+
+
+def _chunk_name(digests: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:32] + CHUNK_SUFFIX
+
+
+class _ChunkWriter(threading.Thread):
+    """Appends batches, in order, to the chunks of `plan` (lists of digests): one atomic file and
+    one fsync per chunk. put(tokens, descriptors) blocks when `depth` batches wait; finish() waits
+    for the last chunk and re-raises the thread's error; abort() drops the chunk being written."""
+
+    _STOP = object()
+
+    def __init__(self, folder: Path, plan: list[list[str]], depth: int = 4):
+        super().__init__(name="embedding-writer", daemon=True)
+        self.folder, self.plan = folder, plan
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.written = 0  # frames in renamed chunks
+        self.start()
+
+    def put(self, tokens: np.ndarray, descriptors: np.ndarray) -> None:
+        self._offer((tokens, descriptors))
+        self._check()
+
+    def finish(self) -> None:
+        self.join()
+        self._check()
+
+    def abort(self) -> None:
+        self._offer(self._STOP)
+        self.join()
+
+    def _offer(self, item) -> None:
+        while self.is_alive():  # a writer that died stops taking items: never block on it
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _next(self):
+        item = self.queue.get()
+        if item is self._STOP:
+            raise InterruptedError("embedding run stopped")
+        return item
+
+    def run(self) -> None:
+        try:
+            for digests in self.plan:
+                self._write_chunk(digests)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            self.error = error
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _write_chunk(self, digests: list[str]) -> None:
+        n = len(digests)
+        with atomic_path(self.folder / _chunk_name(digests)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
+            rows, descriptors = 0, []
+            while rows < n:
+                tokens, desc = self._next()
+                if rows == 0:
+                    header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
+                              "shape": (n, *tokens.shape[1:])}
+                    np.lib.format.write_array_header_1_0(fh, header)
+                fh.write(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
+                descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
+                rows += len(tokens)
+            if rows != n:
+                raise RuntimeError(f"chunk of {n} frames got {rows} rows")
+            np.save(fh, np.concatenate(descriptors), allow_pickle=False)
+        self.written += n
+
+
+# ---------------------------------------------------------------- models and batches
 
 
 def global_descriptor(tokens: np.ndarray) -> np.ndarray:
     """Pooled frame descriptor: L2-normalised mean of the tokens (float32)."""
     mean = np.asarray(tokens, dtype=np.float32).mean(axis=-2)
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def pooled_descriptors(final: torch.Tensor) -> torch.Tensor:
+    """global_descriptor on the device: (B, n, D) final tokens, rounded to float16 as the cache
+    keeps them, -> (B, D) float32 (the mean accumulates in float32)."""
+    mean = torch.mean(final.to(torch.float16), dim=-2, dtype=torch.float32)
+    return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -89,10 +307,117 @@ def to_batch(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor
 def imagenet_batch(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     """RGB uint8 frames of one size -> (B, 3, H, W) float tensor, torchvision's ToTensor + Normalize
     with the ImageNet mean and std (what CCT, CosPlace and Patch-NetVLAD are fed)."""
-    x = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(torch.from_numpy(np.stack(frames)).to(device))
+
+
+def normalise(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB on any device -> (B, 3, H, W) float32 ImageNet-normalised, there:
+    (x / 255 - mean) / std, in place in `out` ((B, 3, H, W) float32) when given. Reusing one buffer
+    saves a CPU most of the cost (page faults of a fresh 1.7 MB a frame), with the same values."""
+    out = torch.empty(images.permute(0, 3, 1, 2).shape, device=images.device) if out is None else out
+    out.copy_(images.permute(0, 3, 1, 2))
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return out.div_(255.0).sub_(mean).div_(std)
+
+
+class NullCCT(nn.Module):
+    """A stand-in for CCT384 that costs nothing: `forward_cut` returns float32 token maps of the real
+    shape (B, 576, 384), a seeded fixed map plus a per-frame offset read from a few pixels, so the
+    embedding pipeline around it (reading, decoding, copies, pooling, cache writes) can be measured
+    alone, and a cache can be filled with tokens of the real size quickly."""
+
+    def __init__(self, num_layers: int, seed: int = 0):
+        super().__init__()
+        self.num_layers = num_layers
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("base", torch.randn(1, TOKENS, EMBED_DIM, generator=generator))
+
+    def forward_cut(self, images: torch.Tensor, cut: int):
+        offset = images[:, :, ::64, ::64].float().mean(dim=(1, 2, 3)).view(-1, 1, 1)
+        tokens = self.base + offset
+        return tokens, tokens
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """A normalised frame as RGB uint8 (H, W, 3): PNG as the frames stage writes it (load_frame),
+    or an uncompressed `.npy` array of that shape (no decoding; benchmarks compare the two)."""
+    if Path(path).suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    return load_frame(path)
+
+
+class _FrameFiles(torch.utils.data.Dataset):
+    """Frame i -> (uint8 tensor (384, 384, 3), None) or (None, (path, problem)) for a bad file, so
+    the main process raises the DataError (exceptions lose their type across worker processes)."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+        self.client = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            frame = read_frame(self.paths[i])
+        except DataError as error:
+            return None, (error.path, error.problem)
+        if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
+            return None, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
+                                              f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
+        return torch.from_numpy(np.ascontiguousarray(frame)), None
+
+
+def _collate(items):
+    errors = [error for _, error in items if error is not None]
+    if errors:
+        return None, errors
+    return torch.stack([frame for frame, _ in items]), []
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker (cvtColor would start a thread per core in each)
+    client = torch.utils.data.get_worker_info().dataset.client
+    threading.Thread(target=_exit_without, args=(client,), daemon=True).start()
+
+
+def _exit_without(pid: int) -> None:
+    """A forkserver's worker is not the client's child, so DataLoader's own watchdog (which watches
+    the parent) never sees the client killed: leave within a second of it."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+
+# Workers start from a forkserver that has imported this module and nothing has run in: a worker
+# forked from a process whose OpenCV thread pool ran (e.g. after save_frame) hangs in its first
+# cv2 call, and CUDA state must not be forked either.
+_WORKER_CONTEXT = "forkserver"
+
+
+def _worker_context():
+    import multiprocessing
+
+    context = multiprocessing.get_context(_WORKER_CONTEXT)
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+WORKERS_FROM = 256  # new frames from which decoding workers pay for their start (seconds on a loaded CPU)
+
+
+def default_workers(frames: int | None = None) -> int:
+    """Decoding processes: every core but the one that drives the model (at least one); none for
+    fewer than WORKERS_FROM new frames."""
+    if frames is not None and frames < WORKERS_FROM:
+        return 0
+    return max(1, min((os.cpu_count() or 2) - 1, 32))
 
 
 @dataclass
@@ -100,48 +425,140 @@ class EmbedStats:
     embedded: int
     cache_hits: int
     seconds: float
+    chunks: int = 0
+    workers: int = 0
 
     @property
     def frames_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 class FrameEmbedder:
-    """CCT384 on the GPU when there is one (bf16 autocast), CPU otherwise. freeze_te: the authors'
-    cut (blocks 0..freeze_te frozen; default num_layers - 1, every block frozen)."""
+    """CCT384 on the GPU when there is one, CPU otherwise. freeze_te: the authors' cut (blocks
+    0..freeze_te frozen; default num_layers - 1, every block frozen). precision: "bf16" autocast,
+    "fp32", or "auto" (bf16 on CUDA, fp32 on a CPU); it is not part of the cache key. null_model:
+    NullCCT in place of CCT384 (own cache namespace), for benchmarks and real-size cache fills."""
 
     def __init__(self, num_layers: int = 8, checkpoint: str | None = None, device: str = "auto", seed: int = 0,
-                 freeze_te: int | None = None):
+                 freeze_te: int | None = None, precision: str = "auto", null_model: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)
         self.freeze_te = num_layers - 1 if freeze_te is None else freeze_te
         self.cut = frozen_blocks(self.freeze_te, num_layers)
-        model, self.weights = build_cct384(num_layers, checkpoint, seed)
+        if null_model:
+            model, self.weights = NullCCT(num_layers, seed), f"{NULL_WEIGHTS}-{seed}"
+        else:
+            model, self.weights = build_cct384(num_layers, checkpoint, seed)
         self.model = model.to(self.device)
         self.model_id = model_id(self.weights, num_layers, self.freeze_te)
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        # one stream each way, so batch i+1's upload and batch i's download both overlap compute
+        self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)) if self.device.type == "cuda" else None
+        self._cpu_input: torch.Tensor | None = None
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """float16 tokens after the frozen blocks, and float32 pooled descriptors of the final tokens."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            at_cut, final = self.model.forward_cut(batch, self.cut)
-        final = final.float().cpu().numpy().astype(np.float16)
-        return at_cut.float().cpu().numpy().astype(np.float16), np.stack([global_descriptor(f) for f in final])
+    def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 384, 384, 3) uint8 RGB on the device -> float16 tokens after the frozen blocks
+        (B, 576, 384) and float32 pooled descriptors of the final tokens (B, 384), on the device."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            at_cut, final = self.model.forward_cut(normalise(images, self._input_buffer(images)), self.cut)
+        tokens = at_cut.to(torch.float16)
+        return tokens, pooled_descriptors(tokens if final is at_cut else final)
+
+    def _input_buffer(self, images: torch.Tensor) -> torch.Tensor | None:
+        """On a CPU, one float32 input batch reused from batch to batch (the model has read it before
+        the next batch is normalised); on CUDA the caching allocator reuses memory already."""
+        if images.device.type != "cpu":
+            return None
+        shape = images.permute(0, 3, 1, 2).shape
+        if self._cpu_input is None or self._cpu_input.shape != shape:
+            self._cpu_input = torch.empty(shape)
+        return self._cpu_input
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 frames (384 x 384) -> float16 tokens (B, 576, 384) and float32 descriptors (B, 384)."""
+        to_batch(frames, torch.device("cpu"))  # validates the shapes
+        tokens, descriptors = self.embed_batch(torch.from_numpy(np.stack(frames)).to(self.device))
+        return tokens.cpu().numpy(), descriptors.cpu().numpy()
+
+    @torch.inference_mode()
+    def _launch(self, frames: torch.Tensor):
+        """Start one batch: copy in, embed, copy out; returns what `_collect` waits for."""
+        if self._streams is None:
+            return self.embed_batch(frames), None
+        upload, download = self._streams
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(upload):
+            images = frames.to(self.device, non_blocking=True)
+        main.wait_stream(upload)
+        images.record_stream(main)
+        tokens, descriptors = self.embed_batch(images)
+        download.wait_stream(main)
+        with torch.cuda.stream(download):
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                    for t in (tokens, descriptors)]
+            for t in (tokens, descriptors):
+                t.record_stream(download)
+            done = torch.cuda.Event()
+            done.record(download)
+        return host, done
+
+    @staticmethod
+    def _collect(launched) -> tuple[np.ndarray, np.ndarray]:
+        (tokens, descriptors), done = launched
+        if done is not None:
+            done.synchronize()
+        return tokens.numpy(), descriptors.numpy()
 
     def embed_files(self, paths: Sequence[Path], cache_dir: Path, batch_size: int = 8,
-                    progress: Callable[[int, int], None] | None = None) -> tuple[list[str], EmbedStats]:
-        """Embed every frame file not cached yet; returns each file's digest (cache key) and stats."""
+                    progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+                    chunk_frames: int = CHUNK_FRAMES) -> tuple[list[str], EmbedStats]:
+        """Embed every frame file not cached yet; returns each file's digest (cache key) and stats.
+        workers: decoding processes (None: default_workers(new frames); 0: decode in this process).
+        progress(done, total) is called after each batch with the new frames embedded so far."""
+        if batch_size < 1 or chunk_frames < 1:
+            raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}")
         start = time.perf_counter()
-        digests = [file_sha256(p) for p in paths]
-        todo = sorted({d: p for d, p in zip(digests, paths) if not is_cached(cache_dir, d)}.items())
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i:i + batch_size]
-            tokens, descriptors = self(to_batch([load_frame(p) for _, p in chunk], self.device))
-            for (digest, _), frame_tokens, descriptor in zip(chunk, tokens, descriptors):
-                for path, array in ((descriptor_file(cache_dir, digest), descriptor), (cache_file(cache_dir, digest), frame_tokens)):
-                    with atomic_path(path) as tmp:
-                        with open(tmp, "wb") as fh:
-                            np.save(fh, array)
-            if progress:
-                progress(min(i + batch_size, len(todo)), len(todo))
-        stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo), seconds=time.perf_counter() - start)
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+            digests = list(pool.map(file_sha256, paths))
+        cached = cached_digests(cache_dir)
+        todo = sorted({d: p for d, p in zip(digests, paths) if d not in cached}.items())
+        workers = default_workers(len(todo)) if workers is None else workers
+        plan = [[d for d, _ in todo[i:i + chunk_frames]] for i in range(0, len(todo), chunk_frames)]
+        # batches never straddle a chunk: a resumed run embeds exactly the batches of a clean one
+        batches = [list(range(c + b, min(c + b + batch_size, c + len(chunk))))
+                   for c, chunk in zip(range(0, len(todo), chunk_frames), plan) for b in range(0, len(chunk), batch_size)]
+        if todo:
+            self._run(todo, plan, batches, chunk_folder(cache_dir), workers, progress)
+        stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo),
+                           seconds=time.perf_counter() - start, chunks=len(plan), workers=workers)
         return digests, stats
+
+    def _run(self, todo, plan, batches, folder: Path, workers: int, progress) -> None:
+        loader = torch.utils.data.DataLoader(
+            _FrameFiles([p for _, p in todo]), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=2 if workers else None, multiprocessing_context=_worker_context() if workers else None)
+        writer = _ChunkWriter(folder, plan)
+        done, pending = 0, None
+        try:
+            for frames, errors in loader:
+                if errors:
+                    raise DataError(*errors[0])
+                launched = self._launch(frames)
+                if pending is not None:
+                    writer.put(*self._collect(pending))
+                pending = launched
+                done += len(frames)
+                if progress:
+                    progress(done, len(todo))
+            if pending is not None:
+                writer.put(*self._collect(pending))
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
