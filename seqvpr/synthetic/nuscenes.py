@@ -18,6 +18,12 @@ is recorded; its calibration is the real rig's (1.70 m ahead of the rear axle, 1
 axis along the ego x axis with a small yaw and pitch), its intrinsics scaled to the image width.
 The camera's true map-frame position and compass heading per key frame go to
 ``truth_root/camera_poses.csv``.
+
+Real size. ``v1.0-trainval`` has 850 scenes of about 20 s (40 key frames at 2 Hz, about 34,000
+CAM_FRONT key frames), about half of them in Singapore. ``version="v1.0-trainval"`` names the
+metadata folder as that release does, and ``scenes_per_location=284, samples_per_scene=40`` gives
+852 scenes and 34,080 key frames, all in the three Singapore maps (the Boston half is never read
+by the benchmark, so this world holds about twice the real Singapore frames).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from seqvpr.atomic import atomic_dir
 from seqvpr.synthetic.render import World, render_view
 
 VERSION = "v1.0-mini"
+VERSIONS = ("v1.0-mini", "v1.0-trainval")  # metadata folder names of the releases written here
 CHANNEL = "CAM_FRONT"
 KEY_FRAME_PERIOD_US = 500_000  # samples at 2 Hz
 MAP_RESOLUTION_M = 0.1  # the devkit's MapMask default, as in the real semantic prior PNGs
@@ -240,6 +247,7 @@ def generate(
     width: int = 640,
     height: int = 360,
     jpeg_quality: int = 90,
+    version: str = VERSION,
 ) -> dict:
     """Write a synthetic v1.0-mini-style nuScenes under ``root`` and camera truth under ``truth_root``.
 
@@ -253,6 +261,8 @@ def generate(
         raise ValueError(f"sweeps_per_sample must be 0 or more, got {sweeps_per_sample}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
     if truth_root is None:
         raise ValueError("truth_root is required: the camera ground truth is written there")
     root, truth_root = Path(root), Path(truth_root)
@@ -272,9 +282,9 @@ def generate(
     tables["sensor"] = [{"token": sensor_tokens[ch], "channel": ch, "modality": mod} for ch, mod in SENSOR_CHANNELS]
 
     truth_rows = []
-    summary = {"version": VERSION, "frames_per_traversal": {}, "frames_per_condition": {}}
+    summary = {"version": version, "frames_per_traversal": {}, "frames_per_condition": {}}
     with atomic_dir(root) as out, atomic_dir(truth_root) as truth_out:
-        table_root = out / VERSION
+        table_root = out / version
         for folder in (table_root, out / "maps", out / "samples" / CHANNEL, out / "sweeps" / CHANNEL):
             folder.mkdir(parents=True, exist_ok=True)
         for i, location in enumerate(LOCATIONS):
