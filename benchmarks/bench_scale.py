@@ -14,7 +14,11 @@ fraction f of the real size:
   are "missing" (logged, as for a partial download).
 - nuScenes ``v1.0-trainval``: f x 852 scenes of 40 key frames (real: 850 scenes, 34,000 CAM_FRONT
   key frames, half in Boston; here all in the Singapore maps, so about twice the real Singapore
-  frames), one sweep between key frames (real: about five).
+  frames), without sweeps (real: about five between key frames; no stage reads them).
+
+Raw frames are rendered by WORKERS processes (Nordland, RobotCar) and normalised at FRAME_SIZE px
+(real: 384) to keep the disk and the shared CPU within bounds: the pixel costs at the real sizes are
+in bench_preprocess.py and bench_embed_shards.py; these rows measure what grows with the frame count.
 
 Stages: raw (the generator), frames (each partition in its own process; time summed, peak the
 largest), frame_table, split (+ pairs + seqBounds), struct_files, embed, shards, exports, train,
@@ -55,7 +59,8 @@ NORDLAND_FRAMES = 35_768
 ROBOTCAR_ROUTE_M = 12_000.0
 ROBOTCAR_RUNS = "2014-11-18-13-20-12,2014-12-16-18-44-24"  # Oxford-easy's test split
 NUSCENES_SCENES_PER_MAP = 284
-FRAME_SIZE = {"robotcar": 384, "nordland": 96, "nuscenes": 96}  # the token stages read 384 px frames
+FRAME_SIZE = 64  # normalised frames (real: 384); the null model does not read pixels
+WORKERS = 3  # processes rendering Nordland and RobotCar frames
 MIB = 1 << 20
 
 
@@ -65,12 +70,13 @@ MIB = 1 << 20
 def world(dataset: str, fraction: float, width: int, height: int) -> dict:
     """Generator parameters of the dataset's world at ``fraction`` of the real size."""
     if dataset == "nordland":
-        return {"season_frames": max(8, round(NORDLAND_FRAMES * fraction)), "width": width, "height": height}
+        return {"season_frames": max(8, round(NORDLAND_FRAMES * fraction)), "width": width, "height": height,
+                "workers": WORKERS}
     if dataset == "robotcar":
         return {"route_length_m": max(20.0, ROBOTCAR_ROUTE_M * fraction), "camera_hz": 16.0, "width": width,
-                "height": height, "runs": ROBOTCAR_RUNS}
+                "height": height, "runs": ROBOTCAR_RUNS, "workers": WORKERS}
     return {"scenes_per_location": max(1, round(NUSCENES_SCENES_PER_MAP * fraction)), "samples_per_scene": 40,
-            "sweeps_per_sample": 1, "width": width, "height": height, "version": "v1.0-trainval"}
+            "sweeps_per_sample": 0, "width": width, "height": height, "version": "v1.0-trainval"}
 
 
 def split_settings(benchmark: str, fraction: float) -> dict:
@@ -87,6 +93,9 @@ def split_settings(benchmark: str, fraction: float) -> dict:
 def make_embedder():
     """The null model (seeded tokens of the real shape). Switch to FrameEmbedder's own null-model
     mode when it lands: return FrameEmbedder(null=True)."""
+    from seqvpr.embed import embed
+
+    embed.IMAGE_SIZE = FRAME_SIZE  # the input check of to_batch: these frames are FRAME_SIZE px
     return NullEmbedder()
 
 
@@ -125,10 +134,10 @@ def NullEmbedder():  # noqa: N802 - a class built on first use, so the parent pr
 
 
 class Context:
-    def __init__(self, work: Path, dataset: str, fraction: float, pixels: tuple[int, int]):
+    def __init__(self, work: Path, dataset: str, fraction: float, pixels: tuple[int, int], model: str = "adapt_stformer"):
         from seqvpr.layout import Layout
 
-        self.dataset, self.fraction, self.pixels = dataset, fraction, pixels
+        self.dataset, self.fraction, self.pixels, self.model = dataset, fraction, pixels, model
         self.home = work / f"f{_label(fraction).replace('/', '_')}"
         self.layout = Layout.from_home(self.home)
         self.benchmark = BENCHMARK[dataset]
@@ -161,7 +170,7 @@ def stage_frames(ctx: Context, partition: str) -> int:
     module = importlib.import_module(f"seqvpr.datasets.{ctx.dataset}")
     layout = ctx.layout
     result = module.normalise_partition(layout.raw(ctx.dataset), partition, layout.frames(ctx.dataset, partition),
-                                        layout.data_root, size=FRAME_SIZE[ctx.dataset])
+                                        layout.data_root, size=FRAME_SIZE)
     write_table(result.table, layout.partition_table(ctx.dataset, partition))
     return result.table.num_rows
 
@@ -266,7 +275,7 @@ def stage_train(ctx: Context, partition=None) -> int:
     from seqvpr.train import TrainConfig, train
 
     data = _split_data(ctx)
-    train(TrainConfig(epochs=1, queries_per_epoch=8, device="cpu"), data, data, log=lambda *_: None)
+    train(TrainConfig(model=ctx.model, epochs=1, queries_per_epoch=8, device="cpu"), data, data, log=lambda *_: None)
     return len(data.db_bounds) + len(data.q_bounds)
 
 
@@ -275,7 +284,7 @@ def stage_evaluate(ctx: Context, partition=None) -> int:
     from seqvpr.train import build_sequence_model
 
     data = _split_data(ctx)
-    evaluate_model(build_sequence_model("adapt_stformer", 5).eval(), data, 5)
+    evaluate_model(build_sequence_model(ctx.model, 5).eval(), data, 5)
     return len(data.db_bounds) + len(data.q_bounds)
 
 
@@ -307,7 +316,7 @@ def _label(fraction: float) -> str:
 def _child(args, dataset: str, fraction: float, stage: str, partition: str | None) -> dict:
     """Run one stage in a fresh process under the RSS limit."""
     cmd = [sys.executable, __file__, "--child", stage, "--datasets", dataset, "--fractions", str(fraction),
-           "--work", str(args.work), "--pixels", args.pixels]
+           "--work", str(args.work), "--pixels", args.pixels, "--model", args.model]
     if partition:
         cmd += ["--partition", partition]
     limit = args.rss_limit_gb * (1 << 30)
@@ -325,13 +334,13 @@ def _child(args, dataset: str, fraction: float, stage: str, partition: str | Non
         time.sleep(0.2)
     out, err = proc.communicate()
     if proc.returncode:
-        return {"failed": (err.strip().splitlines() or ["?"])[-1], "rss_peak": peak, "frames": 0,
+        return {"failed": (err.strip().splitlines() or ["?"])[-1][:300], "rss_peak": peak, "frames": 0,
                 "seconds": time.perf_counter() - start}
     return json.loads(out.strip().splitlines()[-1])
 
 
 def measure(args, dataset: str, fraction: float, stage: str, in_process: bool) -> dict:
-    ctx = Context(args.work, dataset, fraction, _pixels(args.pixels))
+    ctx = Context(args.work, dataset, fraction, _pixels(args.pixels), args.model)
     if stage in TOKEN_STAGES and ctx.split is None:
         return {}
     parts = partitions(ctx) if stage == "frames" else [None]
@@ -377,13 +386,14 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (one pipeline home per size)")
     parser.add_argument("--fractions", nargs="+", default=["1/16", "1/4", "1"], help="sizes as fractions of the real one")
     parser.add_argument("--datasets", nargs="+", default=["nordland", "robotcar", "nuscenes"])
     parser.add_argument("--stages", nargs="+", default=list(STAGES))
     parser.add_argument("--pixels", default="64x48", help="rendered raw image size")
+    parser.add_argument("--model", default="adapt_stformer", help="the sequence model trained and evaluated")
     parser.add_argument("--rss-limit-gb", type=float, default=8.0)
     parser.add_argument("--in-process", action="store_true", help="no fresh process per stage (tests; RSS is cumulative)")
     parser.add_argument("--report", action="store_true", help="print the table of <work>/results.jsonl and exit")
@@ -393,12 +403,12 @@ def main(argv: list[str] | None = None) -> None:
     fractions = [float(Fraction(f)) for f in args.fractions]
     results_path = args.work / "results.jsonl"
     if args.child:
-        ctx = Context(args.work, args.datasets[0], fractions[0], _pixels(args.pixels))
+        ctx = Context(args.work, args.datasets[0], fractions[0], _pixels(args.pixels), args.model)
         print(json.dumps(run_stage(ctx, args.child, args.partition)))
-        return
+        return []
     if args.report:
         print(report([json.loads(line) for line in results_path.read_text().splitlines()]))
-        return
+        return []
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", file=sys.stderr)
     for dataset in args.datasets:
@@ -412,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{dataset} {_label(fraction)} {stage}: {row['frames']} frames, {row['seconds']:.1f} s, "
                       f"{row['rss_peak'] / MIB:.0f} MiB {row.get('stopped', '')}{row.get('failed', '')}",
                       file=sys.stderr, flush=True)
-    print(report([json.loads(line) for line in results_path.read_text().splitlines()]))
+    results = [json.loads(line) for line in results_path.read_text().splitlines()]
+    print(report(results))
+    return results
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import numpy as np
 import utm
 
 from seqvpr.atomic import atomic_dir, atomic_write_text
+from seqvpr.synthetic.parallel import map_frames
 from seqvpr.synthetic.render import World, render_view
 
 SEASONS = ("spring", "summer", "fall", "winter")
@@ -100,9 +101,10 @@ def _bearings(xy: np.ndarray) -> np.ndarray:
 
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: int = 50,
              width: int = 640, height: int = 360, seasons: str = "spring,summer,fall,winter",
-             season_frames: int = 0) -> dict:
+             season_frames: int = 0, workers: int = 1) -> dict:
     """Write the first ``frames`` frames of each real stretch for every season in ``seasons``, or
-    with ``season_frames`` > 0 the frames 0 .. season_frames - 1 of the whole line."""
+    with ``season_frames`` > 0 the frames 0 .. season_frames - 1 of the whole line; ``workers``
+    processes render them (the files are the same for any number)."""
     stretches = real_track()
     longest = min(len(f) for f, _ in stretches.values())
     if not 1 <= frames <= longest:
@@ -133,7 +135,9 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
             season_rng = np.random.default_rng([seed, season_index])
             lateral, yaw = season_rng.uniform(-SEASON_LATERAL_M, SEASON_LATERAL_M), season_rng.normal(0, SEASON_YAW_DEG)
             for numbers, xy, heading in track:
-                for i, number in enumerate(numbers):
+                def frame(i, numbers=numbers, xy=xy, heading=heading, folder=folder, season=season,
+                          season_index=season_index, lateral=lateral, yaw=yaw) -> str:
+                    number = numbers[i]
                     rng = np.random.default_rng([seed, season_index, int(number)])
                     along = rng.uniform(-ALONG_TRACK_M, ALONG_TRACK_M)
                     h = np.radians(heading[i])
@@ -143,7 +147,9 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
                     rgb = render_view(world, x, y, view_heading, season, width, height, rng=rng)
                     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                     (folder / f"images-{number:05d}.png").write_bytes(png.tobytes())
-                    truth.append(f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}")
+                    return f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}"
+
+                truth += map_frames(frame, len(numbers), workers)
     if truth_root is not None:
         atomic_write_text(Path(truth_root) / "camera_poses.csv", "\n".join(truth) + "\n")
     return {"seasons": chosen, "frames_per_season": sum(len(numbers) for numbers, _, _ in track),

@@ -44,6 +44,7 @@ import utm
 from seqvpr.atomic import atomic_dir
 from seqvpr.camera_model import distort, radial_lut
 from seqvpr.geometry import cumulative_distance
+from seqvpr.synthetic.parallel import map_frames
 from seqvpr.synthetic.render import World, render_view
 
 # The runs of the Oxford benchmarks (Adapt-STformer's Oxford-easy/-hard, seqNet's Oxford pair) and their light.
@@ -122,10 +123,12 @@ def write_sdk_model(models_dir: Path, name: str, focal: float, principal, lut: n
 
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_per_traversal: int = 0,
              route_length_m: float = 200.0, camera_hz: float = 8.0, width: int = 320, height: int = 240,
-             chunks: int = 2, cameras: str = "left", sdk_root: Path | None = None, runs: str = "") -> dict:
+             chunks: int = 2, cameras: str = "left", sdk_root: Path | None = None, runs: str = "",
+             workers: int = 1) -> dict:
     """Write the runs of ``RUNS`` named in ``runs`` (empty: all five); frames_per_traversal > 0 caps
     each run. Each run's frames are cut into ``chunks`` consecutive chunks (numbered from 1) and
-    written for every camera in ``cameras``. A run's frames do not depend on which others are written."""
+    written for every camera in ``cameras``. A run's frames do not depend on which others are written;
+    ``workers`` processes render them (the files are the same for any number)."""
     if frames_per_traversal < 0:
         raise ValueError(f"frames_per_traversal must be >= 0 (0: whole route), got {frames_per_traversal}")
     if width < 16 or height < 16 or width % 2 or height % 2:
@@ -168,17 +171,22 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
             folders = [tmp / run / "stereo" / camera for camera in chosen]
             for folder in folders:
                 folder.mkdir(parents=True)
-            for i, ts in enumerate(stamps):
+            if truth_root is not None:
+                (Path(truth_root) / run).mkdir(parents=True, exist_ok=True)
+
+            def frame(i, run=run, run_index=run_index, condition=condition, stamps=stamps, folders=folders,
+                      cam_x=cam_x, cam_y=cam_y, cam_h=cam_h) -> str:
+                ts = stamps[i]
                 rgb = render_view(world, cam_x[i], cam_y[i], cam_h[i], condition, width, height, HFOV_DEG,
                                   rng=np.random.default_rng([seed, run_index, i]))
                 bayer = mosaic_gbrg(distort(rgb, focal, K1, K2))
                 for folder in folders:
                     cv2.imwrite(str(folder / f"{ts}.png"), bayer)
-                truth_lines.append(f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}")
                 if truth_root is not None and i % TRUTH_EVERY == 0:
-                    truth_dir = Path(truth_root) / run
-                    truth_dir.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(truth_dir / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    cv2.imwrite(str(Path(truth_root) / run / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                return f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}"
+
+            truth_lines += map_frames(frame, len(stamps), workers)
             (tmp / run / "stereo.timestamps").write_text("".join(f"{ts} {c}\n" for ts, c in zip(stamps, chunk_of)))
             ins_start = camera_t[3] if run_index == 0 and len(camera_t) > 6 else 0.0
             _write_ins_gps(tmp / run / "gps", route, travelled, t, s_of_t, lateral, start_us,
