@@ -20,10 +20,11 @@ the first 200 frames of each of seqNet's ``nordland_train_d-40_d2-10.db``,
 the first ``frames`` of each stretch are rendered, so every seqNet split has frames while the world
 stays small. ``season_frames`` > 0 writes the real length instead: frames ``0 .. season_frames - 1``
 of the whole line (35,768 per season in the real extractions, ``REAL_SEASON_FRAMES``), so the
-Nordland-clean list filters for real. Their track is seqNet's located clean frames
-(``seqvpr/datasets/data/nordland_clean_gps.csv``: frames 202 to 26,953) interpolated by frame number
-across the frames it does not locate, and continued straight along its end bearings at its mean
-step (26 m a frame) before frame 202 and after frame 26,953, where no public fix exists.
+Nordland-clean list filters for real. Their track (``data/nordland_line.csv``: every tenth of the
+21,000 clean frames that seqNet's three Nordland struct files locate, ``dbImageFns`` and ``gpsDb``,
+frames 202 to 26,953) is interpolated by frame number between its fixes, and continued straight
+along its end bearings at its mean step (26 m a frame) before frame 202 and after frame 26,953,
+where no public fix exists.
 
 Rendering. One rural ``World`` along the true track serves all seasons, so a frame number is the
 same place in every season. The true track is the real one with repeated fixes replaced by
@@ -46,7 +47,7 @@ from seqvpr.synthetic.render import World, render_view
 
 SEASONS = ("spring", "summer", "fall", "winter")
 REAL_SEASON_FRAMES = 35_768  # frames per season of the real 1 fps extractions (images-00000 .. images-35767)
-END_BEARING_FRAMES = 300  # frames at each end of the located track that give its continuation's bearing
+END_BEARING_FIXES = 30  # fixes (300 frames) at each end of the located track that give its continuation's bearing
 TRUTH_UTM_ZONE = 33  # the truth file's metric frame (the line crosses zones 32 and 33)
 SEASON_LATERAL_M = 0.8  # bound of each season's sideways camera offset
 SEASON_YAW_DEG = 1.0  # sd of each season's camera yaw
@@ -68,16 +69,16 @@ def real_track() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def whole_line(count: int) -> np.ndarray:
     """(count, 2) UTM zone-33 positions of frames 0 .. count - 1 along the whole line (module docstring)."""
-    with resources.files("seqvpr.datasets").joinpath("data/nordland_clean_gps.csv").open() as fh:
+    with resources.files("seqvpr.synthetic").joinpath("data/nordland_line.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    located = np.array([int(r["name"][len("images-"):-len(".png")]) for r in rows])
+    located = np.array([int(r["frame"]) for r in rows])
     latlon = np.array([[float(r["latitude"]), float(r["longitude"])] for r in rows])
     easting, northing, _, _ = utm.from_latlon(latlon[:, 0], latlon[:, 1], force_zone_number=TRUTH_UTM_ZONE)
     xy = true_positions(located, np.stack([easting, northing], axis=1))
-    step = float(np.mean(np.linalg.norm(np.diff(xy, axis=0), axis=1) / np.diff(located)))
+    step = float(np.sum(np.linalg.norm(np.diff(xy, axis=0), axis=1)) / (located[-1] - located[0]))
     frames = np.arange(count)
     out = np.stack([np.interp(frames, located, xy[:, k]) for k in range(2)], axis=1)
-    for ends, edge, sign in (((0, END_BEARING_FRAMES), 0, -1.0), ((-END_BEARING_FRAMES, -1), -1, 1.0)):
+    for ends, edge, sign in (((0, END_BEARING_FIXES), 0, -1.0), ((-END_BEARING_FIXES, -1), -1, 1.0)):
         direction = xy[ends[1]] - xy[ends[0]]
         direction /= np.linalg.norm(direction)
         outside = frames < located[0] if edge == 0 else frames > located[-1]
