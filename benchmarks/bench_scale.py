@@ -16,7 +16,7 @@ fraction f of the real size:
   key frames, half in Boston; here all in the Singapore maps, so about twice the real Singapore
   frames), without sweeps (real: about five between key frames; no stage reads them).
 
-Raw frames are rendered by WORKERS processes (Nordland, RobotCar) and normalised at FRAME_SIZE px
+Raw frames are rendered by WORKERS processes and normalised at FRAME_SIZE px
 (real: 384) to keep the disk and the shared CPU within bounds: the pixel costs at the real sizes are
 in bench_preprocess.py and bench_embed_shards.py; these rows measure what grows with the frame count.
 
@@ -60,7 +60,7 @@ ROBOTCAR_ROUTE_M = 12_000.0
 ROBOTCAR_RUNS = "2014-11-18-13-20-12,2014-12-16-18-44-24"  # Oxford-easy's test split
 NUSCENES_SCENES_PER_MAP = 284
 FRAME_SIZE = 64  # normalised frames (real: 384); the null model does not read pixels
-WORKERS = 3  # processes rendering Nordland and RobotCar frames
+WORKERS = 3  # processes rendering the raw frames
 MIB = 1 << 20
 
 
@@ -76,7 +76,7 @@ def world(dataset: str, fraction: float, width: int, height: int) -> dict:
         return {"route_length_m": max(20.0, ROBOTCAR_ROUTE_M * fraction), "camera_hz": 16.0, "width": width,
                 "height": height, "runs": ROBOTCAR_RUNS, "workers": WORKERS}
     return {"scenes_per_location": max(1, round(NUSCENES_SCENES_PER_MAP * fraction)), "samples_per_scene": 40,
-            "sweeps_per_sample": 0, "width": width, "height": height, "version": "v1.0-trainval"}
+            "sweeps_per_sample": 0, "width": width, "height": height, "version": "v1.0-trainval", "workers": WORKERS}
 
 
 def split_settings(benchmark: str, fraction: float) -> dict:
