@@ -27,8 +27,10 @@ tokens of a whole Nordland or nuScenes world would need 20-40 GB of disk twice o
 as shards): the CCT forward is replaced by a null model that returns seeded tokens of the real shape
 (576 x 384 float16) at no cost, so those rows time the pipeline around the model (hashing, cache
 and shard writes, reading); the model's own cost per frame is in bench_embed_shards.py. train: one
-epoch of Adapt-STformer's recipe (8 queries) validated on the same split; evaluate: Recall@K of the
-untrained model at L = 5. exports: every consumer that needs no shards, and seqNet's where every
+epoch of the training recipe (8 queries) of ``--model``, validated on the same split; evaluate:
+Recall@K of the untrained model at L = 5. On a CPU ``--model seqnet`` (SeqNet on mean-pooled CCT
+tokens, the cheapest head) keeps these rows to minutes: the data path they measure (the split's
+tokens read from the shards) is the same for every model. exports: every consumer that needs no shards, and seqNet's where every
 split is sharded.
 
 Measurement: each stage runs in a fresh process; its peak RSS is the process's high-water mark
@@ -396,7 +398,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default="adapt_stformer", help="the sequence model trained and evaluated")
     parser.add_argument("--rss-limit-gb", type=float, default=8.0)
     parser.add_argument("--in-process", action="store_true", help="no fresh process per stage (tests; RSS is cumulative)")
-    parser.add_argument("--report", action="store_true", help="print the table of <work>/results.jsonl and exit")
+    parser.add_argument("--report", action="store_true", help="print the table of <work>/results.jsonl (and of "
+                        "--include files) for --datasets and --fractions, and exit")
+    parser.add_argument("--include", nargs="*", default=[], type=Path, help="more results.jsonl files for --report")
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--partition", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -407,8 +411,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(run_stage(ctx, args.child, args.partition)))
         return []
     if args.report:
-        print(report([json.loads(line) for line in results_path.read_text().splitlines()]))
-        return []
+        rows = [json.loads(line) for path in [results_path, *args.include] for line in Path(path).read_text().splitlines()]
+        sizes = {_label(f) for f in fractions}
+        rows = [r for r in rows if r["fraction"] in sizes and r["dataset"] in args.datasets]
+        rows.sort(key=lambda r: (args.datasets.index(r["dataset"]), Fraction(r["fraction"]), STAGES.index(r["stage"])))
+        print(report(rows))
+        return rows
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", file=sys.stderr)
     for dataset in args.datasets:
