@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = [json.loads(line) for path in [results_path, *args.include] for line in Path(path).read_text().splitlines()]
         sizes = {_label(f) for f in fractions}
         rows = [r for r in rows if r["fraction"] in sizes and r["dataset"] in args.datasets]
+        rows = list({(r["dataset"], r["fraction"], r["stage"]): r for r in rows}.values())  # a re-measured stage replaces its row
         rows.sort(key=lambda r: (args.datasets.index(r["dataset"]), Fraction(r["fraction"]), STAGES.index(r["stage"])))
         print(report(rows))
         return rows
