@@ -373,8 +373,8 @@ def _pixels(text: str) -> tuple[int, int]:
 
 def report(results: list[dict]) -> str:
     """Markdown table; growth compares each size with the next smaller one measured. Time growth is
-    that of the CPU seconds (user + system, render workers included): on a shared machine the wall
-    time follows the load more than the work."""
+    that of the CPU seconds (user + system, render workers included; the wall time's, marked, where a
+    row has no CPU time): on a shared machine the wall time follows the load more than the work."""
     lines = ["| dataset | stage | size | frames | wall s | CPU s | CPU ms / frame | peak RSS MiB | frames growth | "
              "CPU growth | N log N growth | RSS growth |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     previous = {}
@@ -387,7 +387,10 @@ def report(results: list[dict]) -> str:
         if key in previous and r["frames"] and previous[key]["frames"] and not note:
             p = previous[key]
             n0, n1 = p["frames"], r["frames"]
-            growth = [f"{n1 / n0:.2f}", f"{cpu / max(p.get('cpu', float('nan')), 1e-9):.2f}",
+            before = p.get("cpu", float("nan"))
+            time_growth = (f"{cpu / max(before, 1e-9):.2f}" if not (math.isnan(cpu) or math.isnan(before))
+                           else f"{r['seconds'] / max(p['seconds'], 1e-9):.2f} (wall)")
+            growth = [f"{n1 / n0:.2f}", time_growth,
                       f"{n1 * math.log(max(n1, 2)) / (n0 * math.log(max(n0, 2))):.2f}",
                       f"{r['rss_peak'] / max(p['rss_peak'], 1):.2f}"]
         size = r["fraction"]
