@@ -30,11 +30,12 @@ and shard writes, reading); the model's own cost per frame is in bench_embed_sha
 epoch of the training recipe (8 queries) of ``--model``, validated on the same split; evaluate:
 Recall@K of the untrained model at L = 5. On a CPU ``--model seqnet`` (SeqNet on mean-pooled CCT
 tokens, the cheapest head) keeps these rows to minutes: the data path they measure (the split's
-tokens read from the shards) is the same for every model. exports: every consumer that needs no shards, and seqNet's where every
-split is sharded.
+tokens read from the shards) is the same for every model. exports: every consumer that needs no
+shards, and seqNet's where every split is sharded.
 
 Measurement: each stage runs in a fresh process; its peak RSS is the process's high-water mark
-(VmHWM, imports included). The parent polls each child's RSS and stops a child above
+(VmHWM, imports included), its CPU time the user + system seconds of the process and of its render
+workers, from which the growth is read (on a shared machine the wall time follows the load). The parent polls each child's RSS and stops a child above
 ``--rss-limit-gb`` (the machine is shared): such a row reads "> limit". Results are appended to
 ``<work>/results.jsonl`` as each stage ends, so a long run can be read while it goes.
 """
