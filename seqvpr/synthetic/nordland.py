@@ -18,7 +18,13 @@ Frames. The real frame numbers and lat/lon of three stretches of the line (``dat
 the first 200 frames of each of seqNet's ``nordland_train_d-40_d2-10.db``,
 ``nordland_val_d-1_d2-1.db`` and ``nordland_test_d-1_d2-1.db``, ``dbImageFns`` and ``gpsDb``);
 the first ``frames`` of each stretch are rendered, so every seqNet split has frames while the world
-stays small (the real seasons have about 35,000 frames each).
+stays small. ``season_frames`` > 0 writes the real length instead: frames ``0 .. season_frames - 1``
+of the whole line (35,768 per season in the real extractions, ``REAL_SEASON_FRAMES``), so the
+Nordland-clean list filters for real. Their track (``data/nordland_line.csv``: every tenth of the
+21,000 clean frames that seqNet's three Nordland struct files locate, ``dbImageFns`` and ``gpsDb``,
+frames 202 to 26,953) is interpolated by frame number between its fixes, and continued straight
+along its end bearings at its mean step (26 m a frame) before frame 202 and after frame 26,953,
+where no public fix exists.
 
 Rendering. One rural ``World`` along the true track serves all seasons, so a frame number is the
 same place in every season. The true track is the real one with repeated fixes replaced by
@@ -36,9 +42,12 @@ import numpy as np
 import utm
 
 from seqvpr.atomic import atomic_dir, atomic_write_text
+from seqvpr.synthetic.parallel import map_frames
 from seqvpr.synthetic.render import World, render_view
 
 SEASONS = ("spring", "summer", "fall", "winter")
+REAL_SEASON_FRAMES = 35_768  # frames per season of the real 1 fps extractions (images-00000 .. images-35767)
+END_BEARING_FIXES = 30  # fixes (300 frames) at each end of the located track that give its continuation's bearing
 TRUTH_UTM_ZONE = 33  # the truth file's metric frame (the line crosses zones 32 and 33)
 SEASON_LATERAL_M = 0.8  # bound of each season's sideways camera offset
 SEASON_YAW_DEG = 1.0  # sd of each season's camera yaw
@@ -58,6 +67,25 @@ def real_track() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return stretches
 
 
+def whole_line(count: int) -> np.ndarray:
+    """(count, 2) UTM zone-33 positions of frames 0 .. count - 1 along the whole line (module docstring)."""
+    with resources.files("seqvpr.synthetic").joinpath("data/nordland_line.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    located = np.array([int(r["frame"]) for r in rows])
+    latlon = np.array([[float(r["latitude"]), float(r["longitude"])] for r in rows])
+    easting, northing, _, _ = utm.from_latlon(latlon[:, 0], latlon[:, 1], force_zone_number=TRUTH_UTM_ZONE)
+    xy = true_positions(located, np.stack([easting, northing], axis=1))
+    step = float(np.sum(np.linalg.norm(np.diff(xy, axis=0), axis=1)) / (located[-1] - located[0]))
+    frames = np.arange(count)
+    out = np.stack([np.interp(frames, located, xy[:, k]) for k in range(2)], axis=1)
+    for ends, edge, sign in (((0, END_BEARING_FIXES), 0, -1.0), ((-END_BEARING_FIXES, -1), -1, 1.0)):
+        direction = xy[ends[1]] - xy[ends[0]]
+        direction /= np.linalg.norm(direction)
+        outside = frames < located[0] if edge == 0 else frames > located[-1]
+        out[outside] = xy[edge] + np.abs(frames[outside] - located[edge])[:, None] * step * sign * direction
+    return out
+
+
 def true_positions(frames: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Positions with repeated GPS fixes (a fix equal to the previous frame's) interpolated by frame number."""
     fresh = np.ones(len(xy), dtype=bool)
@@ -73,18 +101,27 @@ def _bearings(xy: np.ndarray) -> np.ndarray:
 
 
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: int = 50,
-             width: int = 640, height: int = 360, seasons: str = "spring,summer,fall,winter") -> dict:
-    """Write the first ``frames`` frames of each real stretch for every season in ``seasons``."""
+             width: int = 640, height: int = 360, seasons: str = "spring,summer,fall,winter",
+             season_frames: int = 0, workers: int = 1) -> dict:
+    """Write the first ``frames`` frames of each real stretch for every season in ``seasons``, or
+    with ``season_frames`` > 0 the frames 0 .. season_frames - 1 of the whole line; ``workers``
+    processes render them (the files are the same for any number)."""
     stretches = real_track()
     longest = min(len(f) for f, _ in stretches.values())
     if not 1 <= frames <= longest:
         raise ValueError(f"frames must be in 1..{longest} (the shipped stretches), got {frames}")
+    if not 0 <= season_frames <= REAL_SEASON_FRAMES:
+        raise ValueError(f"season_frames must be in 0..{REAL_SEASON_FRAMES} (0: the shipped stretches), got {season_frames}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
     chosen = [s.strip() for s in seasons.split(",") if s.strip()]
     if not chosen or set(chosen) - set(SEASONS):
         raise ValueError(f"seasons must name some of {', '.join(SEASONS)}, got {seasons!r}")
     track = []
+    if season_frames:
+        xy = whole_line(season_frames)
+        track.append((np.arange(season_frames), xy, _bearings(xy) if season_frames > 1 else np.zeros(1)))
+        stretches = {}
     for numbers, latlon in stretches.values():
         easting, northing, _, _ = utm.from_latlon(latlon[:frames, 0], latlon[:frames, 1], force_zone_number=TRUTH_UTM_ZONE)
         xy = true_positions(numbers[:frames], np.stack([easting, northing], axis=1))
@@ -99,7 +136,9 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
             season_rng = np.random.default_rng([seed, season_index])
             lateral, yaw = season_rng.uniform(-SEASON_LATERAL_M, SEASON_LATERAL_M), season_rng.normal(0, SEASON_YAW_DEG)
             for numbers, xy, heading in track:
-                for i, number in enumerate(numbers):
+                def frame(i, numbers=numbers, xy=xy, heading=heading, folder=folder, season=season,
+                          season_index=season_index, lateral=lateral, yaw=yaw) -> str:
+                    number = numbers[i]
                     rng = np.random.default_rng([seed, season_index, int(number)])
                     along = rng.uniform(-ALONG_TRACK_M, ALONG_TRACK_M)
                     h = np.radians(heading[i])
@@ -109,11 +148,14 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
                     rgb = render_view(world, x, y, view_heading, season, width, height, rng=rng)
                     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                     (folder / f"images-{number:05d}.png").write_bytes(png.tobytes())
-                    truth.append(f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}")
+                    return f"{season},{number},{x:.3f},{y:.3f},{view_heading:.3f}"
+
+                truth += map_frames(frame, len(numbers), workers)
     if truth_root is not None:
         atomic_write_text(Path(truth_root) / "camera_poses.csv", "\n".join(truth) + "\n")
-    return {"seasons": chosen, "frames_per_season": frames * len(track),
-            "stretches": {name: [int(n[0]), int(n[frames - 1])] for name, (n, _) in stretches.items()}}
+    return {"seasons": chosen, "frames_per_season": sum(len(numbers) for numbers, _, _ in track),
+            "stretches": {name: [int(n[0]), int(n[frames - 1])] for name, (n, _) in stretches.items()}
+            or {"line": [0, season_frames - 1]}}
 
 
 def _extended(xy: np.ndarray, heading: np.ndarray) -> np.ndarray:

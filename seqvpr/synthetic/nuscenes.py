@@ -18,6 +18,12 @@ is recorded; its calibration is the real rig's (1.70 m ahead of the rear axle, 1
 axis along the ego x axis with a small yaw and pitch), its intrinsics scaled to the image width.
 The camera's true map-frame position and compass heading per key frame go to
 ``truth_root/camera_poses.csv``.
+
+Real size. ``v1.0-trainval`` has 850 scenes of about 20 s (40 key frames at 2 Hz, about 34,000
+CAM_FRONT key frames), about half of them in Singapore. ``version="v1.0-trainval"`` names the
+metadata folder as that release does, and ``scenes_per_location=284, samples_per_scene=40`` gives
+852 scenes and 34,080 key frames, all in the three Singapore maps (the Boston half is never read
+by the benchmark, so this world holds about twice the real Singapore frames).
 """
 from __future__ import annotations
 
@@ -34,9 +40,11 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from seqvpr.atomic import atomic_dir
+from seqvpr.synthetic.parallel import map_frames
 from seqvpr.synthetic.render import World, render_view
 
 VERSION = "v1.0-mini"
+VERSIONS = ("v1.0-mini", "v1.0-trainval")  # metadata folder names of the releases written here
 CHANNEL = "CAM_FRONT"
 KEY_FRAME_PERIOD_US = 500_000  # samples at 2 Hz
 MAP_RESOLUTION_M = 0.1  # the devkit's MapMask default, as in the real semantic prior PNGs
@@ -240,8 +248,11 @@ def generate(
     width: int = 640,
     height: int = 360,
     jpeg_quality: int = 90,
+    version: str = VERSION,
+    workers: int = 1,
 ) -> dict:
-    """Write a synthetic v1.0-mini-style nuScenes under ``root`` and camera truth under ``truth_root``.
+    """Write a synthetic v1.0-mini-style nuScenes under ``root`` and camera truth under ``truth_root``;
+    ``workers`` processes render the scenes (the files are the same for any number).
 
     Returns the key frames per scene and per condition.
     """
@@ -253,6 +264,8 @@ def generate(
         raise ValueError(f"sweeps_per_sample must be 0 or more, got {sweeps_per_sample}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
     if truth_root is None:
         raise ValueError("truth_root is required: the camera ground truth is written there")
     root, truth_root = Path(root), Path(truth_root)
@@ -272,43 +285,57 @@ def generate(
     tables["sensor"] = [{"token": sensor_tokens[ch], "channel": ch, "modality": mod} for ch, mod in SENSOR_CHANNELS]
 
     truth_rows = []
-    summary = {"version": VERSION, "frames_per_traversal": {}, "frames_per_condition": {}}
+    summary = {"version": version, "frames_per_traversal": {}, "frames_per_condition": {}}
     with atomic_dir(root) as out, atomic_dir(truth_root) as truth_out:
-        table_root = out / VERSION
+        table_root = out / version
         for folder in (table_root, out / "maps", out / "samples" / CHANNEL, out / "sweeps" / CHANNEL):
             folder.mkdir(parents=True, exist_ok=True)
+        worlds, log_tokens = {}, {}
         for i, location in enumerate(LOCATIONS):
             networks = road_network(location)
-            world = World(routes=[p.points for p in networks.values()], seed=seed * 100 + i)
+            worlds[location] = (networks, World(routes=[p.points for p in networks.values()], seed=seed * 100 + i))
             ok, png = cv2.imencode(".png", _map_mask(networks), [cv2.IMWRITE_PNG_COMPRESSION, 9])
             (out / "maps" / f"{MAP_TOKENS[location]}.png").write_bytes(png.tobytes())
             location_plans = [p for p in plans if p.location == location]
-            log_tokens = {}
+            log_tokens[location] = {}
             for condition in ("day", "night"):
                 if any(p.condition == condition for p in location_plans):
-                    log_tokens[condition] = _token(seed, "log", location, condition)
+                    log_tokens[location][condition] = _token(seed, "log", location, condition)
                     tables["log"].append({
-                        "token": log_tokens[condition], "logfile": _logfile(location, condition), "vehicle": "n015",
-                        "date_captured": LOG_DATES[location], "location": location})
+                        "token": log_tokens[location][condition], "logfile": _logfile(location, condition),
+                        "vehicle": "n015", "date_captured": LOG_DATES[location], "location": location})
             tables["map"].append({
                 "category": "semantic_prior", "token": MAP_TOKENS[location],
-                "filename": f"maps/{MAP_TOKENS[location]}.png", "log_tokens": sorted(log_tokens.values())})
-            for plan in location_plans:
-                scene_in_log = [p.name for p in location_plans if p.condition == plan.condition].index(plan.name)
-                calibration_token = _token(seed, "calibrated_sensor", plan.name)
-                tables["calibrated_sensor"].append({
-                    "token": calibration_token, "sensor_token": sensor_tokens[CHANNEL],
-                    "translation": list(CAMERA_TRANSLATION), "rotation": list(cam_rotation.elements),
-                    "camera_intrinsic": intrinsic})
-                rng = np.random.default_rng([seed, 2, int(plan.name[-4:])])
-                scene = _write_scene(
-                    out, seed, plan, networks[plan.route], world, rng, log_tokens[plan.condition],
-                    _logfile(location, plan.condition), _log_start_us(location, plan.condition, scene_in_log),
-                    calibration_token, samples_per_scene, sweeps_per_sample, width, height, hfov_deg,
-                    cam_offset, jpeg_quality, tables, truth_rows)
-                summary["frames_per_traversal"][plan.name] = scene["nbr_samples"]
-                summary["frames_per_condition"][plan.condition] = (
-                    summary["frames_per_condition"].get(plan.condition, 0) + scene["nbr_samples"])
+                "filename": f"maps/{MAP_TOKENS[location]}.png", "log_tokens": sorted(log_tokens[location].values())})
+        jobs = []  # (plan, its index among its log's scenes, calibration token), in plan order
+        for plan in plans:
+            same_log = [p.name for p in plans if p.location == plan.location and p.condition == plan.condition]
+            calibration_token = _token(seed, "calibrated_sensor", plan.name)
+            tables["calibrated_sensor"].append({
+                "token": calibration_token, "sensor_token": sensor_tokens[CHANNEL],
+                "translation": list(CAMERA_TRANSLATION), "rotation": list(cam_rotation.elements),
+                "camera_intrinsic": intrinsic})
+            jobs.append((plan, same_log.index(plan.name), calibration_token))
+
+        def scene_job(k: int) -> tuple[dict, list]:
+            """One scene's records and truth rows (its frames are written by whichever process runs it)."""
+            plan, scene_in_log, calibration_token = jobs[k]
+            networks, world = worlds[plan.location]
+            records, rows = {name: [] for name in ("sample", "sample_data", "ego_pose", "scene")}, []
+            rng = np.random.default_rng([seed, 2, int(plan.name[-4:])])
+            _write_scene(
+                out, seed, plan, networks[plan.route], world, rng, log_tokens[plan.location][plan.condition],
+                _logfile(plan.location, plan.condition), _log_start_us(plan.location, plan.condition, scene_in_log),
+                calibration_token, samples_per_scene, sweeps_per_sample, width, height, hfov_deg,
+                cam_offset, jpeg_quality, records, rows)
+            return records, rows
+
+        for (plan, _, _), (records, rows) in zip(jobs, map_frames(scene_job, len(jobs), workers, chunk=1)):
+            for name, part in records.items():
+                tables[name] += part
+            truth_rows += rows
+            summary["frames_per_traversal"][plan.name] = plan_samples = len(records["sample"])
+            summary["frames_per_condition"][plan.condition] = summary["frames_per_condition"].get(plan.condition, 0) + plan_samples
         for name, records in tables.items():
             _write_json(table_root, name, records)
         buf = io.StringIO()

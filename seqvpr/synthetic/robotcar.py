@@ -23,7 +23,10 @@ names are UNIX microseconds on the run's date: the run name is its UTC start tim
 ``2015-03-17-11-08-44`` image is ``1426590534857014``, 2015-03-17 11:08:54.86 UTC).
 
 The route is a stretch of the real Oxford route (the UTM positions of seqNet's Oxford test struct
-file, shipped as `data/oxford_route.csv`). Every run drives it at its own varying speed with a small
+file, shipped as `data/oxford_route.csv`, 3.1 km). A longer ``route_length_m`` (a real run drives about
+10 km: 30,000-45,000 stereo frames per camera at 16 Hz) repeats that stretch, each copy shifted
+``COPY_OFFSET_M`` north of the previous one and joined to it by a straight road, so the copies are
+other places. Every run drives it at its own varying speed with a small
 lateral offset; the INS of the first run starts after its first camera frames, so a loader has
 frames outside the INS time range to drop. Ground truth (true camera pose per frame and some
 undistorted frames) goes to `truth_root`.
@@ -41,6 +44,7 @@ import utm
 from seqvpr.atomic import atomic_dir
 from seqvpr.camera_model import distort, radial_lut
 from seqvpr.geometry import cumulative_distance
+from seqvpr.synthetic.parallel import map_frames
 from seqvpr.synthetic.render import World, render_view
 
 # The runs of the Oxford benchmarks (Adapt-STformer's Oxford-easy/-hard, seqNet's Oxford pair) and their light.
@@ -61,6 +65,8 @@ K1, K2 = -0.18, 0.03
 HFOV_DEG = 66.0
 TRUTH_EVERY = 10
 FIRST_IMAGE_AFTER_S = 10.0  # seconds from the run name to its first image
+COPY_OFFSET_M = np.array([0.0, 1000.0])  # each further copy of the shipped stretch (it spans 800 m south-north)
+MAX_COPIES = 8
 
 
 def real_route() -> np.ndarray:
@@ -71,7 +77,7 @@ def real_route() -> np.ndarray:
 
 
 def _stretch(route_length_m: float) -> np.ndarray:
-    route = real_route()
+    route = np.vstack([real_route() + k * COPY_OFFSET_M for k in range(MAX_COPIES)])
     travelled = cumulative_distance(route)
     if route_length_m <= 10 or route_length_m > travelled[-1]:
         raise ValueError(f"route_length_m must be in (10, {travelled[-1]:.0f}], got {route_length_m}")
@@ -117,9 +123,12 @@ def write_sdk_model(models_dir: Path, name: str, focal: float, principal, lut: n
 
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_per_traversal: int = 0,
              route_length_m: float = 200.0, camera_hz: float = 8.0, width: int = 320, height: int = 240,
-             chunks: int = 2, cameras: str = "left", sdk_root: Path | None = None) -> dict:
-    """Write the five runs of ``RUNS``; frames_per_traversal > 0 caps each run. Each run's frames
-    are cut into ``chunks`` consecutive chunks (numbered from 1) and written for every camera in ``cameras``."""
+             chunks: int = 2, cameras: str = "left", sdk_root: Path | None = None, runs: str = "",
+             workers: int = 1) -> dict:
+    """Write the runs of ``RUNS`` named in ``runs`` (empty: all five); frames_per_traversal > 0 caps
+    each run. Each run's frames are cut into ``chunks`` consecutive chunks (numbered from 1) and
+    written for every camera in ``cameras``. A run's frames do not depend on which others are written;
+    ``workers`` processes render them (the files are the same for any number)."""
     if frames_per_traversal < 0:
         raise ValueError(f"frames_per_traversal must be >= 0 (0: whole route), got {frames_per_traversal}")
     if width < 16 or height < 16 or width % 2 or height % 2:
@@ -129,6 +138,9 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
     chosen = [c.strip() for c in cameras.split(",") if c.strip()]
     if not chosen or set(chosen) - set(SDK_MODELS):
         raise ValueError(f"cameras must name some of {', '.join(SDK_MODELS)}, got {cameras!r}")
+    wanted = [r.strip() for r in runs.split(",") if r.strip()] or list(RUNS)
+    if set(wanted) - set(RUNS):
+        raise ValueError(f"runs must name some of {', '.join(RUNS)}, got {runs!r}")
     route = _stretch(route_length_m)
     travelled = cumulative_distance(route)
     world = World([route], seed=seed)
@@ -141,8 +153,9 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
     with atomic_dir(root) as tmp:
         for run_index, (run, condition) in enumerate(sorted(RUNS.items())):
             start_us = run_start_us(run) + int(FIRST_IMAGE_AFTER_S * 1e6) + int(rng.integers(0, 10**6))
-            speed = 5.0 + 1.5 * np.sin(np.linspace(0, rng.uniform(2, 5), 2000) + rng.uniform(0, 6))
-            t = np.linspace(0, 2000 / 10.0, 2000)  # speed profile sampled at 10 Hz
+            steps = max(2000, int(travelled[-1] / 3.0 * 10))  # speed profile sampled at 10 Hz, longer than the drive
+            speed = 5.0 + 1.5 * np.sin(np.linspace(0, rng.uniform(2, 5) * steps / 2000, steps) + rng.uniform(0, 6))
+            t = np.linspace(0, steps / 10.0, steps)
             s_of_t = np.concatenate([[0.0], np.cumsum(speed[1:] * np.diff(t))])
             duration = float(np.interp(travelled[-1] - 1.0, s_of_t, t))
             lateral = rng.uniform(-1.0, 1.0)
@@ -151,22 +164,29 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
                 camera_t = camera_t[:frames_per_traversal]
             cam_x, cam_y, cam_h = _pose_at(route, travelled, np.interp(camera_t, t, s_of_t), lateral)
             cam_h = (cam_h + rng.normal(0, 1.0, len(camera_t))) % 360.0
+            if run not in wanted:
+                continue
             stamps = start_us + np.round(camera_t * 1e6).astype(np.int64)
             chunk_of = 1 + np.arange(len(stamps)) * chunks // max(len(stamps), 1)
             folders = [tmp / run / "stereo" / camera for camera in chosen]
             for folder in folders:
                 folder.mkdir(parents=True)
-            for i, ts in enumerate(stamps):
+            if truth_root is not None:
+                (Path(truth_root) / run).mkdir(parents=True, exist_ok=True)
+
+            def frame(i, run=run, run_index=run_index, condition=condition, stamps=stamps, folders=folders,
+                      cam_x=cam_x, cam_y=cam_y, cam_h=cam_h) -> str:
+                ts = stamps[i]
                 rgb = render_view(world, cam_x[i], cam_y[i], cam_h[i], condition, width, height, HFOV_DEG,
                                   rng=np.random.default_rng([seed, run_index, i]))
                 bayer = mosaic_gbrg(distort(rgb, focal, K1, K2))
                 for folder in folders:
                     cv2.imwrite(str(folder / f"{ts}.png"), bayer)
-                truth_lines.append(f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}")
                 if truth_root is not None and i % TRUTH_EVERY == 0:
-                    truth_dir = Path(truth_root) / run
-                    truth_dir.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(truth_dir / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    cv2.imwrite(str(Path(truth_root) / run / f"{ts}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                return f"{run},{ts},{cam_x[i]:.4f},{cam_y[i]:.4f},{cam_h[i]:.4f}"
+
+            truth_lines += map_frames(frame, len(stamps), workers)
             (tmp / run / "stereo.timestamps").write_text("".join(f"{ts} {c}\n" for ts, c in zip(stamps, chunk_of)))
             ins_start = camera_t[3] if run_index == 0 and len(camera_t) > 6 else 0.0
             _write_ins_gps(tmp / run / "gps", route, travelled, t, s_of_t, lateral, start_us,
