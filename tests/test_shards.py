@@ -136,7 +136,7 @@ def split_samples(seed=0, db_runs=(9, 4, 2), queries=(7, 5)):
                 tokens = rng.normal(size=(576, 384)).astype(np.float16)
                 key = f"{role}-{run}_{order:04d}"
                 positives = [p for p in (order - 1, order, order + 1) if 0 <= p < sum(db_runs)] if role == "query" else []
-                row = {"frame_id": key, "role": role, "order": order, "seq_start": order - (order - sum(runs[:run])),
+                row = {"frame_id": key, "role": role, "order": order, "seq_start": sum(runs[:run]),
                        "seq_end": sum(runs[:run + 1]), "positives": positives,
                        "nontrivial_positives": positives[:1] if role == "query" and order % 3 else []}
                 out.append(Sample(key, tokens, tokens.astype(np.float32).mean(0), row))
