@@ -300,3 +300,42 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b)
+
+
+def test_manifest_check_compares_each_split_with_the_runs_encoder_and_split_settings(tmp_path):
+    """Shards written with the asset's provenance for one encoder and split settings pass the
+    `manifest_matches_settings` check; another encoder seed or cut, or a split rebuilt with another
+    frame separation, fail it."""
+    import dataclasses
+
+    from dagster import AssetKey, AssetSelection, materialize
+
+    from assets.shards import shard_assets_and_checks, shard_provenance
+    from pipelines.resources import FrameEncoder, PipelineHome
+    from seqvpr.splits import read_split, role_rows
+    from test_exports import materialise, oxford_bench, robotcar_like
+
+    home = tmp_path / "home"
+    bench = dataclasses.replace(oxford_bench("oxford_easy"), separation=0.0)
+    layout, table = materialise(home, robotcar_like(16), bench, images=False)
+    encoder = FrameEncoder(freeze_te=3)
+    _, configured = read_split(layout.split_table("oxford_easy"))
+    provenance = shard_provenance(encoder, configured)
+    assert provenance["encoder"]["model_id"] == encoder.model_id() and provenance["encoder"]["freeze_te"] == 3
+    assert provenance["split_settings"]["frame_separation"] == 0.0 and provenance["split_settings"]["radius"] == 5.0
+    for split in ("train", "test"):
+        rows = [r for role in ("db", "query") for r in role_rows(table, split, role).to_dict("records")]
+        data = [Sample(r["frame_id"], np.zeros((2, 384), np.float16), np.zeros(384, np.float32),
+                       {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}) for r in rows]
+        write_split_shards(layout.shards("oxford_easy", split), "oxford_easy", split, data, provenance=provenance)
+    defs = [d for d in shard_assets_and_checks if AssetKey("oxford_easy_shards") in d.keys
+            or any(k.asset_key == AssetKey("oxford_easy_shards") for k in getattr(d, "check_keys", []))]
+
+    def check(encoder):
+        result = materialize(defs, selection=AssetSelection.checks_for_assets(AssetKey("oxford_easy_shards")),
+                             resources={"home": PipelineHome(home=str(home)), "encoder": encoder}, raise_on_error=False)
+        return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["manifest_matches_settings"]
+
+    assert check(encoder) and not check(FrameEncoder(freeze_te=3, seed=1)) and not check(FrameEncoder(freeze_te=2))
+    materialise(home, robotcar_like(16), dataclasses.replace(bench, separation=1.0), images=False)
+    assert not check(encoder)
