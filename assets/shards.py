@@ -3,11 +3,13 @@ import json
 import tarfile
 
 import numpy as np
+from pydantic import Field
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -21,10 +23,41 @@ from pipelines.resources import FrameEncoder, PipelineHome
 from schemas.shard import MANIFEST
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_remove
+from seqvpr.embed.cct import weights_identity
 from seqvpr.embed.embed import load_descriptor, load_tokens
 from seqvpr.errors import DataError
-from seqvpr.shards import Sample, verify_manifest, write_split_shards
-from seqvpr.splits import BENCHMARKS, read_split
+from seqvpr.shards import Sample, encoder_record, verify_manifest, write_split_shards
+from seqvpr.splits import BENCHMARKS, config_fields, negatives_path, read_split
+
+
+class ShardConfig(Config):
+    """Shard sizes: a shard closes at `max_samples` samples or before it passes `max_bytes` (a sample
+    is about 443 KB: 576 x 384 float16 tokens), and every split has at least `min_shards` shards
+    (when it has that many samples), so DataLoader workers each get shards to read."""
+
+    max_samples: int = Field(default=256, ge=1)
+    max_bytes: int = Field(default=1 << 30, ge=1)
+    min_shards: int = Field(default=8, ge=1)
+
+
+def split_settings(bench) -> dict:
+    """The benchmark's effective split settings (every `<benchmark>_split` setting, defaults included)."""
+    return {"benchmark": bench.name, "dataset": bench.dataset,
+            "distance_unit": "frames" if bench.uses_place_index else "metres",
+            **{name: value for name, (_, value) in config_fields(bench).items()}}
+
+
+def shard_provenance(encoder: FrameEncoder, bench, code_version: str | None = None) -> dict:
+    """The manifest's provenance under these settings: "encoder" (what the embedding cache of
+    `encoder.model_id()` holds), "split_settings" and, when given, "code_version" (the shards
+    asset's Dagster code version: a digest of its module and the project modules it runs,
+    `pipelines/versions.py`)."""
+    provenance = {"encoder": encoder_record(weights_identity(encoder.checkpoint or None, encoder.seed),
+                                            encoder.num_layers, encoder.resolved_freeze_te()),
+                  "split_settings": split_settings(bench)}
+    if code_version is not None:
+        provenance["code_version"] = code_version
+    return provenance
 
 
 def _frame_digests(layout, model_id: str, dataset: str) -> dict[str, str]:
@@ -54,15 +87,17 @@ def build_shard_assets(benchmark: str):
         description=f"WebDataset shards of every {benchmark} split (schemas/shard.py).",
         op_tags={"kind": "heavy"},
     )
-    def shards_asset(context: AssetExecutionContext, home: PipelineHome, encoder: FrameEncoder) -> MaterializeResult:
+    def shards_asset(context: AssetExecutionContext, config: ShardConfig, home: PipelineHome,
+                     encoder: FrameEncoder) -> MaterializeResult:
         layout = home.layout()
-        table, _ = read_split(layout.split_table(benchmark))
+        table, bench = read_split(layout.split_table(benchmark))
         model_id = encoder.model_id()
         digests = _frame_digests(layout, model_id, dataset)
         cache = layout.embeddings(model_id)
         df = table.to_pandas()
         metadata = {}
         filled = filled_splits(table)
+        provenance = shard_provenance(encoder, bench, context.assets_def.code_versions_by_key.get(context.asset_key))
         for split in SPLITS:
             if split not in filled:  # a split the settings emptied: its old shards must not pass as current
                 if atomic_remove(layout.shards(benchmark, split)):
@@ -72,7 +107,10 @@ def build_shard_assets(benchmark: str):
             part = part.sort_values(["role", "order"], key=lambda c: c.map({"db": 0, "query": 1}) if c.name == "role" else c)
             rows = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in part.to_dict("records")]
             manifest = write_split_shards(layout.shards(benchmark, split), benchmark, split,
-                                          _samples(rows, digests, cache, layout.embeddings(model_id) / "index" / dataset))
+                                          _samples(rows, digests, cache, layout.embeddings(model_id) / "index" / dataset),
+                                          config.max_samples, config.max_bytes, total=len(rows), min_shards=config.min_shards,
+                                          provenance=provenance,
+                                          negatives=np.load(negatives_path(layout.split_table(benchmark), split)))
             context.log.info(f"{benchmark}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s)")
             metadata[f"{split}_samples"] = manifest["samples"]
             metadata[f"{split}_shards"] = len(manifest["shards"])
@@ -108,7 +146,20 @@ def build_shard_assets(benchmark: str):
         return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
                                 metadata={"problems": MetadataValue.json(problems)})
 
-    return [shards_asset, one_sample_check, manifest_check]
+    @asset_check(asset=shards_asset, name="manifest_matches_settings",
+                 description="Each split's manifest names the encoder and split settings of this run.")
+    def settings_check(home: PipelineHome, encoder: FrameEncoder) -> AssetCheckResult:
+        layout = home.layout()
+        table, bench = read_split(layout.split_table(benchmark))
+        expected = shard_provenance(encoder, bench)
+        problems = [f"{split}: manifest {key} differs from this run's"
+                    for split in filled_splits(table)
+                    for key, value in expected.items()
+                    if json.loads((layout.shards(benchmark, split) / MANIFEST).read_text()).get(key) != json.loads(json.dumps(value))]
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
+                                metadata={"problems": MetadataValue.json(problems)})
+
+    return [shards_asset, one_sample_check, manifest_check, settings_check]
 
 
 shard_assets_and_checks = [x for benchmark in BENCHMARKS for x in build_shard_assets(benchmark)]

@@ -19,7 +19,7 @@ from seqvpr.embed.frame_descriptors import with_frame_descriptors
 from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
 from seqvpr.models import MODEL_BACKBONE, MODELS, REGISTRY, TABLE_MODELS, model_spec
-from seqvpr.splits import BENCHMARKS, negatives_path
+from seqvpr.splits import BENCHMARKS
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
 TRAINED_ON = {"nordland": "nordland", "oxford_easy": "oxford_easy", "oxford_hard": "oxford_hard",
@@ -64,7 +64,7 @@ def evaluated_models(config: EvaluationConfig) -> list[str]:
 
 
 def _split_data(layout, benchmark: str, split: str):
-    return load_split_data(layout.shards(benchmark, split), negatives_path(layout.split_table(benchmark), split))
+    return load_split_data(layout.shards(benchmark, split))
 
 
 def _published_descriptors(name: str, baselines: BaselineBackbones) -> dict | None:

@@ -41,12 +41,12 @@ def evaluate_model(model, data: SplitData, length: int, pca_train: SplitData | N
     OptiCorNet's hierarchical retrieval (its default shortlist by sequence descriptor, re-ranked
     by its learned frame descriptors S1 along the aligned windows, in bounded memory)."""
     db_windows, q_windows = sequence_windows(data.db_bounds, length), sequence_windows(data.q_bounds, length)
-    db, q = _sequence_descriptors(model, data, length)
-    if pca_dim:
+    db, q = _sequence_descriptors(model, data, length)  # arrays, or FrameArrays read from a file when large
+    if pca_dim:  # in memory: the training split's descriptors, as the authors' compute_pca
         pca = fit_pca(np.concatenate(_sequence_descriptors(model, pca_train, length)), pca_dim)
-        db, q = apply_pca(db, pca), apply_pca(q, pca)
-    if rerank:
-        ranked = hierarchical_retrieval(q, db, learned_frame_descriptors(model, data.q_tokens),
+        db, q = apply_pca(np.asarray(db), pca), apply_pca(np.asarray(q), pca)
+    if rerank:  # OptiCorNet's descriptors are 512-D: in memory even for a real-size split
+        ranked = hierarchical_retrieval(np.asarray(q), np.asarray(db), learned_frame_descriptors(model, data.q_tokens),
                                         learned_frame_descriptors(model, data.db_tokens), q_windows, db_windows,
                                         top=max(RECALL_AT))
     else:

@@ -11,12 +11,33 @@ import torch
 RECALL_AT = (1, 5, 10, 20)
 
 
-def nearest(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Indices (Nq, k) of the k nearest database descriptors (exact L2, faiss)."""
+def nearest(db: np.ndarray, queries: np.ndarray, k: int, chunk_bytes: int = 64 << 20) -> np.ndarray:
+    """Indices (Nq, k) of the k nearest database descriptors (exact L2, faiss). Descriptors that
+    are not numpy arrays (`seqvpr.data.FrameArray`, read from a file) are searched in slices of about
+    `chunk_bytes`, database slices a multiple of faiss's 1024-row block, merged with faiss's ResultHeap."""
+    if not (isinstance(db, np.ndarray) and isinstance(queries, np.ndarray)):
+        return _nearest_in_slices(db, queries, min(k, len(db)), chunk_bytes)
     db = np.ascontiguousarray(db, dtype=np.float32)
     index = faiss.IndexFlatL2(db.shape[1])
     index.add(db)
     _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(db)))
+    return found
+
+
+def _nearest_in_slices(db, queries, k: int, chunk_bytes: int) -> np.ndarray:
+    row_bytes = 4 * int(db.shape[1])
+    db_rows = max(1, chunk_bytes // row_bytes // 1024) * 1024
+    q_rows = max(1, chunk_bytes // row_bytes)
+    found = np.empty((len(queries), k), dtype=np.int64)
+    for q0 in range(0, len(queries), q_rows):
+        q = np.ascontiguousarray(queries[q0:q0 + q_rows], dtype=np.float32)
+        heap = faiss.ResultHeap(len(q), k)
+        for d0 in range(0, len(db), db_rows):
+            d = np.ascontiguousarray(db[d0:d0 + db_rows], dtype=np.float32)
+            distances, ids = faiss.knn(q, d, min(k, len(d)))
+            heap.add_result(distances, ids + d0)
+        heap.finalize()
+        found[q0:q0 + len(q)] = heap.I
     return found
 
 

@@ -7,12 +7,14 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from schemas.shard import DESCRIPTOR_FILES, MANIFEST, SHARD_PATTERN, WIDS_INDEX
+from schemas.shard import DESCRIPTOR_FILES, FORMAT_VERSION, MANIFEST, MEMBERS, NEGATIVES_FILE, SHARD_PATTERN, WIDS_INDEX, WINDOW
 from seqvpr.atomic import atomic_dir, remove_stale_dirs
+from seqvpr.embed.cct import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, frozen_blocks
+from seqvpr.embed.embed import PREPROCESSING, model_id
 from seqvpr.hashing import file_sha256
 
 
@@ -94,20 +96,55 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+def shard_capacity(total: int | None, max_count: int, min_shards: int) -> int:
+    """Samples per shard: at most `max_count`, and few enough that a split of `total` samples
+    fills at least `min_shards` shards (WebDataset hands whole shards to DataLoader workers, so a
+    split needs at least as many shards as workers)."""
+    if total is None or min_shards <= 1:
+        return max_count
+    return max(1, min(max_count, -(-total // min_shards)))
+
+
+def encoder_record(weights: str, num_layers: int, freeze_te: int | None) -> dict:
+    """The manifest's "encoder": what made the tokens (seqvpr.embed: CCT384 `cct_14_7x2_384`).
+    weights: checkpoint SHA-256 or `random-init-<seed>` (seqvpr.embed.cct.weights_identity);
+    freeze_te: the embedding cut, tokens are those after blocks 0..freeze_te (None: every block frozen)."""
+    cut = num_layers - 1 if freeze_te is None else freeze_te
+    return {"model_id": model_id(weights, num_layers, freeze_te), "architecture": "cct_14_7x2_384",
+            "weights": weights, "num_layers": num_layers, "freeze_te": cut,
+            "tokens": f"after CCT blocks 0..{frozen_blocks(cut, num_layers) - 1} of {num_layers}",
+            "input_size": [IMAGE_SIZE, IMAGE_SIZE], "preprocessing": PREPROCESSING,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def _side_file(folder: Path, name: str, array: np.ndarray) -> dict:
+    np.save(folder / name, array, allow_pickle=False)
+    return {"file": name, "sha256": file_sha256(folder / name), "shape": list(array.shape), "dtype": str(array.dtype)}
+
+
 def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Iterable[Sample],
-                       max_count: int = 256, max_bytes: int = 1 << 30,
+                       max_count: int = 256, max_bytes: int = 1 << 30, *, total: int | None = None,
+                       min_shards: int = 1, provenance: dict | None = None, negatives: np.ndarray | None = None,
                        progress: Callable[[int], None] | None = None) -> dict:
-    """Write the split's shards, manifest, wids index and descriptor arrays; returns the manifest.
+    """Write the split's shards, manifest, wids index and side arrays; returns the manifest.
+
+    A shard closes at `max_count` samples or before it would pass `max_bytes` (its first sample
+    always fits); with `total` (the split's sample count) and `min_shards`, shards hold at most
+    ceil(total / min_shards) samples. provenance: "encoder" (`encoder_record`), "split_settings",
+    "code_version", copied into the manifest (a reader refuses a folder without "encoder").
+    negatives: (Nq, K) int64 negative candidates in database order (-1 padded), written as
+    `negatives.npy` and listed in the manifest with its SHA-256.
 
     The whole folder is built under a temporary name and swapped in at the end, so a killed run
     leaves no shard that looks complete and a re-run starts clean.
     """
     out_dir = Path(out_dir)
     remove_stale_dirs(out_dir)
+    capacity = shard_capacity(total, max_count, min_shards)
     shards, descriptors = [], {"db": [], "query": []}
     keys: set[str] = set()
     with atomic_dir(out_dir) as tmp:
-        writer, count, size, total = None, 0, 0, 0
+        writer, count, size, total_written = None, 0, 0, 0
         try:
             for sample in samples:
                 if "." in sample.key or sample.key in keys:
@@ -120,7 +157,7 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
                     (f"{sample.key}.json", [json.dumps(sample.row, sort_keys=True, default=_json_default).encode()]),
                 ]
                 sample_bytes = sum(len(p) for _, parts in members for p in parts)
-                if writer is None or count >= max_count or (count and size + sample_bytes > max_bytes):
+                if writer is None or count >= capacity or (count and size + sample_bytes > max_bytes):
                     if writer is not None:
                         shards[-1].update(samples=count, sha256=writer.close(), bytes=writer.size)
                     shards.append({"name": SHARD_PATTERN.format(split=split, index=len(shards))})
@@ -128,61 +165,66 @@ def write_split_shards(out_dir: Path, benchmark: str, split: str, samples: Itera
                     count, size = 0, 0
                 for name, parts in members:
                     writer.add(name, parts)
-                count, size, total = count + 1, size + sample_bytes, total + 1
+                count, size, total_written = count + 1, size + sample_bytes, total_written + 1
                 descriptors[sample.row["role"]].append(sample.descriptor.astype(np.float32))
                 if progress:
-                    progress(total)
+                    progress(total_written)
             if writer is not None:
                 shards[-1].update(samples=count, sha256=writer.close(), bytes=writer.size)
         finally:
             if writer is not None:
                 writer.abort()
-        for role, name in DESCRIPTOR_FILES.items():
-            np.save(tmp / name, np.stack(descriptors[role]) if descriptors[role] else np.zeros((0, 384), np.float32))
-        manifest = {"benchmark": benchmark, "split": split, "samples": total, "shards": shards}
+        side = {role: _side_file(tmp, name, np.stack(descriptors[role]) if descriptors[role] else np.zeros((0, 384), np.float32))
+                for role, name in DESCRIPTOR_FILES.items()}
+        manifest = {"format_version": FORMAT_VERSION, "benchmark": benchmark, "split": split,
+                    "samples": total_written, "counts": {role: len(d) for role, d in descriptors.items()},
+                    "members": MEMBERS, "window": WINDOW, "descriptors": side, "shards": shards,
+                    "negatives": None if negatives is None else _side_file(tmp, NEGATIVES_FILE, np.asarray(negatives, np.int64)),
+                    **(provenance or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"{benchmark}-{split}",
-                 "shardlist": [{"url": s["name"], "nsamples": s["samples"]} for s in shards]}
+                 "shardlist": [{"url": s["name"], "nsamples": s["samples"], "filesize": s["bytes"]} for s in shards]}
         (tmp / WIDS_INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     return manifest
 
 
 def verify_manifest(out_dir: Path) -> list[str]:
-    """Problems found when re-hashing the shards against the manifest (empty when all match)."""
+    """Problems found when re-hashing the shards and side files against the manifest (empty when all match)."""
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / MANIFEST).read_text())
+    listed = [(s["name"], s["sha256"]) for s in manifest["shards"]]
+    listed += [(f["file"], f["sha256"]) for f in [*manifest.get("descriptors", {}).values(), manifest.get("negatives")] if f]
     problems = []
-    for shard in manifest["shards"]:
-        path = out_dir / shard["name"]
+    for name, sha256 in listed:
+        path = out_dir / name
         if not path.exists():
             problems.append(f"{path}: missing")
-        elif file_sha256(path) != shard["sha256"]:
+        elif file_sha256(path) != sha256:
             problems.append(f"{path}: sha256 differs from the manifest")
     return problems
 
 
-def _members(out_dir: Path, suffixes: tuple[str, ...]):
-    """(name, bytes) of the split folder's shard members ending with one of `suffixes`, in shard order."""
-    out_dir = Path(out_dir)
-    manifest = json.loads((out_dir / MANIFEST).read_text())
-    for shard in manifest["shards"]:
-        with tarfile.open(out_dir / shard["name"]) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(suffixes):
-                    yield member.name, tar.extractfile(member).read()
-
-
-def read_split_shards(out_dir: Path) -> tuple[list[dict], np.ndarray]:
-    """All samples of a split folder in shard order: the JSON rows and the stacked float16 tokens."""
-    rows, tokens = [], []
-    for name, data in _members(out_dir, (".json", ".tokens.npy")):
-        if name.endswith(".json"):
-            rows.append(json.loads(data))
-        else:
-            tokens.append(np.load(io.BytesIO(data)))
-    return rows, np.stack(tokens) if tokens else np.zeros((0, 576, 384), np.float16)
+def scan_shards(out_dir: Path, shards: list[dict]) -> Iterator[tuple[int, tarfile.TarInfo, object]]:
+    """(shard number, member header, value) of every member of the folder's shards in order; value:
+    the bytes of a JSON member, (shape, dtype, data offset in the shard) of a `tokens.npy` member
+    (its npy header parsed, the array not read: uncompressed tar, `TarInfo.offset_data` is where a
+    member's bytes start), else None."""
+    for number, shard in enumerate(shards):
+        with tarfile.open(Path(out_dir) / shard["name"]) as tar:
+            for member in tar:
+                value = None
+                if member.name.endswith(".json"):
+                    value = tar.extractfile(member).read()
+                elif member.name.endswith(".tokens.npy"):
+                    handle = tar.extractfile(member)
+                    version = np.lib.format.read_magic(handle)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0)(handle)
+                    value = (shape, dtype, member.offset_data + handle.tell())
+                yield number, member, value
 
 
 def read_split_rows(out_dir: Path) -> list[dict]:
     """The JSON rows of a split folder in shard order (the sample order training reads), without the tokens."""
-    return [json.loads(data) for _, data in _members(out_dir, (".json",))]
+    manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
+    return [json.loads(data) for _, member, data in scan_shards(out_dir, manifest["shards"]) if member.name.endswith(".json")]

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvpr.atomic import atomic_write_bytes
+from seqvpr.data import ShardFolder, collect, join_rows, sequence_windows, take_rows
 from seqvpr.embed.cct import EMBED_DIM, CCTTail
 from seqvpr.embed.embed import pick_device
 from seqvpr.metrics import nearest, recall_at_k
 from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE, Recipe, build_model, model_spec
 from seqvpr.models.layers import NetVLAD
 from seqvpr.models.opticornet import quadruplet_loss
-from seqvpr.seqbounds import centred_sequence
 
 KMEANS_DESCRIPTORS = 50_000  # the authors' descriptors_num, 100 random tokens per image
 KMEANS_PER_IMAGE = 100
@@ -43,7 +43,8 @@ KMEANS_PER_IMAGE = 100
 
 @dataclass
 class SplitData:
-    """One split of a benchmark, in struct-file order (the split table's `order`)."""
+    """One split of a benchmark, in struct-file order (the split table's `order`). Tokens are read
+    from the shards when indexed (`seqvpr.data.FrameArray`, see `load_split_data`) or held in memory."""
 
     db_tokens: np.ndarray  # (Ndb, n, D) float16, after the frozen blocks; or (Ndb, D) published frame descriptors
     q_tokens: np.ndarray  # (Nq, n, D) float16; or (Nq, D)
@@ -82,50 +83,41 @@ class SequenceModel(nn.Module):
         return self.head(self.frames(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2]))
 
 
-def sequence_windows(bounds: np.ndarray, length: int) -> np.ndarray:
-    """(N, L) frame indices of the sequence centred on each frame, never crossing its run;
-    runs shorter than L repeat their edge frames."""
-    windows = []
-    for i, (start, end) in enumerate(bounds):
-        window = centred_sequence(i, length, int(start), int(end))
-        if window is None:
-            window = np.clip(np.arange(i - length // 2, i - length // 2 + length), start, end - 1)
-        windows.append(window)
-    return np.array(windows, dtype=np.int64).reshape(len(bounds), length)
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
 def sequences(tokens: np.ndarray, windows: np.ndarray, rows, device=None) -> torch.Tensor:
+    """(B, L, ...) float32 tensor of the frames of windows[rows], read from `tokens` (array or FrameArray)."""
     return torch.from_numpy(np.asarray(tokens[windows[rows]], dtype=np.float32)).to(device)
 
 
 @torch.no_grad()
 def frame_features(model: SequenceModel, tokens: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Every frame's features (`SequenceModel.frames`) computed once, so sequences that share frames
-    do not recompute them: the cached tokens themselves with a frozen backbone and a token head."""
+    do not recompute them: the cached tokens themselves with a frozen backbone and a token head.
+    Read `batch_size` frames at a time; kept in memory up to `seqvpr.data.DESCRIPTOR_BUDGET` bytes,
+    beyond in a temporary file (`seqvpr.data.collect`)."""
     if model.tail is None and not model.pooled:
         return tokens
     model.eval()
     device = _device(model)
-    out = [model.frames(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device)).cpu().numpy()
-           for i in range(0, len(tokens), batch_size)]
-    if not out:
-        return tokens
-    return np.concatenate(out) if model.pooled else np.concatenate(out).astype(np.float16)
+    out = collect(model.frames(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device))
+                  .cpu().numpy().astype(np.float32 if model.pooled else np.float16)
+                  for i in range(0, len(tokens), batch_size))
+    return tokens if out is None else out
 
 
 @torch.no_grad()
 def describe(model: SequenceModel, tokens: np.ndarray, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Sequence descriptors of every frame's window."""
+    """Sequence descriptors (N, dim) float32 of every frame's window, `batch_size` sequences at a
+    time, in memory or beyond `seqvpr.data.DESCRIPTOR_BUDGET` bytes in a temporary file (a FrameArray)."""
     model.eval()
     used = np.unique(windows)  # only the frames these windows read go through the trainable blocks
-    frames, windows, device = frame_features(model, tokens[used]), np.searchsorted(used, windows), _device(model)
-    out = [model.head(sequences(frames, windows, slice(i, i + batch_size), device)).cpu().numpy()
-           for i in range(0, len(windows), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+    frames, windows, device = frame_features(model, take_rows(tokens, used)), np.searchsorted(used, windows), _device(model)
+    out = collect(model.head(sequences(frames, windows, slice(i, i + batch_size), device)).cpu().numpy()
+                  for i in range(0, len(windows), batch_size))
+    return np.zeros((0, 1), np.float32) if out is None else out
 
 
 def evaluate_recall(model, data: SplitData, length: int, ks=(1, 5, 10, 20)) -> dict[int, float]:
@@ -240,11 +232,13 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     layers = [m for m in model.head.modules() if isinstance(m, NetVLAD) and m.dim == data.db_tokens.shape[-1]]
     if not layers or model.pooled:
         return 0
-    frames = np.concatenate([data.db_tokens, data.q_tokens])
-    picked = np.sort(rng.choice(len(frames), min(len(frames), KMEANS_DESCRIPTORS // KMEANS_PER_IMAGE), replace=False))
-    tokens = frame_features(model, frames[picked]).astype(np.float32)
+    total = len(data.db_tokens) + len(data.q_tokens)
+    picked = np.sort(rng.choice(total, min(total, KMEANS_DESCRIPTORS // KMEANS_PER_IMAGE), replace=False))
+    tokens = frame_features(model, join_rows(data.db_tokens, data.q_tokens, picked))
     per_frame = min(KMEANS_PER_IMAGE, tokens.shape[1])
-    descriptors = np.concatenate([t[rng.choice(len(t), per_frame, replace=False)] for t in tokens])
+    descriptors = np.concatenate([t[rng.choice(len(t), per_frame, replace=False)]
+                                  for start in range(0, len(tokens), 16)  # 16 frames' float32 tokens at a time
+                                  for t in np.asarray(tokens[start:start + 16], dtype=np.float32)])
     for layer in layers:
         layer.init_from_descriptors(descriptors, seed=seed)
     return len(layers)
@@ -297,13 +291,13 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
             order = order[: cfg.queries_per_epoch]
         # the reference's per-epoch feature cache: every database sequence, and this epoch's queries
         db_desc = describe(model, train_data.db_tokens, db_windows)
-        q_desc = dict(zip(order.tolist(), describe(model, train_data.q_tokens, q_windows[order])))
+        q_desc, q_row = describe(model, train_data.q_tokens, q_windows[order]), {qi: k for k, qi in enumerate(order.tolist())}
         epoch_losses, used, skipped = [], 0, 0
         model.train()
         for start in range(0, len(order), cfg.batch_size):
             tuples = []
             for qi in order[start: start + cfg.batch_size]:
-                mined = mine_tuple(q_desc[qi], db_desc, train_data.nontrivial_positives[qi], train_data.negatives[qi],
+                mined = mine_tuple(q_desc[q_row[qi]], db_desc, train_data.nontrivial_positives[qi], train_data.negatives[qi],
                                    neg_cache[qi], cfg.negatives, cfg.negative_sample, cfg.margin, rng)
                 if mined is None or (cfg.loss == "quadruplet" and len(mined[1]) < 2):
                     skipped += 1
@@ -365,18 +359,13 @@ def load_checkpoint(path, start: bool = False):
     return model.eval(), meta
 
 
-def load_split_data(shard_dir, negatives_file) -> SplitData:
-    """A split's arrays from its WebDataset shards and the split's cached negative candidates."""
-    from seqvpr.shards import read_split_shards
-
-    rows, tokens = read_split_shards(shard_dir)
-    roles = np.array([r["role"] for r in rows])
-    db, q = np.flatnonzero(roles == "db"), np.flatnonzero(roles == "query")
-    bounds = np.array([[r["seq_start"], r["seq_end"]] for r in rows], dtype=np.int64).reshape(-1, 2)
+def load_split_data(shard_dir) -> SplitData:
+    """A split from its shard folder (`seqvpr.data.ShardFolder`): bounds, positives and the negative
+    candidates in memory, token maps read from the shards when indexed (memory does not grow with
+    the split)."""
+    folder = ShardFolder(shard_dir)
     return SplitData(
-        db_tokens=tokens[db], q_tokens=tokens[q], db_bounds=bounds[db], q_bounds=bounds[q],
-        positives=[np.asarray(rows[i]["positives"], dtype=np.int64) for i in q],
-        nontrivial_positives=[np.asarray(rows[i]["nontrivial_positives"], dtype=np.int64) for i in q],
-        negatives=np.load(negatives_file),
-        frame_ids=[rows[i]["frame_id"] for i in np.concatenate([db, q])],
+        db_tokens=folder.tokens("db"), q_tokens=folder.tokens("query"), db_bounds=folder.bounds["db"],
+        q_bounds=folder.bounds["query"], positives=folder.positives, nontrivial_positives=folder.nontrivial_positives,
+        negatives=folder.negatives, frame_ids=folder.frame_ids["db"] + folder.frame_ids["query"],
     )

@@ -17,7 +17,7 @@ from schemas.split_table import SPLITS
 from seqvpr.datasets.frames import save_frame
 from seqvpr.errors import DataError
 from seqvpr.models.backbones import build_backbone
-from seqvpr.shards import Sample, write_split_shards
+from seqvpr.shards import Sample, encoder_record, write_split_shards
 from seqvpr.splits import role_rows
 from test_exports import MEAN, STD, materialise, oxford_bench, robotcar_like
 
@@ -45,7 +45,8 @@ def home(tmp_path):
         rows = [r for role in ("db", "query") for r in role_rows(table, split, role).to_dict("records")]
         samples = [Sample(key=r["frame_id"], tokens=rng.normal(size=(2, 384)).astype(np.float16), descriptor=np.zeros(4, np.float32),
                           row={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}) for r in rows]
-        write_split_shards(layout.shards(BENCHMARK, split), BENCHMARK, split, samples)
+        write_split_shards(layout.shards(BENCHMARK, split), BENCHMARK, split, samples,
+                           provenance={"encoder": encoder_record("random-init-0", 8, None)})
     return home
 
 
