@@ -68,7 +68,12 @@ def test_nuscenes_trainval_version_loads_in_the_devkit(tmp_path):
     assert len(nusc.scene) == 3 and len(nusc.sample) == 9
 
 
-def test_bench_scale_runs_every_stage_at_a_tiny_size(tmp_path, capsys):
+def test_bench_scale_runs_every_stage_at_a_tiny_size(tmp_path, capsys, monkeypatch):
+    from seqvpr.embed import embed
+
+    # in-process stages set embed.IMAGE_SIZE to the benchmark's frame size (each real stage is its
+    # own process); monkeypatch restores it so later tests see 384 px again
+    monkeypatch.setattr(embed, "IMAGE_SIZE", embed.IMAGE_SIZE)
     bench = _bench()
     results = bench.main(["--work", str(tmp_path), "--fractions", "0.002", "--datasets", "robotcar", "--pixels", "32x24",
                           "--in-process", "--model", "seqnet"])
