@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field
 from pipelines.partitions import PARTITIONS
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome, expand_folder, name_in
-from seqvpr.datasets.robotcar import CAMERA_MODELS, MAX_INS_GAP_S
+from seqvpr.datasets.catalog import CAMERA_MODELS, MAX_INS_GAP_S
 from seqvpr.datasets.frames import merge_tables, write_table
 from seqvpr.layout import DATASETS
 

@@ -120,7 +120,7 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     published, model_kwargs = published or {}, model_kwargs or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
     candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
-                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta["model_kwargs"])
+                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta.get("model_kwargs"))
                   for model, meta in trained.values()]
     seq_len = TrainConfig.seq_len
     for name in names:

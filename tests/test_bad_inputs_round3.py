@@ -183,7 +183,7 @@ def test_settings_are_checked_on_the_config_classes(tmp_path):
         (SourceConfig, {"source": "local", "path": str(archive)},
          f"path {archive} is a file; point path at the folder holding it (its archives are extracted from there)"),
         (SourceConfig, {"source": "local"}, "source local needs path"),
-        (TrainingConfig, {"model": "seqnett"}, "unknown model 'seqnett' (did you mean 'seqnet'?)"),
+        (EvaluationConfig, {"models": ["seqnett"]}, "unknown model 'seqnett' (did you mean 'seqnet'?)"),
         (EvaluationConfig, {"lengths": [0]}, "Input should be greater than or equal to 1"),
         (FrameEncoder, {"freeze_te": 8}, "freeze_te must be below num_layers (8)"),
         (FrameEncoder, {"device": "gpu"}, "unknown device 'gpu' (did you mean 'cpu'?)"),
@@ -417,8 +417,8 @@ def test_n59_a_home_that_is_a_file_is_named_without_a_traceback(tmp_path):
     home.write_text("x")
     done = subprocess.run([sys.executable, "-m", "seqvpr.cli", "run", "--home", str(home), "--select", "nordland_raw"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "DAGSTER_HOME": str(tmp_path / "dh")})
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"error: {home}/") and "Not a directory" in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # a settings error: exit 2
+    assert f"--home: {home} is a file, not a folder" in done.stderr
     assert home.read_text() == "x"
 
 

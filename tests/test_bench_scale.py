@@ -31,7 +31,7 @@ def test_nordland_whole_line_frames_filter_through_the_clean_list(tmp_path):
     files = sorted(p.name for p in (tmp_path / "raw" / "winter").iterdir())
     assert files == [f"images-{n:05d}.png" for n in range(260)] and summary["frames_per_season"] == 260
     clean = set(CLEAN_NAMES.read_text().split())  # seqNet's list, read here without the loader
-    rows, skipped = nordland_loader.season_rows(tmp_path / "raw", "winter", tmp_path / "frames", tmp_path)
+    rows, skipped, _notes = nordland_loader.season_rows(tmp_path / "raw", "winter", tmp_path / "frames", tmp_path)
     assert len(rows) == len(clean & set(files)) and skipped["not_in_clean_list"] == 260 - len(rows)
     assert 0 < len(rows) < 260  # the clean list starts at frame 202
 

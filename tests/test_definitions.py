@@ -40,5 +40,5 @@ def test_every_asset_declares_a_code_version_and_runs_its_checks_in_its_step():
         assert len(assets_def.code_versions_by_key[key] or "") == 16, key
         assert all(spec.blocking for spec in assets_def.check_specs), key
     shards = defs.get_assets_def(AssetKey("oxford_hard_shards"))
-    assert {s.name for s in shards.check_specs} == {"one_sample_per_frame", "manifest_hashes_match"}
+    assert {s.name for s in shards.check_specs} == {"one_sample_per_frame", "manifest_hashes_match", "manifest_matches_settings"}
     assert not list(defs.asset_checks or []), "a check outside its asset's step is a step and a process of its own"

@@ -64,7 +64,7 @@ def test_failure_line_names_the_file_and_the_problem(home, tmp_path):
         run(str(home), 1, config, selection=["robotcar_raw"])
     first_line = str(err.value).splitlines()[0]
     assert first_line == (f"robotcar_raw failed: DataError: {empty}: neither a robotcar folder layout "
-                          "nor a folder of robotcar archives"), first_line
+                          "nor a folder of robotcar archives; it is empty"), first_line
     assert "DagsterExecutionStepExecutionError" not in str(err.value)
     log = Path(str(err.value).rsplit("(full log: ", 1)[1].rstrip(")"))
     assert log.parent == home / "logs" and "DagsterExecutionStepExecutionError" in log.read_text()
@@ -180,7 +180,10 @@ def test_a_resource_setting_reaches_only_the_assets_that_use_it():
     assert {n for n in before if before[n] != published[n]} == {n for n in before if n.endswith(("_frame_descriptors", "_checkpoint", "_results"))}
     encoder = digests({"resources": {"encoder": {"config": {"num_layers": 2}}}})
     changed = {n for n in before if before[n] != encoder[n]}
-    assert {"nordland_embeddings", "nordland_shards", "nordland_seqnet_export"} <= changed
+    assert {"nordland_embeddings", "nordland_shards"} <= changed
+    # the seqNet export reads the encoder identity from the shards' manifest, not from the resource:
+    # it follows an encoder change through the shards' data version
+    assert "nordland_seqnet_export" not in changed
     assert not changed & {"nordland_raw", "nordland_frames", "nordland_split", "nordland_struct_files"}
     assert digests({"ops": {"nordland_split": {"config": {"frame_separation": 1}}}}) == before, "the default, spelt out"
     assert digests({}) != {n: expected_settings(defs, defs.get_assets_def(k), {}, "/other")

@@ -16,3 +16,10 @@ NORDLAND_SEASONS = ("spring", "summer", "fall", "winter")
 
 # nuScenes conditions (seqvpr.datasets.nuscenes: "night" when the scene description mentions night).
 NUSCENES_CONDITIONS = ("day", "night")
+
+# RobotCar stereo camera -> its camera model in the SDK's models/ folder (robotcar-dataset-sdk
+# python/camera_model.py names models by sensor: stereo_wide_left, stereo_narrow_left, ...).
+CAMERA_MODELS = {"left": "stereo_wide_left", "centre": "stereo_narrow_left", "right": "stereo_wide_right"}
+
+# Longest INS gap (s) a RobotCar frame may be interpolated across; seqvpr/datasets/robotcar.py says why.
+MAX_INS_GAP_S = 1.0

@@ -44,16 +44,14 @@ import pandas as pd
 import utm
 
 from seqvpr.camera_model import load_camera_model
-from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import NormaliseResult, frame_table, read_image, resize_for_model, save_frame
+from seqvpr.datasets.catalog import CAMERA_MODELS, MAX_INS_GAP_S, ROBOTCAR_TRAVERSALS
 from seqvpr.errors import DataError
 
-CAMERA_MODELS = {"left": "stereo_wide_left", "centre": "stereo_narrow_left", "right": "stereo_wide_right"}
 SDK_URL = "https://github.com/ori-mrg/robotcar-dataset-sdk"
 INS_REQUIRED = ("timestamp", "northing", "easting", "utm_zone", "yaw")
 # NovAtel SPAN INSPVA inertial solution statuses that carry a position (the others are start-up states).
 INS_SOLUTIONS = ("INS_SOLUTION_GOOD", "INS_SOLUTION_FREE", "INS_HIGH_VARIANCE", "INS_ALIGNMENT_COMPLETE")
-MAX_INS_GAP_S = 1.0
 FRAME_NAME = re.compile(r"^(\d+)\.png$")
 
 
