@@ -163,3 +163,53 @@ def test_runner_runs_are_recorded_under_named_jobs_and_can_be_re_executed(home):
         assert result.success
         (event,) = result.get_asset_materialization_events()
         assert event.asset_key == AssetKey("nordland_frames") and event.partition == parent.tags["dagster/partition"]
+
+
+RUNS_QUERY = """
+query { runsOrError { ... on Runs { results { runId jobName status assetSelection { path } } } } }
+"""
+RUN_QUERY = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { runId jobName status parentRunId assetSelection { path } } } }
+"""
+REEXECUTE = """
+mutation($reexecutionParams: ReexecutionParams) {
+  launchPipelineReexecution(reexecutionParams: $reexecutionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId jobName } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_a_runner_run_is_re_executed_through_the_uis_graphql_api(home):
+    """As the UI does it: the workspace of workspace.yaml (its code server a subprocess, as under
+    `dagster dev`) and Dagster's GraphQL schema. The runner's runs are listed under the named jobs;
+    "Re-execute all" on the run that built the struct files launches a run of the same job (through
+    the home's run coordinator and launcher) that writes the deleted struct file again."""
+    import time
+    from pathlib import Path
+
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    workspace = str(Path(__file__).resolve().parents[1] / "workspace.yaml")
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    struct_file = next(Layout.from_home(home).struct_files("nordland").glob("*.db"))
+    with DagsterInstance.get() as instance, define_out_of_process_context(workspace, None, instance) as context:
+        runs = execute_dagster_graphql(context, RUNS_QUERY).data["runsOrError"]["results"]
+        assert runs and {r["jobName"] for r in runs} <= jobs, {r["jobName"] for r in runs}
+        (parent, *_) = [r for r in runs if r["jobName"] == "prepare_job" and r["status"] == "SUCCESS"
+                        and r["assetSelection"] == [{"path": ["nordland_struct_files"]}]]
+        struct_file.unlink()
+        launched = execute_dagster_graphql(context, REEXECUTE, {"reexecutionParams": {
+            "parentRunId": parent["runId"], "strategy": "ALL_STEPS"}}).data["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + 120
+        while (child := execute_dagster_graphql(context, RUN_QUERY, {"runId": run_id}).data["runOrError"])[
+                "status"] not in ("SUCCESS", "FAILURE", "CANCELED"):
+            assert time.monotonic() < deadline, child
+            time.sleep(0.5)
+    assert child == {"runId": run_id, "jobName": "prepare_job", "status": "SUCCESS", "parentRunId": parent["runId"],
+                     "assetSelection": [{"path": ["nordland_struct_files"]}]}
+    assert struct_file.is_file()
