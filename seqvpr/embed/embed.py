@@ -15,11 +15,14 @@ of each chunk. A chunk's frames are the next `CHUNK_FRAMES` of the run's new fra
 order and its name is the hash of their digests, so a run resumed after a kill writes the same
 chunks as an uninterrupted one.
 
-Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; frames are read and
-decoded in DataLoader worker processes into pinned memory; the uint8 batch is copied to the device
-on an upload stream, normalised, embedded (bf16 autocast on CUDA by default) and pooled there; tokens
-and descriptors come back in their stored dtypes, one copy each per batch on a download stream,
-while the next batch runs; a writer thread appends them to the chunk file.
+Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; DataLoader worker
+processes read and decode each batch's frames straight into a ring of batch slots in shared memory
+(pinned on CUDA) and send back only the batch number, so the main process neither unpickles nor
+copies frames; a slot is copied to the device in one upload on an upload stream, normalised,
+embedded (bf16 autocast on CUDA by default) and pooled there; tokens and descriptors come back in
+their stored dtypes, one copy each per batch on a download stream, while the next batch runs; a
+writer thread appends each batch's tokens to the chunk file in one write. EmbedStats.timings says
+where the time went (TIMINGS).
 """
 import hashlib
 import os
@@ -27,7 +30,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -210,6 +213,7 @@ class _ChunkWriter(threading.Thread):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.written = 0  # frames in renamed chunks
+        self.busy = 0.0  # seconds spent writing and fsyncing (not waiting for batches)
         self.start()
 
     def put(self, tokens: np.ndarray, descriptors: np.ndarray) -> None:
@@ -237,15 +241,19 @@ class _ChunkWriter(threading.Thread):
             raise self.error
 
     def _next(self):
+        self.busy += time.perf_counter() - self._since
         item = self.queue.get()
+        self._since = time.perf_counter()
         if item is self._STOP:
             raise InterruptedError("embedding run stopped")
         return item
 
     def run(self) -> None:
+        self._since = time.perf_counter()
         try:
             for digests in self.plan:
                 self._write_chunk(digests)
+            self.busy += time.perf_counter() - self._since
         except BaseException as error:  # noqa: BLE001 - handed to the main thread
             self.error = error
             while True:  # unblock a producer waiting on a full queue
@@ -347,33 +355,43 @@ def read_frame(path: Path) -> np.ndarray:
     return load_frame(path)
 
 
-class _FrameFiles(torch.utils.data.Dataset):
-    """Frame i -> (uint8 tensor (384, 384, 3), None) or (None, (path, problem)) for a bad file, so
-    the main process raises the DataError (exceptions lose their type across worker processes)."""
+class _FrameBatches(torch.utils.data.Dataset):
+    """Batch k -> its frames read and decoded straight into slot k % len(slots) of `slots`, a
+    (slots, B, 384, 384, 3) uint8 tensor in shared memory (pinned on CUDA) that the main process
+    uploads from: what crosses the process boundary is (k, None), or (k, (path, problem)) for a bad
+    file so the main process raises the DataError (exceptions lose their type across processes).
+    No per-frame pickling, no fresh shared-memory segment per batch, no pinning copy."""
 
-    def __init__(self, paths: Sequence[Path]):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[Path], batches: list[list[int]], slots: torch.Tensor):
+        self.paths, self.batches, self.slots = list(paths), batches, slots
         self.client = os.getpid()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.batches)
 
-    def __getitem__(self, i: int):
-        try:
-            frame = read_frame(self.paths[i])
-        except DataError as error:
-            return None, (error.path, error.problem)
-        if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
-            return None, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
-                                              f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
-        return torch.from_numpy(np.ascontiguousarray(frame)), None
+    def __getitem__(self, k: int):
+        slot = self.slots[k % len(self.slots)].numpy()
+        for j, i in enumerate(self.batches[k]):
+            try:
+                frame = read_frame(self.paths[i])
+            except DataError as error:
+                return k, (error.path, error.problem)
+            if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
+                return k, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
+                                               f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
+            slot[j] = frame
+        return k, None
 
 
-def _collate(items):
-    errors = [error for _, error in items if error is not None]
-    if errors:
-        return None, errors
-    return torch.stack([frame for frame, _ in items]), []
+def _as_is(item):
+    return item
+
+
+def _shared_slots(count: int, batch_size: int) -> torch.Tensor:
+    """(count, batch_size, 384, 384, 3) uint8 in shared memory, allocated there (no copy)."""
+    shape = (count, batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def _worker_init(_):
@@ -427,6 +445,7 @@ class EmbedStats:
     seconds: float
     chunks: int = 0
     workers: int = 0
+    timings: dict = field(default_factory=dict)  # seconds, keys TIMINGS
 
     @property
     def frames_per_second(self) -> float:
@@ -434,6 +453,13 @@ class EmbedStats:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Where embed_files' wall time goes (seconds): hash (hashing, cache index, plan), start (loader and
+# workers until the first batch), then per batch in the main thread: wait_batch (for the workers),
+# launch (upload and enqueue the model; the model itself on a CPU), wait_device (for the tokens to
+# come back), wait_writer (the writer's queue full); finish (last download and chunk); besides:
+# writer_busy (the writer thread writing and fsyncing), main_thread_cpu (the main thread's CPU time).
+TIMINGS = ("hash", "start", "wait_batch", "launch", "wait_device", "wait_writer", "finish", "writer_busy",
+           "main_thread_cpu")
 
 
 class FrameEmbedder:
@@ -532,33 +558,68 @@ class FrameEmbedder:
         # batches never straddle a chunk: a resumed run embeds exactly the batches of a clean one
         batches = [list(range(c + b, min(c + b + batch_size, c + len(chunk))))
                    for c, chunk in zip(range(0, len(todo), chunk_frames), plan) for b in range(0, len(chunk), batch_size)]
+        timings = dict.fromkeys(TIMINGS, 0.0)
+        timings["hash"] = time.perf_counter() - start
+        main_cpu = time.thread_time()
         if todo:
-            self._run(todo, plan, batches, chunk_folder(cache_dir), workers, progress)
+            self._run(todo, plan, batches, chunk_folder(cache_dir), workers, progress, timings)
+        timings["main_thread_cpu"] = time.thread_time() - main_cpu
         stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo),
-                           seconds=time.perf_counter() - start, chunks=len(plan), workers=workers)
+                           seconds=time.perf_counter() - start, chunks=len(plan), workers=workers, timings=timings)
         return digests, stats
 
-    def _run(self, todo, plan, batches, folder: Path, workers: int, progress) -> None:
+    def _run(self, todo, plan, batches, folder: Path, workers: int, progress, timings: dict) -> None:
+        prefetch = 2 if workers else None
+        # a slot is rewritten only after its batch's upload is done: workers fill at most
+        # prefetch x workers batches ahead of the one in hand, and the one before it may be uploading
+        slots = _shared_slots((prefetch or 0) * workers + 2, max(map(len, batches)))
+        pinned = self.device.type == "cuda"
+        if pinned:
+            from torch.cuda._pin_memory_utils import pin_memory, unpin_memory
+
+            pin_memory(slots.data_ptr(), slots.numel())
         loader = torch.utils.data.DataLoader(
-            _FrameFiles([p for _, p in todo]), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=2 if workers else None, multiprocessing_context=_worker_context() if workers else None)
+            _FrameBatches([p for _, p in todo], batches, slots), batch_size=None, num_workers=workers,
+            collate_fn=_as_is, worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch,
+            multiprocessing_context=_worker_context() if workers else None)
         writer = _ChunkWriter(folder, plan)
-        done, pending = 0, None
+        done, pending, clock = 0, None, time.perf_counter
         try:
-            for frames, errors in loader:
-                if errors:
-                    raise DataError(*errors[0])
-                launched = self._launch(frames)
+            batches_in = iter(loader)
+            t = clock()
+            for k, error in batches_in:
+                timings["wait_batch" if k else "start"] += clock() - t
+                if error:
+                    raise DataError(*error)
+                n = len(batches[k])
+                t = clock()
+                launched = self._launch(slots[k % len(slots)][:n])
+                timings["launch"] += clock() - t
                 if pending is not None:
-                    writer.put(*self._collect(pending))
+                    self._hand_over(pending, writer, timings)
                 pending = launched
-                done += len(frames)
+                done += n
                 if progress:
                     progress(done, len(todo))
+                t = clock()
+            t = clock()
             if pending is not None:
-                writer.put(*self._collect(pending))
+                self._hand_over(pending, writer, timings)
             writer.finish()
+            timings["finish"] += clock() - t
         except BaseException:
             writer.abort()
             raise
+        finally:
+            timings["writer_busy"] += writer.busy
+            if pinned:
+                torch.cuda.synchronize(self.device)
+                unpin_memory(slots.data_ptr())
+
+    def _hand_over(self, launched, writer: "_ChunkWriter", timings: dict) -> None:
+        t = time.perf_counter()
+        tokens, descriptors = self._collect(launched)
+        t1 = time.perf_counter()
+        writer.put(tokens, descriptors)
+        timings["wait_device"] += t1 - t
+        timings["wait_writer"] += time.perf_counter() - t1
