@@ -21,7 +21,8 @@ processes read and decode each batch's frames straight into a ring of batch slot
 copies frames; a slot is copied to the device in one upload on an upload stream, normalised,
 embedded (bf16 autocast on CUDA by default) and pooled there; tokens and descriptors come back in
 their stored dtypes, one copy each per batch on a download stream, while the next batch runs; a
-writer thread appends each batch's tokens to the chunk file in one write. EmbedStats.timings says
+writer thread (two, taking chunks in turn, so one fsyncs while the other writes) appends each batch's
+tokens to the chunk file in one write. EmbedStats.timings says
 where the time went (TIMINGS).
 """
 import hashlib
@@ -48,6 +49,7 @@ from seqvpr.hashing import file_sha256
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 CHUNK_FRAMES = 256  # 113 MB of float16 tokens: one fsync per 256 frames
 CHUNK_SUFFIX = ".chunk"
+WRITERS = 2  # writer threads, taking chunks in turn
 DIGEST_DTYPE = np.dtype("S64")
 TOKEN_DTYPE = np.dtype("<f2")
 DESCRIPTOR_DTYPE = np.dtype("<f4")
@@ -212,7 +214,6 @@ class _ChunkWriter(threading.Thread):
         self.folder, self.plan = folder, plan
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.written = 0  # frames in renamed chunks
         self.busy = 0.0  # seconds spent writing and fsyncing (not waiting for batches)
         self.start()
 
@@ -263,23 +264,24 @@ class _ChunkWriter(threading.Thread):
                     break
 
     def _write_chunk(self, digests: list[str]) -> None:
-        n = len(digests)
+        n, batch = len(digests), self._next()  # the chunk's file appears with its first batch
         with atomic_path(self.folder / _chunk_name(digests)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
+            header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
+                      "shape": (n, *batch[0].shape[1:])}
+            np.lib.format.write_array_header_1_0(fh, header)
             rows, descriptors = 0, []
-            while rows < n:
-                tokens, desc = self._next()
-                if rows == 0:
-                    header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
-                              "shape": (n, *tokens.shape[1:])}
-                    np.lib.format.write_array_header_1_0(fh, header)
+            while True:
+                tokens, desc = batch
                 fh.write(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
                 descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
                 rows += len(tokens)
+                if rows >= n:
+                    break
+                batch = self._next()
             if rows != n:
                 raise RuntimeError(f"chunk of {n} frames got {rows} rows")
             np.save(fh, np.concatenate(descriptors), allow_pickle=False)
-        self.written += n
 
 
 # ---------------------------------------------------------------- models and batches
@@ -457,7 +459,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # workers until the first batch), then per batch in the main thread: wait_batch (for the workers),
 # launch (upload and enqueue the model; the model itself on a CPU), wait_device (for the tokens to
 # come back), wait_writer (the writer's queue full); finish (last download and chunk); besides:
-# writer_busy (the writer thread writing and fsyncing), main_thread_cpu (the main thread's CPU time).
+# writer_busy (the writer threads' seconds writing and fsyncing, summed over WRITERS), main_thread_cpu
+# (the main thread's CPU time).
 TIMINGS = ("hash", "start", "wait_batch", "launch", "wait_device", "wait_writer", "finish", "writer_busy",
            "main_thread_cpu")
 
@@ -556,19 +559,22 @@ class FrameEmbedder:
         workers = default_workers(len(todo)) if workers is None else workers
         plan = [[d for d, _ in todo[i:i + chunk_frames]] for i in range(0, len(todo), chunk_frames)]
         # batches never straddle a chunk: a resumed run embeds exactly the batches of a clean one
-        batches = [list(range(c + b, min(c + b + batch_size, c + len(chunk))))
-                   for c, chunk in zip(range(0, len(todo), chunk_frames), plan) for b in range(0, len(chunk), batch_size)]
+        batches, chunk_of = [], []
+        for c, (first, chunk) in enumerate(zip(range(0, len(todo), chunk_frames), plan)):
+            for b in range(0, len(chunk), batch_size):
+                batches.append(list(range(first + b, first + min(b + batch_size, len(chunk)))))
+                chunk_of.append(c)
         timings = dict.fromkeys(TIMINGS, 0.0)
         timings["hash"] = time.perf_counter() - start
         main_cpu = time.thread_time()
         if todo:
-            self._run(todo, plan, batches, chunk_folder(cache_dir), workers, progress, timings)
+            self._run(todo, plan, batches, chunk_of, chunk_folder(cache_dir), workers, progress, timings)
         timings["main_thread_cpu"] = time.thread_time() - main_cpu
         stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo),
                            seconds=time.perf_counter() - start, chunks=len(plan), workers=workers, timings=timings)
         return digests, stats
 
-    def _run(self, todo, plan, batches, folder: Path, workers: int, progress, timings: dict) -> None:
+    def _run(self, todo, plan, batches, chunk_of, folder: Path, workers: int, progress, timings: dict) -> None:
         prefetch = 2 if workers else None
         # a slot is rewritten only after its batch's upload is done: workers fill at most
         # prefetch x workers batches ahead of the one in hand, and the one before it may be uploading
@@ -582,7 +588,8 @@ class FrameEmbedder:
             _FrameBatches([p for _, p in todo], batches, slots), batch_size=None, num_workers=workers,
             collate_fn=_as_is, worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch,
             multiprocessing_context=_worker_context() if workers else None)
-        writer = _ChunkWriter(folder, plan)
+        # chunk c goes to writer c % WRITERS: one writes (and fsyncs) a chunk while the next fills
+        writers = [_ChunkWriter(folder, plan[i::WRITERS]) for i in range(WRITERS)]
         done, pending, clock = 0, None, time.perf_counter
         try:
             batches_in = iter(loader)
@@ -593,10 +600,10 @@ class FrameEmbedder:
                     raise DataError(*error)
                 n = len(batches[k])
                 t = clock()
-                launched = self._launch(slots[k % len(slots)][:n])
+                launched = self._launch(slots[k % len(slots)][:n]), writers[chunk_of[k] % WRITERS]
                 timings["launch"] += clock() - t
                 if pending is not None:
-                    self._hand_over(pending, writer, timings)
+                    self._hand_over(*pending, timings)
                 pending = launched
                 done += n
                 if progress:
@@ -604,19 +611,21 @@ class FrameEmbedder:
                 t = clock()
             t = clock()
             if pending is not None:
-                self._hand_over(pending, writer, timings)
-            writer.finish()
+                self._hand_over(*pending, timings)
+            for writer in writers:
+                writer.finish()
             timings["finish"] += clock() - t
         except BaseException:
-            writer.abort()
+            for writer in writers:
+                writer.abort()
             raise
         finally:
-            timings["writer_busy"] += writer.busy
+            timings["writer_busy"] += sum(writer.busy for writer in writers)
             if pinned:
                 torch.cuda.synchronize(self.device)
                 unpin_memory(slots.data_ptr())
 
-    def _hand_over(self, launched, writer: "_ChunkWriter", timings: dict) -> None:
+    def _hand_over(self, launched, writer: _ChunkWriter, timings: dict) -> None:
         t = time.perf_counter()
         tokens, descriptors = self._collect(launched)
         t1 = time.perf_counter()
