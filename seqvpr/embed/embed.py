@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.cuda._pin_memory_utils import pin_memory, unpin_memory
 
 from seqvpr.atomic import atomic_path
 from seqvpr.datasets.frames import load_frame
@@ -488,6 +489,7 @@ class FrameEmbedder:
         # one stream each way, so batch i+1's upload and batch i's download both overlap compute
         self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)) if self.device.type == "cuda" else None
         self._cpu_input: torch.Tensor | None = None
+        self._slots: torch.Tensor | None = None
 
     @torch.inference_mode()
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -578,12 +580,7 @@ class FrameEmbedder:
         prefetch = 2 if workers else None
         # a slot is rewritten only after its batch's upload is done: workers fill at most
         # prefetch x workers batches ahead of the one in hand, and the one before it may be uploading
-        slots = _shared_slots((prefetch or 0) * workers + 2, max(map(len, batches)))
-        pinned = self.device.type == "cuda"
-        if pinned:
-            from torch.cuda._pin_memory_utils import pin_memory, unpin_memory
-
-            pin_memory(slots.data_ptr(), slots.numel())
+        slots = self._batch_slots((prefetch or 0) * workers + 2, max(map(len, batches)))
         loader = torch.utils.data.DataLoader(
             _FrameBatches([p for _, p in todo], batches, slots), batch_size=None, num_workers=workers,
             collate_fn=_as_is, worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch,
@@ -621,9 +618,20 @@ class FrameEmbedder:
             raise
         finally:
             timings["writer_busy"] += sum(writer.busy for writer in writers)
-            if pinned:
-                torch.cuda.synchronize(self.device)
+            if self._streams is not None:
+                torch.cuda.synchronize(self.device)  # no upload still reads a slot
+
+    def _batch_slots(self, count: int, batch_size: int) -> torch.Tensor:
+        """At least `count` shared batch slots of `batch_size` frames, kept from call to call (pinning
+        hundreds of MB costs a noticeable part of a second); pinned on CUDA."""
+        slots = self._slots
+        if slots is None or len(slots) < count or slots.shape[1] < batch_size:
+            if slots is not None and self._streams is not None:
                 unpin_memory(slots.data_ptr())
+            slots = self._slots = _shared_slots(count, batch_size)
+            if self._streams is not None:
+                pin_memory(slots.data_ptr(), slots.numel())
+        return slots
 
     def _hand_over(self, launched, writer: _ChunkWriter, timings: dict) -> None:
         t = time.perf_counter()
