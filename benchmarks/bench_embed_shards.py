@@ -164,7 +164,8 @@ def bench_null(args, tmp: Path) -> None:
     embedder = FrameEmbedder(device=args.device, null_model=True)
     for fmt in args.formats:
         paths = synthetic_frames(tmp / f"frames-{fmt}", args.frames, fmt, args.processes)
-        embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=1)
+        # warm-up with the most workers: the batch slots it allocates (and pins on CUDA) serve every count
+        embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=max(args.workers))
         for workers in args.workers:
             for cache_root in args.cache_roots:
                 cache = _fresh(Path(cache_root) / "bench-cache")

@@ -30,6 +30,8 @@ import os
 import queue
 import threading
 import time
+import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.cuda._pin_memory_utils import pin_memory, unpin_memory
 
 from seqvpr.atomic import atomic_path
 from seqvpr.datasets.frames import load_frame
@@ -490,6 +491,7 @@ class FrameEmbedder:
         self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)) if self.device.type == "cuda" else None
         self._cpu_input: torch.Tensor | None = None
         self._slots: torch.Tensor | None = None
+        self._unpin_slots: Callable[[], object] = lambda: None
 
     @torch.inference_mode()
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -626,11 +628,16 @@ class FrameEmbedder:
         hundreds of MB costs a noticeable part of a second); pinned on CUDA."""
         slots = self._slots
         if slots is None or len(slots) < count or slots.shape[1] < batch_size:
-            if slots is not None and self._streams is not None:
-                unpin_memory(slots.data_ptr())
+            self._unpin_slots()
             slots = self._slots = _shared_slots(count, batch_size)
             if self._streams is not None:
-                pin_memory(slots.data_ptr(), slots.numel())
+                try:  # 1: cudaHostRegisterPortable; unregistered before the memory goes (with the embedder)
+                    torch.cuda.check_error(torch.cuda.cudart().cudaHostRegister(slots.data_ptr(), slots.numel(), 1))
+                    self._unpin_slots = weakref.finalize(self, torch.cuda.cudart().cudaHostUnregister, slots.data_ptr())
+                    self._unpin_slots.atexit = False  # the process's end frees it anyway
+                except (RuntimeError, AttributeError) as error:
+                    warnings.warn(f"pinning {slots.numel() >> 20} MB of batch slots failed ({error}): "
+                                  "uploads go through a staging copy", stacklevel=2)
         return slots
 
     def _hand_over(self, launched, writer: _ChunkWriter, timings: dict) -> None:
