@@ -12,7 +12,8 @@ normalised and on the device, alternating bare / stage / bare; the ratio is to t
 two bare runs. null: the same pipeline with NullCCT (a model that returns tensors of the real
 shapes at no cost): the ceiling of everything but the model, per worker count and frame format
 (`png`: what the frames stage writes; `npy`: uncompressed uint8 arrays, no decoding), with the
-main process's CPU time per frame (all its threads; the decoding workers' time is not in it). decode: one
+main process's CPU time per frame (all its threads; the decoding workers' time is not in it).
+stage and null also record `time_shares`: where the stage's wall time went (time_shares()). decode: one
 core's frames/s to read a frame in each candidate lossless format. shards: write_split_shards
 (npy encoding, fixed headers, hashing, manifest, atomic folder) vs writing the same member bytes
 with plain `tarfile`.
@@ -110,6 +111,19 @@ def bare_frames_per_second(embedder, x: torch.Tensor, batch: int) -> float:
     return len(x) / (time.perf_counter() - start)
 
 
+def time_shares(stats) -> dict:
+    """Where embed_files' wall time went, as fractions of it (EmbedStats.timings; seqvpr.embed.embed.TIMINGS):
+    the main thread's phases and waits, `main_other` its remaining work (per-batch bookkeeping),
+    `writer_busy` the writer thread's writing and fsyncing, `main_thread_cpu` the main thread's CPU."""
+    t, wall = stats.timings, stats.seconds
+    phases = ("hash", "start", "wait_batch", "launch", "wait_device", "wait_writer", "finish")
+    shares = {k: round(t[k] / wall, 3) for k in phases}
+    shares["main_other"] = round(max(0.0, wall - sum(t[k] for k in phases)) / wall, 3)
+    shares["writer_busy"] = round(t["writer_busy"] / wall, 3)
+    shares["main_thread_cpu"] = round(t["main_thread_cpu"] / wall, 3)
+    return shares
+
+
 def bench_stage(args, tmp: Path) -> None:
     from seqvpr.embed.embed import FrameEmbedder, default_workers, normalise, read_frame
 
@@ -136,7 +150,8 @@ def bench_stage(args, tmp: Path) -> None:
                                    "format": fmt, "frame_kb": round(size), "frames": len(paths), "batch": args.batch,
                                    "workers": workers, "cache": cache_root, "bare_fps": round(reference, 1),
                                    "stage_fps": round(stats.frames_per_second, 1),
-                                   "ratio": round(stats.frames_per_second / reference, 3)})
+                                   "ratio": round(stats.frames_per_second / reference, 3),
+                                   "time_shares": time_shares(stats)})
             del x, embedder
             if args.device != "cpu":
                 torch.cuda.empty_cache()
@@ -149,7 +164,8 @@ def bench_null(args, tmp: Path) -> None:
     embedder = FrameEmbedder(device=args.device, null_model=True)
     for fmt in args.formats:
         paths = synthetic_frames(tmp / f"frames-{fmt}", args.frames, fmt, args.processes)
-        embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=1)
+        # warm-up with the most workers: the batch slots it allocates (and pins on CUDA) serve every count
+        embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=max(args.workers))
         for workers in args.workers:
             for cache_root in args.cache_roots:
                 cache = _fresh(Path(cache_root) / "bench-cache")
@@ -161,7 +177,8 @@ def bench_null(args, tmp: Path) -> None:
                 _record(args, {"mode": "null", "device": str(embedder.device), "format": fmt, "frames": len(paths),
                                "batch": args.batch, "workers": workers, "cache": cache_root,
                                "fps": round(stats.frames_per_second, 1),
-                               "main_process_cpu_ms_per_frame": round(1e3 * main_cpu / len(paths), 3)})
+                               "main_process_cpu_ms_per_frame": round(1e3 * main_cpu / len(paths), 3),
+                               "time_shares": time_shares(stats)})
 
 
 def bench_decode(args, tmp: Path) -> None:

@@ -3,7 +3,8 @@
 #   1 env     nvidia-smi, torch / CUDA / numpy versions
 #   2 embed   CCT384 bare model(x) vs the embedding stage, fp32 and bf16, batch 64, 3072 synthetic
 #             384 px frames written as the frames stage writes them (PNG), and as .npy; the
-#             null-model ceiling of the stage per worker count
+#             null-model ceiling of the stage per worker count; for each run, where the stage's
+#             time went (main thread phases and waits, writer threads' busy share)
 #   3 train   2 epochs of Adapt-STformer with the authors' freeze_te 1 on the synthetic Nordland world
 #   4 table2  benchmarks/bench_models.py --table 2 on cuda (fp32, bf16)
 #   5 table34 benchmarks/bench_models.py --table 3-4 on cuda (fp32, bf16)
@@ -71,7 +72,7 @@ part() {
 
 if [ $SMOKE = 0 ]; then
   FRAMES=3072; NULL_FRAMES=1536; DECODE_FRAMES=512; BATCH=64; NULL_WORKERS=1,2,4,8,15; TRAIN_ARGS=(--frames 40)
-  MODEL_ARGS=(); LIM_EMBED=140; LIM_TRAIN=125; LIM_T2=70; LIM_T34=90
+  MODEL_ARGS=(); LIM_EMBED=170; LIM_TRAIN=125; LIM_T2=70; LIM_T34=90
   CACHES=/tmp; [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2 {print $4}')" -gt 8000000 ] && CACHES=/tmp,/dev/shm
 else
   FRAMES=4; NULL_FRAMES=16; DECODE_FRAMES=16; BATCH=2; NULL_WORKERS=1,2; TRAIN_ARGS=(--frames 6 --epochs 1 --queries-per-epoch 2 --batch 8)
@@ -124,6 +125,19 @@ for r in rows:
 for r in rows:
     if r["mode"] == "decode":
         print(f"| decode, one core | - | {r['format']} ({r['kb']} KB) | - | - | - | {r['fps_one_core']} | - |")
+shares = [r for r in rows if r["mode"] in ("stage", "null") and "time_shares" in r]
+if shares:  # where the stage's wall time went (bench_embed_shards.time_shares): what bounds it
+    keys = list(shares[0]["time_shares"])
+    print()
+    print("| where the stage's time went (share of its wall time) | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for r in shares:
+        what = f"{r['mode']} {r.get('precision', '-')} {r['format']} w{r['workers']} {r['cache']}"
+        print(f"| {what} | " + " | ".join(str(r["time_shares"][k]) for k in keys) + " |")
+    print()
+    print("main thread: hash, start, wait_batch (decoding bounds), launch, wait_device (the model bounds), "
+          "wait_writer (the writers bound), finish, main_other; writer_busy sums 2 writer threads; "
+          "main_thread_cpu is the main thread's CPU time over the wall time")
 EOF
   fi
   grep -h "untrained val R@5\|stage seconds" "$OUT/train.log" 2>/dev/null

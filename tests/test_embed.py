@@ -216,7 +216,7 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
         from pathlib import Path
         from seqvpr.embed.embed import FrameEmbedder
         def progress(done, total):
-            if done == 3:
+            if done == 4:  # chunk 0 handed to one writer, chunk 1's first frame to the other
                 print("embedded", done, flush=True)
                 time.sleep(60)
         paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.png"))
@@ -225,8 +225,8 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().split() == ["embedded", "3"]
-        deadline = time.monotonic() + 60  # the writer thread renames chunk 1 and starts chunk 2
+        assert proc.stdout.readline().split() == ["embedded", "4"]
+        deadline = time.monotonic() + 60  # one writer renames chunk 0, the other has started chunk 1
         while not (_chunks(cache) and list(chunk_folder(cache).glob(".*.partial"))) and time.monotonic() < deadline:
             time.sleep(0.1)
         helpers = _descendants(proc.pid)  # the forkserver and its decoding worker

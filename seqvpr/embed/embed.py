@@ -15,19 +15,25 @@ of each chunk. A chunk's frames are the next `CHUNK_FRAMES` of the run's new fra
 order and its name is the hash of their digests, so a run resumed after a kill writes the same
 chunks as an uninterrupted one.
 
-Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; frames are read and
-decoded in DataLoader worker processes into pinned memory; the uint8 batch is copied to the device
-on an upload stream, normalised, embedded (bf16 autocast on CUDA by default) and pooled there; tokens
-and descriptors come back in their stored dtypes, one copy each per batch on a download stream,
-while the next batch runs; a writer thread appends them to the chunk file.
+Pipeline (`FrameEmbedder.embed_files`): files are hashed on a thread pool; DataLoader worker
+processes read and decode each batch's frames straight into a ring of batch slots in shared memory
+(pinned on CUDA) and send back only the batch number, so the main process neither unpickles nor
+copies frames; a slot is copied to the device in one upload on an upload stream, normalised,
+embedded (bf16 autocast on CUDA by default) and pooled there; tokens and descriptors come back in
+their stored dtypes, one copy each per batch on a download stream, while the next batch runs; a
+writer thread (two, taking chunks in turn, so one fsyncs while the other writes) appends each batch's
+tokens to the chunk file in one write. EmbedStats.timings says
+where the time went (TIMINGS).
 """
 import hashlib
 import os
 import queue
 import threading
 import time
+import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,6 +51,7 @@ from seqvpr.hashing import file_sha256
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 CHUNK_FRAMES = 256  # 113 MB of float16 tokens: one fsync per 256 frames
 CHUNK_SUFFIX = ".chunk"
+WRITERS = 2  # writer threads, taking chunks in turn
 DIGEST_DTYPE = np.dtype("S64")
 TOKEN_DTYPE = np.dtype("<f2")
 DESCRIPTOR_DTYPE = np.dtype("<f4")
@@ -209,7 +216,7 @@ class _ChunkWriter(threading.Thread):
         self.folder, self.plan = folder, plan
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.written = 0  # frames in renamed chunks
+        self.busy = 0.0  # seconds spent writing and fsyncing (not waiting for batches)
         self.start()
 
     def put(self, tokens: np.ndarray, descriptors: np.ndarray) -> None:
@@ -237,15 +244,19 @@ class _ChunkWriter(threading.Thread):
             raise self.error
 
     def _next(self):
+        self.busy += time.perf_counter() - self._since
         item = self.queue.get()
+        self._since = time.perf_counter()
         if item is self._STOP:
             raise InterruptedError("embedding run stopped")
         return item
 
     def run(self) -> None:
+        self._since = time.perf_counter()
         try:
             for digests in self.plan:
                 self._write_chunk(digests)
+            self.busy += time.perf_counter() - self._since
         except BaseException as error:  # noqa: BLE001 - handed to the main thread
             self.error = error
             while True:  # unblock a producer waiting on a full queue
@@ -255,23 +266,24 @@ class _ChunkWriter(threading.Thread):
                     break
 
     def _write_chunk(self, digests: list[str]) -> None:
-        n = len(digests)
+        n, batch = len(digests), self._next()  # the chunk's file appears with its first batch
         with atomic_path(self.folder / _chunk_name(digests)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
+            header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
+                      "shape": (n, *batch[0].shape[1:])}
+            np.lib.format.write_array_header_1_0(fh, header)
             rows, descriptors = 0, []
-            while rows < n:
-                tokens, desc = self._next()
-                if rows == 0:
-                    header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
-                              "shape": (n, *tokens.shape[1:])}
-                    np.lib.format.write_array_header_1_0(fh, header)
+            while True:
+                tokens, desc = batch
                 fh.write(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
                 descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
                 rows += len(tokens)
+                if rows >= n:
+                    break
+                batch = self._next()
             if rows != n:
                 raise RuntimeError(f"chunk of {n} frames got {rows} rows")
             np.save(fh, np.concatenate(descriptors), allow_pickle=False)
-        self.written += n
 
 
 # ---------------------------------------------------------------- models and batches
@@ -347,33 +359,43 @@ def read_frame(path: Path) -> np.ndarray:
     return load_frame(path)
 
 
-class _FrameFiles(torch.utils.data.Dataset):
-    """Frame i -> (uint8 tensor (384, 384, 3), None) or (None, (path, problem)) for a bad file, so
-    the main process raises the DataError (exceptions lose their type across worker processes)."""
+class _FrameBatches(torch.utils.data.Dataset):
+    """Batch k -> its frames read and decoded straight into slot k % len(slots) of `slots`, a
+    (slots, B, 384, 384, 3) uint8 tensor in shared memory (pinned on CUDA) that the main process
+    uploads from: what crosses the process boundary is (k, None), or (k, (path, problem)) for a bad
+    file so the main process raises the DataError (exceptions lose their type across processes).
+    No per-frame pickling, no fresh shared-memory segment per batch, no pinning copy."""
 
-    def __init__(self, paths: Sequence[Path]):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[Path], batches: list[list[int]], slots: torch.Tensor):
+        self.paths, self.batches, self.slots = list(paths), batches, slots
         self.client = os.getpid()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.batches)
 
-    def __getitem__(self, i: int):
-        try:
-            frame = read_frame(self.paths[i])
-        except DataError as error:
-            return None, (error.path, error.problem)
-        if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
-            return None, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
-                                              f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
-        return torch.from_numpy(np.ascontiguousarray(frame)), None
+    def __getitem__(self, k: int):
+        slot = self.slots[k % len(self.slots)].numpy()
+        for j, i in enumerate(self.batches[k]):
+            try:
+                frame = read_frame(self.paths[i])
+            except DataError as error:
+                return k, (error.path, error.problem)
+            if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
+                return k, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
+                                               f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
+            slot[j] = frame
+        return k, None
 
 
-def _collate(items):
-    errors = [error for _, error in items if error is not None]
-    if errors:
-        return None, errors
-    return torch.stack([frame for frame, _ in items]), []
+def _as_is(item):
+    return item
+
+
+def _shared_slots(count: int, batch_size: int) -> torch.Tensor:
+    """(count, batch_size, 384, 384, 3) uint8 in shared memory, allocated there (no copy)."""
+    shape = (count, batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def _worker_init(_):
@@ -427,6 +449,7 @@ class EmbedStats:
     seconds: float
     chunks: int = 0
     workers: int = 0
+    timings: dict = field(default_factory=dict)  # seconds, keys TIMINGS
 
     @property
     def frames_per_second(self) -> float:
@@ -434,6 +457,14 @@ class EmbedStats:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Where embed_files' wall time goes (seconds): hash (hashing, cache index, plan), start (loader and
+# workers until the first batch), then per batch in the main thread: wait_batch (for the workers),
+# launch (upload and enqueue the model; the model itself on a CPU), wait_device (for the tokens to
+# come back), wait_writer (the writer's queue full); finish (last download and chunk); besides:
+# writer_busy (the writer threads' seconds writing and fsyncing, summed over WRITERS), main_thread_cpu
+# (the main thread's CPU time).
+TIMINGS = ("hash", "start", "wait_batch", "launch", "wait_device", "wait_writer", "finish", "writer_busy",
+           "main_thread_cpu")
 
 
 class FrameEmbedder:
@@ -459,6 +490,8 @@ class FrameEmbedder:
         # one stream each way, so batch i+1's upload and batch i's download both overlap compute
         self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)) if self.device.type == "cuda" else None
         self._cpu_input: torch.Tensor | None = None
+        self._slots: torch.Tensor | None = None
+        self._unpin_slots: Callable[[], object] = lambda: None
 
     @torch.inference_mode()
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -530,35 +563,87 @@ class FrameEmbedder:
         workers = default_workers(len(todo)) if workers is None else workers
         plan = [[d for d, _ in todo[i:i + chunk_frames]] for i in range(0, len(todo), chunk_frames)]
         # batches never straddle a chunk: a resumed run embeds exactly the batches of a clean one
-        batches = [list(range(c + b, min(c + b + batch_size, c + len(chunk))))
-                   for c, chunk in zip(range(0, len(todo), chunk_frames), plan) for b in range(0, len(chunk), batch_size)]
+        batches, chunk_of = [], []
+        for c, (first, chunk) in enumerate(zip(range(0, len(todo), chunk_frames), plan)):
+            for b in range(0, len(chunk), batch_size):
+                batches.append(list(range(first + b, first + min(b + batch_size, len(chunk)))))
+                chunk_of.append(c)
+        timings = dict.fromkeys(TIMINGS, 0.0)
+        timings["hash"] = time.perf_counter() - start
+        main_cpu = time.thread_time()
         if todo:
-            self._run(todo, plan, batches, chunk_folder(cache_dir), workers, progress)
+            self._run(todo, plan, batches, chunk_of, chunk_folder(cache_dir), workers, progress, timings)
+        timings["main_thread_cpu"] = time.thread_time() - main_cpu
         stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo),
-                           seconds=time.perf_counter() - start, chunks=len(plan), workers=workers)
+                           seconds=time.perf_counter() - start, chunks=len(plan), workers=workers, timings=timings)
         return digests, stats
 
-    def _run(self, todo, plan, batches, folder: Path, workers: int, progress) -> None:
+    def _run(self, todo, plan, batches, chunk_of, folder: Path, workers: int, progress, timings: dict) -> None:
+        prefetch = 2 if workers else None
+        # a slot is rewritten only after its batch's upload is done: workers fill at most
+        # prefetch x workers batches ahead of the one in hand, and the one before it may be uploading
+        slots = self._batch_slots((prefetch or 0) * workers + 2, max(map(len, batches)))
         loader = torch.utils.data.DataLoader(
-            _FrameFiles([p for _, p in todo]), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=2 if workers else None, multiprocessing_context=_worker_context() if workers else None)
-        writer = _ChunkWriter(folder, plan)
-        done, pending = 0, None
+            _FrameBatches([p for _, p in todo], batches, slots), batch_size=None, num_workers=workers,
+            collate_fn=_as_is, worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch,
+            multiprocessing_context=_worker_context() if workers else None)
+        # chunk c goes to writer c % WRITERS: one writes (and fsyncs) a chunk while the next fills
+        writers = [_ChunkWriter(folder, plan[i::WRITERS]) for i in range(WRITERS)]
+        done, pending, clock = 0, None, time.perf_counter
         try:
-            for frames, errors in loader:
-                if errors:
-                    raise DataError(*errors[0])
-                launched = self._launch(frames)
+            batches_in = iter(loader)
+            t = clock()
+            for k, error in batches_in:
+                timings["wait_batch" if k else "start"] += clock() - t
+                if error:
+                    raise DataError(*error)
+                n = len(batches[k])
+                t = clock()
+                launched = self._launch(slots[k % len(slots)][:n]), writers[chunk_of[k] % WRITERS]
+                timings["launch"] += clock() - t
                 if pending is not None:
-                    writer.put(*self._collect(pending))
+                    self._hand_over(*pending, timings)
                 pending = launched
-                done += len(frames)
+                done += n
                 if progress:
                     progress(done, len(todo))
+                t = clock()
+            t = clock()
             if pending is not None:
-                writer.put(*self._collect(pending))
-            writer.finish()
+                self._hand_over(*pending, timings)
+            for writer in writers:
+                writer.finish()
+            timings["finish"] += clock() - t
         except BaseException:
-            writer.abort()
+            for writer in writers:
+                writer.abort()
             raise
+        finally:
+            timings["writer_busy"] += sum(writer.busy for writer in writers)
+            if self._streams is not None:
+                torch.cuda.synchronize(self.device)  # no upload still reads a slot
+
+    def _batch_slots(self, count: int, batch_size: int) -> torch.Tensor:
+        """At least `count` shared batch slots of `batch_size` frames, kept from call to call (pinning
+        hundreds of MB costs a noticeable part of a second); pinned on CUDA."""
+        slots = self._slots
+        if slots is None or len(slots) < count or slots.shape[1] < batch_size:
+            self._unpin_slots()
+            slots = self._slots = _shared_slots(count, batch_size)
+            if self._streams is not None:
+                try:  # 1: cudaHostRegisterPortable; unregistered before the memory goes (with the embedder)
+                    torch.cuda.check_error(torch.cuda.cudart().cudaHostRegister(slots.data_ptr(), slots.numel(), 1))
+                    self._unpin_slots = weakref.finalize(self, torch.cuda.cudart().cudaHostUnregister, slots.data_ptr())
+                    self._unpin_slots.atexit = False  # the process's end frees it anyway
+                except (RuntimeError, AttributeError) as error:
+                    warnings.warn(f"pinning {slots.numel() >> 20} MB of batch slots failed ({error}): "
+                                  "uploads go through a staging copy", stacklevel=2)
+        return slots
+
+    def _hand_over(self, launched, writer: _ChunkWriter, timings: dict) -> None:
+        t = time.perf_counter()
+        tokens, descriptors = self._collect(launched)
+        t1 = time.perf_counter()
+        writer.put(tokens, descriptors)
+        timings["wait_device"] += t1 - t
+        timings["wait_writer"] += time.perf_counter() - t1
