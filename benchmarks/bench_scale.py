@@ -16,17 +16,19 @@ fraction f of the real size:
   key frames, half in Boston; here all in the Singapore maps, so about twice the real Singapore
   frames), without sweeps (real: about five between key frames; no stage reads them).
 
-Raw frames are rendered by WORKERS processes and normalised at FRAME_SIZE px
-(real: 384) to keep the disk and the shared CPU within bounds: the pixel costs at the real sizes are
-in bench_preprocess.py and bench_embed_shards.py; these rows measure what grows with the frame count.
+Raw frames are rendered by WORKERS processes and normalised at FRAME_SIZE px (real: 384) to keep
+the disk and the shared CPU within bounds, except where a split is embedded (RobotCar): there at the
+real 384 px, the size the embedding reads, so the embed stage decodes real-size frames. The pixel
+costs at the real sizes are in bench_preprocess.py and bench_embed_shards.py; these rows measure what
+grows with the frame count.
 
 Stages: raw (the generator), frames (each partition in its own process; time summed, peak the
 largest), frame_table, split (+ pairs + seqBounds), struct_files, embed, shards, exports, train,
 evaluate. embed, shards, train and evaluate run on one split per world (``TOKEN_SPLITS``: the
 tokens of a whole Nordland or nuScenes world would need 20-40 GB of disk twice over, as cache and
-as shards): the CCT forward is replaced by a null model that returns seeded tokens of the real shape
-(576 x 384 float16) at no cost, so those rows time the pipeline around the model (hashing, cache
-and shard writes, reading); the model's own cost per frame is in bench_embed_shards.py. train: one
+as shards): FrameEmbedder's null-model mode (NullCCT: seeded tokens of the real shape, 576 x 384
+float16, at no cost; its own cache namespace) stands for CCT384, so those rows time the pipeline around the model (hashing, decoding,
+cache chunk and shard writes, reading); the model's own cost per frame is in bench_embed_shards.py. train: one
 epoch of the training recipe (8 queries) of ``--model``, validated on the same split; evaluate:
 Recall@K of the untrained model at L = 5. On a CPU ``--model seqnet`` (SeqNet on mean-pooled CCT
 tokens, the cheapest head) keeps these rows to minutes: the data path they measure (the split's
@@ -62,7 +64,7 @@ NORDLAND_FRAMES = 35_768
 ROBOTCAR_ROUTE_M = 12_000.0
 ROBOTCAR_RUNS = "2014-11-18-13-20-12,2014-12-16-18-44-24"  # Oxford-easy's test split
 NUSCENES_SCENES_PER_MAP = 284
-FRAME_SIZE = 64  # normalised frames (real: 384); the null model does not read pixels
+FRAME_SIZE = 64  # normalised frames of the datasets not embedded (real: 384)
 WORKERS = 3  # processes rendering the raw frames
 MIB = 1 << 20
 
@@ -93,44 +95,19 @@ def split_settings(benchmark: str, fraction: float) -> dict:
     return values
 
 
+def frame_size(dataset: str) -> int:
+    """The side of the dataset's normalised frames: the embedding's 384 px where a split is embedded
+    (the real frames the embed stage reads and decodes), FRAME_SIZE elsewhere."""
+    from seqvpr.embed.cct import IMAGE_SIZE
+
+    return IMAGE_SIZE if dataset in TOKEN_SPLITS else FRAME_SIZE
+
+
 def make_embedder():
-    """The null model (seeded tokens of the real shape). Switch to FrameEmbedder's own null-model
-    mode when it lands: return FrameEmbedder(null=True)."""
-    from seqvpr.embed import embed
+    """FrameEmbedder in its null-model mode (NullCCT: seeded tokens of the real shape, own cache namespace)."""
+    from seqvpr.embed.embed import FrameEmbedder
 
-    embed.IMAGE_SIZE = FRAME_SIZE  # the input check of to_batch: these frames are FRAME_SIZE px
-    return NullEmbedder()
-
-
-def null_embedder_class():
-    import numpy as np
-    import torch
-
-    from seqvpr.embed.cct import EMBED_DIM, frozen_blocks
-    from seqvpr.embed.embed import FrameEmbedder, global_descriptor, model_id
-
-    class _NullEmbedder(FrameEmbedder):
-        """FrameEmbedder with the CCT forward replaced by seeded float16 tokens of the real shape."""
-
-        TOKENS = 576
-
-        def __init__(self, num_layers: int = 8, seed: int = 0):
-            self.device = torch.device("cpu")
-            self.freeze_te = num_layers - 1
-            self.cut = frozen_blocks(self.freeze_te, num_layers)
-            self.weights, self.model = f"null-model-{seed}", None
-            self.model_id = model_id(self.weights, num_layers, self.freeze_te)
-            self.rng = np.random.default_rng(seed)
-
-        def __call__(self, batch):
-            tokens = self.rng.standard_normal((len(batch), self.TOKENS, EMBED_DIM), dtype=np.float32).astype(np.float16)
-            return tokens, np.stack([global_descriptor(t) for t in tokens])
-
-    return _NullEmbedder
-
-
-def NullEmbedder():  # noqa: N802 - a class built on first use, so the parent process never imports torch
-    return null_embedder_class()()
+    return FrameEmbedder(device="cpu", null_model=True)
 
 
 # --------------------------------------------------------------------------- stages (run in a child)
@@ -173,7 +150,7 @@ def stage_frames(ctx: Context, partition: str) -> int:
     module = importlib.import_module(f"seqvpr.datasets.{ctx.dataset}")
     layout = ctx.layout
     result = module.normalise_partition(layout.raw(ctx.dataset), partition, layout.frames(ctx.dataset, partition),
-                                        layout.data_root, size=FRAME_SIZE)
+                                        layout.data_root, size=frame_size(ctx.dataset))
     write_table(result.table, layout.partition_table(ctx.dataset, partition))
     return result.table.num_rows
 
@@ -242,15 +219,27 @@ def stage_embed(ctx: Context, partition=None) -> int:
 
 
 def stage_shards(ctx: Context, partition=None) -> int:
-    from seqvpr.embed.embed import load_descriptor, load_tokens
-    from seqvpr.shards import Sample, write_split_shards
+    """As the shards asset writes them (assets/shards.py): the manifest's encoder and split settings,
+    the split's negatives, at least 8 shards (ShardConfig's default)."""
+    import numpy as np
 
-    model_id = make_embedder().model_id
-    cache = ctx.layout.embeddings(model_id)
-    digests = json.loads(_index_path(ctx, model_id).read_text())
+    from seqvpr.embed.embed import load_descriptor, load_tokens
+    from seqvpr.shards import Sample, encoder_record, write_split_shards
+    from seqvpr.splits import negatives_path
+
+    embedder = make_embedder()
+    cache = ctx.layout.embeddings(embedder.model_id)
+    digests = json.loads(_index_path(ctx, embedder.model_id).read_text())
+    rows = _token_rows(ctx)
     samples = (Sample(key=r["frame_id"], tokens=load_tokens(cache, digests[r["frame_id"]]),
-                      descriptor=load_descriptor(cache, digests[r["frame_id"]]), row=r) for r in _token_rows(ctx))
-    manifest = write_split_shards(ctx.layout.shards(ctx.benchmark, ctx.split), ctx.benchmark, ctx.split, samples)
+                      descriptor=load_descriptor(cache, digests[r["frame_id"]]), row=r) for r in rows)
+    num_layers = embedder.model.num_layers
+    provenance = {"encoder": encoder_record(embedder.weights, num_layers, embedder.freeze_te),
+                  "split_settings": split_settings(ctx.benchmark, ctx.fraction)}
+    split_table = ctx.layout.split_table(ctx.benchmark)
+    manifest = write_split_shards(ctx.layout.shards(ctx.benchmark, ctx.split), ctx.benchmark, ctx.split, samples,
+                                  total=len(rows), min_shards=8, provenance=provenance,
+                                  negatives=np.load(negatives_path(split_table, ctx.split)))
     return manifest["samples"]
 
 
@@ -262,32 +251,32 @@ def stage_exports(ctx: Context, partition=None) -> int:
     sharded = all(ctx.layout.shards(ctx.benchmark, s).exists() for s in set(table.column("split").to_pylist()))
     for consumer in FORMATS:
         if supported(consumer, ctx.benchmark) and (consumer != "seqnet" or sharded):
-            export(ctx.layout, consumer, ctx.benchmark, make_embedder().model_id)
+            export(ctx.layout, consumer, ctx.benchmark)
     return table.num_rows
 
 
 def _split_data(ctx: Context):
-    from seqvpr.splits import negatives_path
     from seqvpr.train import load_split_data
 
-    return load_split_data(ctx.layout.shards(ctx.benchmark, ctx.split),
-                           negatives_path(ctx.layout.split_table(ctx.benchmark), ctx.split))
+    return load_split_data(ctx.layout.shards(ctx.benchmark, ctx.split))
 
 
 def stage_train(ctx: Context, partition=None) -> int:
     from seqvpr.train import TrainConfig, train
 
     data = _split_data(ctx)
-    train(TrainConfig(model=ctx.model, epochs=1, queries_per_epoch=8, device="cpu"), data, data, log=lambda *_: None)
+    cfg = TrainConfig.for_model(ctx.model, False, epochs=1, queries_per_epoch=8, device="cpu")
+    train(cfg, data, data, log=lambda *_: None)
     return len(data.db_bounds) + len(data.q_bounds)
 
 
 def stage_evaluate(ctx: Context, partition=None) -> int:
     from seqvpr.evaluate import evaluate_model
-    from seqvpr.train import build_sequence_model
+    from seqvpr.train import TrainConfig, build_sequence_model
 
     data = _split_data(ctx)
-    evaluate_model(build_sequence_model(ctx.model, 5).eval(), data, 5)
+    kwargs = TrainConfig.for_model(ctx.model, False).model_kwargs
+    evaluate_model(build_sequence_model(ctx.model, 5, kwargs).eval(), data, 5)
     return len(data.db_bounds) + len(data.q_bounds)
 
 

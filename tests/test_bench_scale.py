@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from scipy.io import loadmat
 
 from seqvpr.datasets import nordland as nordland_loader
@@ -68,12 +69,7 @@ def test_nuscenes_trainval_version_loads_in_the_devkit(tmp_path):
     assert len(nusc.scene) == 3 and len(nusc.sample) == 9
 
 
-def test_bench_scale_runs_every_stage_at_a_tiny_size(tmp_path, capsys, monkeypatch):
-    from seqvpr.embed import embed
-
-    # in-process stages set embed.IMAGE_SIZE to the benchmark's frame size (each real stage is its
-    # own process); monkeypatch restores it so later tests see 384 px again
-    monkeypatch.setattr(embed, "IMAGE_SIZE", embed.IMAGE_SIZE)
+def test_bench_scale_runs_every_stage_at_a_tiny_size(tmp_path, capsys):
     bench = _bench()
     results = bench.main(["--work", str(tmp_path), "--fractions", "0.002", "--datasets", "robotcar", "--pixels", "32x24",
                           "--in-process", "--model", "seqnet"])
@@ -84,6 +80,10 @@ def test_bench_scale_runs_every_stage_at_a_tiny_size(tmp_path, capsys, monkeypat
     test_rows = int((split["split"] == "test").sum())
     manifest = json.loads((home / "shards" / "oxford_easy" / "test" / "manifest.json").read_text())
     assert manifest["samples"] == test_rows == {r["stage"]: r["frames"] for r in results}["shards"]
+    assert manifest["encoder"]["weights"] == "null-model-0"  # FrameEmbedder's null-model mode, its own namespace
+    assert (home / "data" / "embeddings" / manifest["encoder"]["model_id"]).is_dir()
+    frame = Image.open(home / "data" / split[split["split"] == "test"]["image_path"].iloc[0])
+    assert frame.size == (384, 384)  # the embedded dataset's frames are normalised at the real size
     struct = loadmat(next((home / "struct_files" / "oxford_easy").glob("*test*.db")))["dbStruct"][0, 0]
     assert int(struct["numImages"][0, 0]) + int(struct["numQueries"][0, 0]) == test_rows
     table = capsys.readouterr().out
