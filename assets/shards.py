@@ -27,7 +27,7 @@ from seqvpr.embed.cct import weights_identity
 from seqvpr.embed.embed import load_descriptor, load_tokens
 from seqvpr.errors import DataError
 from seqvpr.shards import Sample, encoder_record, verify_manifest, write_split_shards
-from seqvpr.splits import BENCHMARKS, config_fields, negatives_path, read_split
+from seqvpr.splits import BENCHMARKS, negatives_path, read_split, split_settings
 
 
 class ShardConfig(Config):
@@ -38,13 +38,6 @@ class ShardConfig(Config):
     max_samples: int = Field(default=256, ge=1)
     max_bytes: int = Field(default=1 << 30, ge=1)
     min_shards: int = Field(default=8, ge=1)
-
-
-def split_settings(bench) -> dict:
-    """The benchmark's effective split settings (every `<benchmark>_split` setting, defaults included)."""
-    return {"benchmark": bench.name, "dataset": bench.dataset,
-            "distance_unit": "frames" if bench.uses_place_index else "metres",
-            **{name: value for name, (_, value) in config_fields(bench).items()}}
 
 
 def shard_provenance(encoder: FrameEncoder, bench, code_version: str | None = None) -> dict:

@@ -84,7 +84,7 @@ def world(dataset: str, fraction: float, width: int, height: int) -> dict:
             "sweeps_per_sample": 0, "width": width, "height": height, "version": "v1.0-trainval", "workers": WORKERS}
 
 
-def split_settings(benchmark: str, fraction: float) -> dict:
+def split_config(benchmark: str, fraction: float) -> dict:
     """The benchmark's settings: the defaults, Nordland's clean-index ranges scaled by ``fraction``."""
     from seqvpr.splits import BENCHMARKS, config_fields
 
@@ -170,7 +170,7 @@ def stage_split(ctx: Context, partition=None) -> int:
     from seqvpr.splits import BENCHMARKS, build_split, configure, write_split
 
     source = ctx.layout.frame_table(ctx.dataset)
-    values = split_settings(ctx.benchmark, ctx.fraction)
+    values = split_config(ctx.benchmark, ctx.fraction)
     result = build_split(pq.read_table(source), configure(BENCHMARKS[ctx.benchmark], values), source)
     write_split(result, ctx.benchmark, values, ctx.layout.split_table(ctx.benchmark))
     return result.table.num_rows
@@ -225,7 +225,7 @@ def stage_shards(ctx: Context, partition=None) -> int:
 
     from seqvpr.embed.embed import load_descriptor, load_tokens
     from seqvpr.shards import Sample, encoder_record, write_split_shards
-    from seqvpr.splits import negatives_path
+    from seqvpr.splits import negatives_path, read_split, split_settings
 
     embedder = make_embedder()
     cache = ctx.layout.embeddings(embedder.model_id)
@@ -234,9 +234,9 @@ def stage_shards(ctx: Context, partition=None) -> int:
     samples = (Sample(key=r["frame_id"], tokens=load_tokens(cache, digests[r["frame_id"]]),
                       descriptor=load_descriptor(cache, digests[r["frame_id"]]), row=r) for r in rows)
     num_layers = embedder.model.num_layers
-    provenance = {"encoder": encoder_record(embedder.weights, num_layers, embedder.freeze_te),
-                  "split_settings": split_settings(ctx.benchmark, ctx.fraction)}
     split_table = ctx.layout.split_table(ctx.benchmark)
+    provenance = {"encoder": encoder_record(embedder.weights, num_layers, embedder.freeze_te),
+                  "split_settings": split_settings(read_split(split_table)[1])}
     manifest = write_split_shards(ctx.layout.shards(ctx.benchmark, ctx.split), ctx.benchmark, ctx.split, samples,
                                   total=len(rows), min_shards=8, provenance=provenance,
                                   negatives=np.load(negatives_path(split_table, ctx.split)))

@@ -445,6 +445,14 @@ def missing_splits(table_path: Path) -> dict[str, str]:
     return json.loads(meta).get("missing", {}) if meta else {}
 
 
+def split_settings(bench: Benchmark) -> dict:
+    """The benchmark's effective split settings as a shard manifest records them: name, dataset,
+    distance unit and every `<benchmark>_split` setting (defaults included)."""
+    return {"benchmark": bench.name, "dataset": bench.dataset,
+            "distance_unit": "frames" if bench.uses_place_index else "metres",
+            **{name: value for name, (_, value) in config_fields(bench).items()}}
+
+
 def read_split(table_path: Path) -> tuple[pa.Table, Benchmark]:
     """The split table and the Benchmark (with the settings) that produced it."""
     table_path = Path(table_path)
