@@ -13,7 +13,6 @@ from dagster import AssetKey, AssetSelection, define_asset_job
 
 from pipelines.dask import dask_executor
 from pipelines.partitions import PARTITIONS
-from seqvpr.splits import BENCHMARKS
 
 HEAVY_STAGES = ("frames", "embeddings")
 HEAVY = [f"{d}_{s}" for d in PARTITIONS for s in HEAVY_STAGES]
