@@ -77,6 +77,11 @@ NUSCENES_DATASET = "nuscene_large"
 RAW_SUFFIX = f"_{IMAGE_SIZE}.npy"
 RAW_FRAME_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE * 4  # one float32 3 x 384 x 384 row
 NUSCENES_MAX_GAP_US = 1_000_000  # 4_create_seq_bounds.py: np.where(differences > 1000000)
+# --seqL of its parser default and of every sbatch file (svpr/utils/utils.py build_svpr_parser). Its
+# datasets.py getSeqInds pads a window that meets a sequence's start with the frames after the
+# sequence's end: a sequence shorter than seqL takes frames of the next one, and the role's last
+# raises IndexError (past the array).
+AUTHORS_SEQ_L = 5
 
 
 def supports(benchmark: str) -> bool:
@@ -167,7 +172,8 @@ def nuscenes_authors_order(part: SplitRows, source) -> tuple[SplitRows, np.ndarr
     positives = object_vector(list(query["positives"]))
     runs = {ROLE_FILE_NAMES[role]: {"sequences": int(len(np.unique(rows["seq_start"]))),
                                     "scenes": int(rows["traversal"].nunique()),
-                                    "sequences_spanning_scenes": int(rows.groupby("seq_start")["traversal"].nunique().gt(1).sum())}
+                                    "sequences_spanning_scenes": int(rows.groupby("seq_start")["traversal"].nunique().gt(1).sum()),
+                                    "shortest_sequence": int((rows["seq_end"] - rows["seq_start"]).min()) if len(rows) else 0}
             for role, rows in ordered.items()}
     return SplitRows(part.split, ordered["db"], ordered["query"]), positives, runs
 
@@ -231,19 +237,24 @@ def _write_raw(data_dir: Path, bench: Benchmark, parts: list[SplitRows], data_ro
 
 def loader_needs(bench: Benchmark, parts: list[SplitRows], arrays: dict[str, tuple[int, int]]) -> dict:
     """Disk and memory the authors' loader needs for the raw_384 arrays (``arrays``: name ->
-    (rows, rows written)). Memory: get_datasets.py ``np.vstack``s every array it opens (all of
-    them: Nordland's four seasons, both splits' arrays of each role), then WholeDatasetFromStruct
-    copies the evaluated split's database and query rows (``dbDescs[inds]``, then a concatenation)."""
+    (rows, rows written)). Memory, in training (svpr_main.py --mode train, its largest case):
+    get_datasets.py ``np.vstack``s every array it opens (all of them: Nordland's four seasons, both
+    splits' arrays of each role); WholeDatasetFromStruct and QueryDatasetFromStruct each copy the
+    training split's database and query rows (``dbDescs[inds]``), the validation set (its test
+    split) copies that split's rows once more. Passing copies (the concatenation) come on top."""
     gib = lambda rows: round(rows * RAW_FRAME_BYTES / 2**30, 2)
     total = sum(rows for rows, _ in arrays.values())
     written = sum(n for _, n in arrays.values())
-    largest_split = max((len(p.db) + len(p.query) for p in parts), default=0)
+    rows_of = {p.split: len(p.db) + len(p.query) for p in parts}
     if bench.name == "nordland":  # the fixed ranges, not our split's size
-        largest_split = 2 * max(end - start for start, end in NORDLAND_RANGES.values())  # train: 15000 + 15000
+        rows_of = {s: 2 * (end - start) for s, (start, end) in NORDLAND_RANGES.items()}
+    test = rows_of.get("test", 0)
+    train = rows_of.get("train", test)  # nuscene: its one struct file serves every split
     return {"frame_bytes": RAW_FRAME_BYTES, "disk_apparent_gib": gib(total), "disk_allocated_gib": gib(written),
-            "memory_gib": gib(total + 2 * largest_split),
-            "memory_note": ("get_datasets.py np.vstack()s every raw array it opens into memory (all of them), "
-                            "and the evaluated split's database and query rows are copied twice more")}
+            "memory_gib": gib(total + 2 * train + test),
+            "memory_note": ("training: get_datasets.py np.vstack()s every raw array it opens into memory (all of them), "
+                            "then holds the training split's database and query rows twice more and the test split's once "
+                            "(its validation set); passing copies come on top")}
 
 
 def _positive_check(bench: Benchmark, struct: dict, part: SplitRows, positives) -> int:
@@ -314,13 +325,21 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
         needs = loader_needs(bench, parts, arrays)
         sparse = sorted(n for n, (rows, written) in arrays.items() if written < rows)
         info.update(raw_384_arrays=sorted(arrays), loader_needs=needs,
-                    edit=f"in get_datasets.py replace {prefix!r} with the absolute path of this folder's data/",
+                    edit=(f"in get_datasets.py replace {prefix!r} with the absolute path of this folder's data/, or leave "
+                          f"it unchanged and make {prefix.rstrip('/')} a symbolic link to this folder's data/"),
                     raw_rows={n: {"rows": rows, "rows_written": written} for n, (rows, written) in arrays.items()},
                     sparse_files=sparse,
                     sparse_note=("" if not sparse else
                                  f"{sparse} have rows no frame of this export fills (zeros, never written): on file systems "
                                  f"with sparse files they take {needs['disk_allocated_gib']} GiB of {needs['disk_apparent_gib']} GiB. "
                                  "Copy with cp --sparse=always, rsync -S or tar -S: any other copy writes the full size."))
+    short = {role: runs["shortest_sequence"] for role, runs in extra.get("seqbounds", {}).items()
+             if runs["shortest_sequence"] < AUTHORS_SEQ_L}
+    if short:
+        reasons.append(f"the {sorted(short)} role(s) have sequences shorter than its --seqL {AUTHORS_SEQ_L} (shortest: {short}): "
+                       "its getSeqInds fills their windows with frames after the sequence's end (another sequence, "
+                       "or past the array: IndexError)")
+        fixes.append(f"drop the scenes whose frames form sequences of fewer than {AUTHORS_SEQ_L} frames, or run it with a smaller --seqL")
     if bench.name == "nordland":
         off = sorted(p.split for p in parts if not covers_exactly(p, NORDLAND_RANGES[p.split]))
         info["fixed_ranges_match"] = {p.split: p.split not in off for p in parts}
