@@ -597,6 +597,8 @@ def test_adapt_stformer_nordland_season_arrays_by_place_index(tmp_path):
     assert needs["memory_gib"] == round((4 * CLEAN_ROWS + 2 * 30000 + 6000) * frame_bytes / 2**30, 2)
     # its loader takes 15000 / 3000 rows by the fixed ranges whatever the struct lists: said first
     assert info["consumer_can_load"] is False and "['test', 'train']" in info["cannot_load_because"]
+    assert "{'test': [3, 3], 'train': [3, 3]} database/query frames" in info["cannot_load_because"]  # fewer than 3000 / 15000
+    assert "IndexError" in info["cannot_load_because"]
     assert "raw_inputs" not in info["cannot_load_because"]
 
 

@@ -345,8 +345,11 @@ def write_adapt_stformer(folder: Path, table: pa.Table, bench: Benchmark, data_r
         info["fixed_ranges_match"] = {p.split: p.split not in off for p in parts}
         if off:
             used = {s: NORDLAND_RANGES[s] for s in NORDLAND_STRUCT_FILES}
+            held = {p.split: [len(p.db), len(p.query)] for p in sorted(parts, key=lambda p: p.split) if p.split in off}
             reasons.append(f"its Nordland loader takes the rows of its fixed ranges {used} whatever the struct file "
-                           f"lists; the {off} split(s) here hold other places, so it mis-scores or fails on them")
+                           f"lists; the {off} split(s) here hold other places ({held} database/query frames): with "
+                           "fewer frames than the range it fails (test.py's getRecallAtN and QueryDatasetFromStruct "
+                           "index the struct's queries by the range's rows: IndexError), with as many it scores other frames")
             fixes.append("have every frame of those ranges and keep the benchmark's default index ranges")
     info["consumer_can_load"] = not reasons
     if reasons:
