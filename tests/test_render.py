@@ -74,3 +74,12 @@ def test_synthetic_writers_share_no_layout_with_the_loaders():
             elif isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
         assert not {m for m in imported if m.startswith(("seqvpr.datasets", "seqvpr.acquire"))}, source.name
+
+
+def test_winter_track_and_hills_stay_dark(world):
+    """Snow whitens the ground, not the ploughed track or the forested hills (a world of one white
+    collapses to one token in the random CCT: see WINTER_TRACK)."""
+    winter = _view(world, 80.0, "winter")
+    track = winter[110:, 70:90]  # bottom centre: the track
+    ground = winter[70:, :5]  # left edge below the horizon: snow
+    assert track.mean() < 150 < ground.mean()
