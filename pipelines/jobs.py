@@ -59,7 +59,16 @@ def benchmark_job(benchmark: str, config: dict | None = None):
                     "(frames and embeddings as they are).")
 
 
-JOBS = [prepare_job, train_evaluate_job, *heavy_jobs]
+def checkpoint_jobs() -> list:
+    """`<benchmark>_checkpoint_job`: one model partition of a benchmark's checkpoints per run (what
+    `seqvpr run` launches for a partitioned training asset; see job_name)."""
+    from assets.training import trained_benchmarks
+
+    return [define_asset_job(f"{b}_checkpoint_job", selection=AssetSelection.assets(f"{b}_checkpoint"),
+                             description=f"{b} checkpoints, one model partition per run.") for b in trained_benchmarks]
+
+
+JOBS = [prepare_job, train_evaluate_job, *heavy_jobs, *checkpoint_jobs()]
 
 
 def job_name(asset: str, partitioned: bool, group: str | None, dask: bool = False) -> str:

@@ -213,3 +213,15 @@ def test_a_runner_run_is_re_executed_through_the_uis_graphql_api(home):
     assert child == {"runId": run_id, "jobName": "prepare_job", "status": "SUCCESS", "parentRunId": parent["runId"],
                      "assetSelection": [{"path": ["nordland_struct_files"]}]}
     assert struct_file.is_file()
+
+
+def test_every_partitioned_asset_has_the_job_seqvpr_run_launches():
+    """`seqvpr run` materialises a partitioned asset through job_name's job: it must exist (the
+    checkpoints, partitioned by model, once had none and every training run failed at launch)."""
+    from pipelines.jobs import job_name
+
+    names = {job.name for job in defs.resolve_all_job_defs()}
+    partitioned = [a for a in defs.resolve_all_asset_specs() if a.partitions_def is not None]
+    assert any(a.group_name == "training" for a in partitioned)
+    for spec in partitioned:
+        assert job_name(spec.key.to_user_string(), True, spec.group_name) in names, spec.key

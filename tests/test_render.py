@@ -1,7 +1,8 @@
+import cv2
 import numpy as np
 import pytest
 
-from seqvpr.synthetic.render import World, render_view
+from seqvpr.synthetic.render import NIGHT_EXPOSURE, NIGHT_GAIN, World, render_view
 
 ROUTE = np.stack([np.linspace(0, 200, 50), np.zeros(50)], axis=1)  # due east
 
@@ -27,10 +28,20 @@ def test_same_place_looks_alike_across_traversals(world):
     assert _zncc(here_a, here_b) > _zncc(here_a, elsewhere) + 0.2
 
 
-def test_night_is_darker_and_noisier(world):
+def test_night_is_gained_up_noisy_and_lamplit(world):
+    """Night: unlit surfaces at NIGHT_EXPOSURE of daylight lifted by the camera's NIGHT_GAIN (not
+    black), the gain's noise, and street lamps that saturate."""
     day, night = _view(world, 80.0), _view(world, 80.0, "night")
-    assert night.mean() < 0.5 * day.mean()
-    assert np.abs(np.diff(night, axis=1)).mean() > 0
+    corner = night[70:, :20]  # road, left of the headlight pool, away from lamps
+    assert corner.mean() == pytest.approx(NIGHT_EXPOSURE * NIGHT_GAIN * 90.0, rel=0.05)  # road colour (90, 90, 95)
+    assert 0.6 * day[70:, :20].mean() < corner.mean() < day[70:, :20].mean()
+
+    def fine(img):  # high-pass of the (flat) sky: the sensor noise
+        sky = img[:20]
+        return (sky - cv2.blur(sky, (5, 5))).std()
+
+    assert fine(night) > 1.3 * fine(day)
+    assert (night.max(axis=2) >= 250).mean() > 0.005 and (day.max(axis=2) >= 250).mean() == 0
 
 
 def test_winter_is_brighter_below_horizon(world):
@@ -63,3 +74,12 @@ def test_synthetic_writers_share_no_layout_with_the_loaders():
             elif isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
         assert not {m for m in imported if m.startswith(("seqvpr.datasets", "seqvpr.acquire"))}, source.name
+
+
+def test_winter_track_and_hills_stay_dark(world):
+    """Snow whitens the ground, not the ploughed track or the forested hills (a world of one white
+    collapses to one token in the random CCT: see WINTER_TRACK)."""
+    winter = _view(world, 80.0, "winter")
+    track = winter[110:, 70:90]  # bottom centre: the track
+    ground = winter[70:, :5]  # left edge below the horizon: snow
+    assert track.mean() < 150 < ground.mean()

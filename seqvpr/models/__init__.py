@@ -104,18 +104,19 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 for _spec in (
-    ModelSpec("adapt_stformer", AdaptSTformer, "cct384", AUTHORS, CPU_ADAM,
-              "Adapt-STformer paper Sec. IV; ai4ce/Adapt-STFormer cct_adapt_stformer_train.sbatch", CPU_NOTE,
+    ModelSpec("adapt_stformer", AdaptSTformer, "cct384", AUTHORS, replace(CPU_ADAM, epochs=5, queries_per_epoch=24),
+              "Adapt-STformer paper Sec. IV; ai4ce/Adapt-STFormer cct_adapt_stformer_train.sbatch",
+              "lr 3e-4 and 5 epochs of 24 queries (authors: lr 1e-5, up to 200 epochs of every query)",
               paper_parameters=13.9e6),
     ModelSpec("seqvlad", SeqVLAD, "cct384", AUTHORS, CPU_ADAM,
               "ai4ce/Adapt-STFormer cct_seqvlad_train.sbatch (Mereu et al.'s recipe)", CPU_NOTE,
               paper_parameters=13.3e6),
     ModelSpec("stformer", STformer, "cct384", replace(AUTHORS, epochs=100),
-              replace(CPU_ADAM, epochs=2, queries_per_epoch=8, model_kwargs={"blocks": 1, "token_pool": 4}),
+              replace(CPU_ADAM, epochs=4, queries_per_epoch=16, model_kwargs={"blocks": 1, "token_pool": 4}),
               "ai4ce/Adapt-STFormer cct_stformer_train.sbatch (--nEpochs 100 --weightDecay 0)",
               "1 spatial + 1 temporal block (published: 4 + 4) on 4 x 4 token means (a 6 x 6 grid: one space-time "
               "window), lr 3e-4, "
-              "2 epochs of 8 queries (authors: lr 1e-5, up to 100 epochs of every query): the full model takes "
+              "4 epochs of 16 queries (authors: lr 1e-5, up to 100 epochs of every query): the full model takes "
               "about 10 s per sequence on 2 CPU cores",
               fixed_length=True, cct_blocks=0, paper_parameters=13.5e6),
     ModelSpec("seqnet", SeqNet, "vgg16_netvlad", SEQNET, replace(SEQNET, lr=1e-2, epochs=3, queries_per_epoch=48),
