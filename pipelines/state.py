@@ -1,6 +1,7 @@
 """Is an asset partition fresh? Read from the Dagster instance, the one record of what was built.
 
-An asset partition is skipped only when its latest materialisation, whichever door started it:
+An asset partition is skipped only when its latest materialisation for this home (homes may share
+one Dagster instance), whichever door started it:
 - exists and was made with the settings this run would use (`settings_digest`, pipelines/versions.py),
 - is not stale for Dagster (same code version; upstream data versions unchanged since),
 - left every output it recorded on disk as it was (same files, same sizes),
@@ -67,6 +68,9 @@ def _loading_context():
     return Loading
 
 
+HOME_LOOKBACK = 100  # materialisations of one asset partition searched for this home's latest
+
+
 class InstanceState:
     """Freshness of asset partitions for one run's settings, read from ``instance``."""
 
@@ -74,11 +78,23 @@ class InstanceState:
         self.instance, self.defs, self.run_config, self.home = instance, defs, run_config, home
 
     def _latest(self, key, partition):
+        """This home's latest materialisation of the asset partition, or None. Several homes may
+        share one Dagster instance (one DAGSTER_HOME): their materialisations of the same asset key
+        interleave, so the newest record whose recorded home (metadata ``settings``) is this run's
+        is the one that describes this home's files; one from another home says nothing about them.
+        Looks back over the last HOME_LOOKBACK records (beyond: "never built", a rebuild)."""
         from dagster import AssetRecordsFilter
 
+        home = resource_settings(configured_resource(self.defs, "home", self.run_config, self.home))["home"]
         records = self.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
-        return records[0].asset_materialization if records else None
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+            limit=HOME_LOOKBACK).records
+        for record in records:
+            settings = record.asset_materialization.metadata.get("settings")
+            recorded = ((getattr(settings, "value", None) or {}).get("resources") or {}).get("home") or {}
+            if recorded.get("home") == home:
+                return record.asset_materialization
+        return None
 
     def why_stale(self, name: str, partition: str | None) -> str | None:
         """None when the asset partition is fresh, else what makes it stale, in a few words."""

@@ -262,6 +262,9 @@ def test_two_runs_on_one_new_shared_dagster_home_both_work_and_leave_it_usable(t
     assert [p.returncode for p in procs] == [0, 0], outputs
     again = subprocess.run(command + ["--home", str(tmp_path / "A")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "1 asset partitions (0 run, 1 fresh)" in again.stdout, again.stdout + again.stderr
+    # each home's freshness is read from its own materialisations, whichever home built last
+    other = subprocess.run(command + ["--home", str(tmp_path / "B")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0 and "1 asset partitions (0 run, 1 fresh)" in other.stdout, other.stdout + other.stderr
 
 
 def test_a_ui_run_with_settings_out_of_range_is_refused_at_launch(tmp_path, monkeypatch):
