@@ -210,7 +210,8 @@ def build_results_asset(benchmark: str):
                       encoder: FrameEncoder, baselines: BaselineBackbones) -> MaterializeResult:
         layout = home.layout()
         data = _split_data(layout, benchmark, "test")
-        pca_train = _split_data(layout, source, "train") if config.pca_dim else None
+        train_split = _split_data(layout, source, "train")  # fits the pooled heads' whitening; PCA's, when set
+        pca_train = train_split if config.pca_dim else None
         model_id = encoder.model_id()
         trained = {}
         for path in sorted((layout.models() / source).glob("*.pt")):
@@ -239,7 +240,8 @@ def build_results_asset(benchmark: str):
         kwargs = {name: TrainConfig.for_model(name, on_gpu).model_kwargs for name in names}
         kwargs.update({meta["name"]: meta["model_kwargs"] for _, meta in trained.values()})
         rows = evaluate_models(data, names, trained, config.lengths, config.pca_dim or None, pca_train,
-                               tail=encoder.tail(), log=context.log.info, published=published, model_kwargs=kwargs)
+                               tail=encoder.tail(), log=context.log.info, published=published, model_kwargs=kwargs,
+                               train_data=train_split)
         notes = [f"PCA to {config.pca_dim} dimensions, fitted on the {source} train split." if config.pca_dim else "No PCA."]
         notes += sorted({f"{meta['name']}: {meta['budget']}." for _, meta in trained.values() if meta.get("budget")})
         table = results_markdown(benchmark, rows, data, notes)

@@ -30,7 +30,7 @@ as shards): FrameEmbedder's null-model mode (NullCCT: seeded tokens of the real 
 float16, at no cost; its own cache namespace) stands for CCT384, so those rows time the pipeline around the model (hashing, decoding,
 cache chunk and shard writes, reading); the model's own cost per frame is in bench_embed_shards.py. train: one
 epoch of the training recipe (8 queries) of ``--model``, validated on the same split; evaluate:
-Recall@K of the untrained model at L = 5. On a CPU ``--model seqnet`` (SeqNet on mean-pooled CCT
+Recall@K of the untrained model at L = 5. On a CPU ``--model seqnet`` (SeqNet on pooled CCT
 tokens, the cheapest head) keeps these rows to minutes: the data path they measure (the split's
 tokens read from the shards) is the same for every model. exports: every consumer that needs no
 shards, and seqNet's where every split is sharded.
@@ -272,11 +272,13 @@ def stage_train(ctx: Context, partition=None) -> int:
 
 def stage_evaluate(ctx: Context, partition=None) -> int:
     from seqvpr.evaluate import evaluate_model
-    from seqvpr.train import TrainConfig, build_sequence_model
+    from seqvpr.train import TrainConfig, build_sequence_model, fit_pooling
 
     data = _split_data(ctx)
     kwargs = TrainConfig.for_model(ctx.model, False).model_kwargs
-    evaluate_model(build_sequence_model(ctx.model, 5, kwargs).eval(), data, 5)
+    model = build_sequence_model(ctx.model, 5, kwargs)
+    fit_pooling(model, data)  # heads on pooled tokens: their frame descriptor's whitening (the split stands in for training's)
+    evaluate_model(model.eval(), data, 5)
     return len(data.db_bounds) + len(data.q_bounds)
 
 

@@ -10,7 +10,8 @@ import torch
 from seqvpr.metrics import RECALL_AT, apply_pca, chance_recall, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE
 from seqvpr.models.opticornet import hierarchical_retrieval
-from seqvpr.train import SplitData, TrainConfig, build_sequence_model, describe, frame_features, sequence_windows
+from seqvpr.train import (POOLED_DIM, POOLED_GRID, SplitData, TrainConfig, build_sequence_model, describe,
+                          fit_pooling, frame_features, sequence_windows)
 
 # The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) is not CCT384
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
@@ -92,8 +93,10 @@ def features_note(name: str, tail_blocks: int, published_weights: str | None = N
         return f"{PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}, the published backbone ({weights_label(published_weights)}){size}"
     cct = f"CCT384 final tokens, last {tail_blocks} blocks trained" if tail_blocks else "CCT384 final tokens, frozen"
     if MODEL_BACKBONE[name] != "cct384":
-        extra = "; CosPlace's last layer, Linear(384, 384) per frame, in the head" if name == "jist" else ""
-        return f"{cct}, mean-pooled 384-D (published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}){extra}{size}"
+        dim = (model_kwargs or {}).get("dim", POOLED_DIM)
+        extra = f"; CosPlace's last layer, Linear({dim}, {dim}) per frame, in the head" if name == "jist" else ""
+        return (f"{cct}, {POOLED_GRID} x {POOLED_GRID} grid means whitened to {dim}-D on the training split "
+                f"(published: {PUBLISHED_FEATURES[MODEL_BACKBONE[name]]}){extra}{size}")
     if name == "stformer":
         return f"{cct} (published: tokenizer output, before any CCT block){size}"
     return cct + size
@@ -110,13 +113,15 @@ def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[i
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
                     pca_train: SplitData | None = None, tail=None, log=print,
                     published: dict[str, PublishedFeatures] | None = None,
-                    model_kwargs: dict[str, dict] | None = None) -> list[dict]:
+                    model_kwargs: dict[str, dict] | None = None, train_data: SplitData | None = None) -> list[dict]:
     """Rows for every trained model (any key -> (model, checkpoint meta), shown as meta["name"]) and every untrained model in
     `names` at each usable length. Untrained models start as training would: the seeded head and
     `tail`, the CCT blocks after the cut as the encoder has them, at the default training length.
     Fixed-length models (STformer, OptiCorNet) are evaluated at their length only. published:
     backbone name -> its frame descriptors, read by the heads of that backbone (built at their
-    published widths, no CCT tail); the others read `data`'s tokens."""
+    published widths, no CCT tail); the others read `data`'s tokens. train_data: the training split,
+    on which the untrained heads that read pooled tokens fit their frame descriptor's whitening as
+    training does (ValueError without it when such a head is evaluated)."""
     published, model_kwargs = published or {}, model_kwargs or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
     candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
@@ -128,6 +133,11 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
         kwargs = model_kwargs.get(name, {})
         model = build_sequence_model(name, seq_len, kwargs, tail=None if features else tail, seed=UNTRAINED_SEED,
                                      published_features=features is not None).eval()
+        if model.pooled:
+            if train_data is None:
+                raise ValueError(f"{name} reads pooled CCT tokens: its untrained row needs the training split "
+                                 "(train_data) to fit the frame descriptor's whitening")
+            fit_pooling(model, train_data)
         candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features, kwargs))
     kind = {UNTRAINED: 2, START: 1}  # per model: trained, training's start, untrained
     candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], kind.get(c[3], 0)))

@@ -19,6 +19,7 @@ from seqvpr.errors import DataError
 from seqvpr.models.backbones import build_backbone
 from seqvpr.shards import Sample, encoder_record, write_split_shards
 from seqvpr.splits import role_rows
+from seqvpr.train import POOLED_DIM
 from test_exports import MEAN, STD, materialise, oxford_bench, robotcar_like
 
 BENCHMARK = "oxford_easy"
@@ -32,7 +33,7 @@ def _assets(*names):
 @pytest.fixture
 def home(tmp_path):
     """Oxford-easy-like split table, a distinct random PNG frame each, and shards whose rows are the
-    split table's (two random 384-D tokens a frame, for pooled CCT features)."""
+    split table's (four random 384-D tokens a frame, a 2 x 2 map, for pooled CCT features)."""
     home = tmp_path / "home"
     bench = oxford_bench(BENCHMARK)
     layout, table = materialise(home, robotcar_like(16), bench, images=False)
@@ -43,7 +44,7 @@ def home(tmp_path):
         if bench.split(split) is None:
             continue
         rows = [r for role in ("db", "query") for r in role_rows(table, split, role).to_dict("records")]
-        samples = [Sample(key=r["frame_id"], tokens=rng.normal(size=(2, 384)).astype(np.float16), descriptor=np.zeros(4, np.float32),
+        samples = [Sample(key=r["frame_id"], tokens=rng.normal(size=(4, 384)).astype(np.float16), descriptor=np.zeros(4, np.float32),
                           row={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}) for r in rows]
         write_split_shards(layout.shards(BENCHMARK, split), BENCHMARK, split, samples,
                            provenance={"encoder": encoder_record("random-init-0", 8, None)})
@@ -114,8 +115,9 @@ def test_results_rows_of_jist_and_seqnet_read_the_published_backbones(home):
     config = {"ops": {f"{BENCHMARK}_results": {"config": {"models": ["jist"], "lengths": [5]}}}}
     assert materialize(_assets("results"), resources=_resources(home, baseline_features="pooled_cct"), run_config=config).success
     (row,) = json.loads((home / "data" / "results" / f"{BENCHMARK}.json").read_text())
-    assert row["trained"].startswith("no: seeded") and row["descriptor_dim"] == 384
-    assert row["features"].startswith("CCT384 final tokens, frozen, mean-pooled 384-D (published: ResNet-18 + GeM")
+    assert row["trained"].startswith("no: seeded") and row["descriptor_dim"] == POOLED_DIM
+    assert row["features"].startswith(f"CCT384 final tokens, frozen, 2 x 2 grid means whitened to {POOLED_DIM}-D on the "
+                                      "training split (published: ResNet-18 + GeM")
 
 
 def test_results_show_a_checkpoint_its_start_and_the_untrained_model(home):

@@ -57,14 +57,20 @@ def test_sequence_windows_stay_in_their_run():
 
 
 def _synthetic_split(n, rng, noise):
-    """Places live in 4 of 32 feature dimensions; db and query frames add strong noise in the other
-    28, so an untrained projection confuses places and a trained one can learn to ignore the noise."""
+    """Frame descriptors (as a published backbone's: L2-normalised, read by the head directly), each
+    the mean of 16 noisy tokens: places live in 4 of 32 feature dimensions; db and query frames add
+    strong noise in the other 28, so an untrained projection confuses places and a trained one can
+    learn to ignore the noise."""
     signal = np.zeros((n, 16, 32))
     signal[:, :, :4] = rng.normal(size=(n, 1, 4))
     clutter = np.zeros((1, 1, 32))
     clutter[..., 4:] = noise
-    places = (signal + clutter * rng.normal(size=signal.shape)).astype(np.float16)
-    q = (signal + clutter * rng.normal(size=signal.shape)).astype(np.float16)
+
+    def frames():
+        tokens = (signal + clutter * rng.normal(size=signal.shape)).astype(np.float16).astype(np.float32).mean(1)
+        return tokens / np.linalg.norm(tokens, axis=1, keepdims=True)
+
+    places, q = frames(), frames()
     bounds = np.array([[0, n]] * n)
     positives = [np.array([i]) for i in range(n)]
     negatives = np.array([[j for j in range(n) if abs(j - i) > 2][:20] for i in range(n)])
@@ -72,11 +78,12 @@ def _synthetic_split(n, rng, noise):
 
 
 def test_training_improves_recall_over_untrained():
-    """SeqNet on pooled tokens (its head built for their 32-D width) learns to ignore the clutter."""
+    """SeqNet on 32-D frame descriptors (its head built for that width) learns to ignore the clutter."""
     rng = np.random.default_rng(0)
     train_data, val_data = _synthetic_split(40, rng, 3.0), _synthetic_split(40, rng, 3.0)
-    cfg = TrainConfig(model="seqnet", model_kwargs={"dim": 32}, seq_len=5, epochs=6, lr=3e-3, queries_per_epoch=40, patience=6)
-    result = train(cfg, train_data, val_data, log=lambda *_: None)
+    cfg = TrainConfig(model="seqnet", model_kwargs={"dim": 32, "out_dim": 32}, seq_len=5, epochs=6, lr=3e-3,
+                      queries_per_epoch=40, patience=6)
+    result = train(cfg, train_data, val_data, log=lambda *_: None, published_features=True)
     assert result.best_recall5 >= result.initial_recall[5] + 0.1
     assert len(result.history) >= 1 and all(np.isfinite(h["loss"]) for h in result.history)
 
@@ -96,18 +103,20 @@ def test_evaluation_table_marks_untrained_models_and_counts_queries():
 
     data = _toy_split(6, 576)
     names = ["adapt_stformer", "seqvlad", "seqnet", "jist", "opticornet"]
-    rows = evaluate_models(data, names, {}, [3, 5], log=lambda *_: None)
+    with pytest.raises(ValueError, match="training split"):  # the pooled heads' whitening is fitted on it
+        evaluate_models(data, ["seqnet"], {}, [5], log=lambda *_: None)
+    rows = evaluate_models(data, names, {}, [3, 5], log=lambda *_: None, train_data=_toy_split(24, 576, seed=4))
     labels = [(r["model"], r["length"]) for r in rows]
     assert labels == [("adapt_stformer", 3), ("adapt_stformer", 5), ("seqvlad", 3), ("seqvlad", 5), ("seqnet", 5),
                       ("jist", 3), ("jist", 5), ("opticornet", 5), ("opticornet + SeqSLAM re-rank", 5)]
     assert all(r["trained"] == UNTRAINED for r in rows)
     features = {r["model"]: r["features"] for r in rows}
     assert features["seqvlad"] == features["adapt_stformer"] == "CCT384 final tokens, frozen"
-    assert "mean-pooled 384-D (published: ResNet-18 + GeM" in features["jist"]
-    assert "mean-pooled 384-D (published: VGG16 + NetVLAD" in features["seqnet"]
+    assert "2 x 2 grid means whitened to 16-D on the training split (published: ResNet-18 + GeM" in features["jist"]
+    assert "2 x 2 grid means whitened to 16-D on the training split (published: VGG16 + NetVLAD" in features["seqnet"]
     assert features["opticornet"] == features["seqnet"]
     assert {r["model"]: r["descriptor_dim"] for r in rows if r["length"] == 5} == {
-        "adapt_stformer": 64 * 384, "seqvlad": 64 * 384, "seqnet": 384, "jist": 384, "opticornet": 512,
+        "adapt_stformer": 64 * 384, "seqvlad": 64 * 384, "seqnet": 16, "jist": 16, "opticornet": 512,
         "opticornet + SeqSLAM re-rank": 512}
     table = results_markdown("toy", rows, data)
     assert table.count("\n| ") == len(rows) + 1 and "R@20" in table

@@ -130,7 +130,7 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     """Per tuple, Eqs. 7-9 with the first two mined negatives (nearest first), averaged over the batch;
     the head reads pooled tokens and is built for their width."""
     from seqvpr.models.opticornet import quadruplet_loss
-    from seqvpr.train import SplitData, TrainConfig, batch_loss, build_sequence_model, sequence_windows
+    from seqvpr.train import SplitData, TrainConfig, batch_loss, build_sequence_model, fit_pooling, sequence_windows
 
     rng = np.random.default_rng(1)
     tokens = rng.normal(size=(12, 4, 8)).astype(np.float16)
@@ -138,6 +138,7 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     data = SplitData(tokens, tokens, bounds, bounds, [], [], np.zeros((12, 0)))
     model = build_sequence_model("opticornet", 5, {"dim": 8, "channels": 6, "hidden": 6})
     assert model.pooled and model.head.spatial.in_channels == 8
+    assert fit_pooling(model, data) == 24  # the whitened 2 x 2 grid descriptor, fitted on the split's frames
     windows = sequence_windows(bounds, 5)
     tuples = [(0, 9, np.array([1, 2, 5])), (3, 11, np.array([4, 2]))]  # far positives: the margin is violated
     loss = batch_loss(model, TrainConfig.for_model("opticornet", on_gpu=False, margin=0.3), data, tuples, windows, windows)
@@ -191,10 +192,10 @@ def test_jist_on_fixed_features_trains_cosplaces_last_layer_started_at_identity(
     from seqvpr.train import build_sequence_model
 
     model = build_sequence_model("jist", 5)
-    assert model.pooled and model.head.spatial.weight.shape == (384, 384)
-    frames = F.normalize(torch.randn(2, 5, 384), dim=-1)
+    assert model.pooled and model.head.spatial.weight.shape == (16, 16)  # the whitened grid descriptor's width
+    frames = F.normalize(torch.randn(2, 5, 16), dim=-1)
     torch.manual_seed(0)
-    plain = JIST(dim=384)
+    plain = JIST(dim=16)
     with torch.no_grad():
         assert torch.allclose(model.head(frames), plain(frames), atol=1e-6)
     assert sum(p.numel() for p in plain.parameters()) == 1  # published: SeqGeM's exponent alone
@@ -204,3 +205,25 @@ def test_checkpoints_are_partitioned_by_model():
     from assets.training import model_partitions
 
     assert model_partitions.get_partition_keys() == ["adapt_stformer", "seqvlad", "stformer", "seqnet", "jist", "opticornet"]
+
+
+def test_pooled_heads_read_grid_means_whitened_on_the_training_frames():
+    """GridWhitening: means over a 2 x 2 grid of the token map, centred and whitened on the training
+    frames (their projections have identity scatter), L2-normalised; its buffers survive a
+    checkpoint's state dict into a freshly built model."""
+    from seqvpr.train import SplitData, build_sequence_model, fit_pooling
+
+    rng = np.random.default_rng(2)
+    tokens = rng.normal(size=(30, 16, 8)).astype(np.float16)  # a 4 x 4 map of 8-D tokens
+    bounds = np.array([[0, 15]] * 15)
+    data = SplitData(tokens[:15], tokens[15:], bounds, bounds, [], [], np.zeros((15, 0)))
+    model = build_sequence_model("seqnet", 5, {"dim": 6})
+    assert fit_pooling(model, data) == 30
+    x = tokens.astype(np.float64).reshape(30, 2, 2, 2, 2, 8).mean((2, 4)).reshape(30, 32)  # cells by hand
+    z = (x - x.mean(0)) @ model.pooling.projection.double().numpy()
+    np.testing.assert_allclose(z.T @ z, np.eye(6), atol=1e-4)
+    frames = model.frames(torch.from_numpy(tokens.astype(np.float32)))
+    np.testing.assert_allclose(frames.numpy(), z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-5)
+    loaded = build_sequence_model("seqnet", 5, {"dim": 6})
+    loaded.load_state_dict(model.state_dict())
+    assert torch.equal(loaded.frames(torch.from_numpy(tokens.astype(np.float32))), frames)
