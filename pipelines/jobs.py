@@ -3,6 +3,7 @@
 - `<dataset>_frames_job` / `<dataset>_embeddings_job`: the heavy partitioned stages, one partition
   per run; `<dataset>_<stage>_dask_job` runs the same on a Dask cluster (pipelines/dask.py; a
   local cluster by default, `execution.config.cluster.existing.address` for a lab's scheduler).
+- `<benchmark>_checkpoint_job`: one model partition of a benchmark's checkpoints per run.
 - `prepare_job`: every unpartitioned dataset product (raw data, frame tables, splits, struct files,
   shards, exports).
 - `<benchmark>_job`: rebuild one benchmark from its split (split, struct files, shards, exports);
@@ -11,16 +12,20 @@
 """
 from dagster import AssetKey, AssetSelection, define_asset_job
 
+from assets.training import trained_benchmarks
 from pipelines.dask import dask_executor
 from pipelines.partitions import PARTITIONS
 
 HEAVY_STAGES = ("frames", "embeddings")
 HEAVY = [f"{d}_{s}" for d in PARTITIONS for s in HEAVY_STAGES]
+CHECKPOINTS = [f"{b}_checkpoint" for b in trained_benchmarks]  # partitioned by model
 
-heavy_jobs = [
+# every partitioned asset has its `<asset>_job` (what `seqvpr run` launches, job_name); the heavy
+# ones also a Dask one
+partitioned_jobs = [
     define_asset_job(f"{name}_job", selection=AssetSelection.assets(name),
                      description=f"{name.replace('_', ' ')}, one partition per run.")
-    for name in HEAVY
+    for name in [*HEAVY, *CHECKPOINTS]
 ] + [
     define_asset_job(f"{name}_dask_job", selection=AssetSelection.assets(name), executor_def=dask_executor,
                      description=f"{name.replace('_', ' ')}, one partition per run, on a Dask cluster.")
@@ -59,16 +64,7 @@ def benchmark_job(benchmark: str, config: dict | None = None):
                     "(frames and embeddings as they are).")
 
 
-def checkpoint_jobs() -> list:
-    """`<benchmark>_checkpoint_job`: one model partition of a benchmark's checkpoints per run (what
-    `seqvpr run` launches for a partitioned training asset; see job_name)."""
-    from assets.training import trained_benchmarks
-
-    return [define_asset_job(f"{b}_checkpoint_job", selection=AssetSelection.assets(f"{b}_checkpoint"),
-                             description=f"{b} checkpoints, one model partition per run.") for b in trained_benchmarks]
-
-
-JOBS = [prepare_job, train_evaluate_job, *heavy_jobs, *checkpoint_jobs()]
+JOBS = [prepare_job, train_evaluate_job, *partitioned_jobs]
 
 
 def job_name(asset: str, partitioned: bool, group: str | None, dask: bool = False) -> str:
