@@ -76,6 +76,8 @@ class InstanceState:
 
     def __init__(self, instance, defs, run_config: dict, home: str):
         self.instance, self.defs, self.run_config, self.home = instance, defs, run_config, home
+        # the home as each materialisation records it (metadata "settings"), to tell this home's apart
+        self.recorded_home = resource_settings(configured_resource(defs, "home", run_config, home))["home"]
 
     def _latest(self, key, partition):
         """This home's latest materialisation of the asset partition, or None. Several homes may
@@ -85,14 +87,13 @@ class InstanceState:
         Looks back over the last HOME_LOOKBACK records (beyond: "never built", a rebuild)."""
         from dagster import AssetRecordsFilter
 
-        home = resource_settings(configured_resource(self.defs, "home", self.run_config, self.home))["home"]
         records = self.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
             limit=HOME_LOOKBACK).records
         for record in records:
             settings = record.asset_materialization.metadata.get("settings")
             recorded = ((getattr(settings, "value", None) or {}).get("resources") or {}).get("home") or {}
-            if recorded.get("home") == home:
+            if recorded.get("home") == self.recorded_home:
                 return record.asset_materialization
         return None
 

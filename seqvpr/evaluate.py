@@ -127,7 +127,7 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
                    published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta.get("model_kwargs"))
                   for model, meta in trained.values()]
-    seq_len = TrainConfig.seq_len
+    seq_len, fitted = TrainConfig.seq_len, {}  # fitted: the untrained pooled heads' whitening, per width
     for name in names:
         features = published.get(MODEL_BACKBONE[name])
         kwargs = model_kwargs.get(name, {})
@@ -137,7 +137,11 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
             if train_data is None:
                 raise ValueError(f"{name} reads pooled CCT tokens: its untrained row needs the training split "
                                  "(train_data) to fit the frame descriptor's whitening")
-            fit_pooling(model, train_data)
+            if model.pooling.dim in fitted:  # the same fit (same tail, same frames): read the split once
+                model.pooling.load_state_dict(fitted[model.pooling.dim])
+            else:
+                fit_pooling(model, train_data)
+                fitted[model.pooling.dim] = model.pooling.state_dict()
         candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features, kwargs))
     kind = {UNTRAINED: 2, START: 1}  # per model: trained, training's start, untrained
     candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], kind.get(c[3], 0)))
