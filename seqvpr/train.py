@@ -25,6 +25,7 @@ Oxford-easy test split at chance (R@5 0.348 against a random 0.404), the grid me
 """
 import copy
 import io
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -91,16 +92,37 @@ class GridWhitening(nn.Module):
         cell = side // self.grid
         return tokens.reshape(len(tokens), self.grid, cell, self.grid, cell, -1).mean((2, 4)).flatten(1)
 
-    def fit(self, grid_means: np.ndarray) -> None:
-        """Fit the whitening on (M, grid^2 D) grid means of training frames."""
-        x = np.asarray(grid_means, dtype=np.float64)
-        mean = x.mean(0)
-        _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
-        kept = int(min(self.dim, np.sum(singular > singular.max(initial=0) * 1e-6)))
-        projection = np.zeros((x.shape[1], self.dim))
-        projection[:, :kept] = vt[:kept].T / singular[:kept]
-        self.mean = torch.from_numpy(mean.astype(np.float32))
+    def fit(self, grid_means: Iterable[np.ndarray]) -> int:
+        """Fit the whitening on batches of (M, grid^2 D) grid means of training frames, streamed: it
+        keeps their count, sum and scatter (grid^2 D squared float64: 18 MB at 1,536-D, whatever the
+        split's size), shifted by the first batch's mean so the centring loses no precision, then
+        takes the eigenvectors of the centred scatter (the right singular vectors of the centred
+        frames, as an SVD of them would give). Each eigenvector's largest entry is made positive, so
+        the fit does not depend on the eigensolver's signs. Returns the frames used; ValueError when
+        there are none."""
+        count, shift, total, scatter = 0, None, None, None
+        for batch in grid_means:
+            x = np.asarray(batch, dtype=np.float64)
+            if not len(x):
+                continue
+            if shift is None:
+                shift = x.mean(0)
+                total, scatter = np.zeros_like(shift), np.zeros((len(shift), len(shift)))
+            x = x - shift
+            count, total, scatter = count + len(x), total + x.sum(0), scatter + x.T @ x
+        if not count:
+            raise ValueError("GridWhitening.fit: no training frames")
+        offset = total / count
+        eigenvalues, eigenvectors = np.linalg.eigh(scatter - count * np.outer(offset, offset))
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+        kept = int(min(self.dim, np.sum(eigenvalues > max(eigenvalues[0], 0.0) * 1e-10)))
+        signs = np.sign(eigenvectors[np.abs(eigenvectors).argmax(0), np.arange(eigenvectors.shape[1])])
+        projection = np.zeros((len(shift), self.dim))
+        projection[:, :kept] = eigenvectors[:, :kept] * signs[:kept] / np.sqrt(eigenvalues[:kept])
+        self.mean = torch.from_numpy((shift + offset).astype(np.float32))
         self.projection = torch.from_numpy(projection.astype(np.float32))
+        return count
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if not len(self.mean):
@@ -283,19 +305,22 @@ def build_sequence_model(name: str, seq_len: int, model_kwargs: dict | None = No
 @torch.no_grad()
 def fit_pooling(model: SequenceModel, data: SplitData, batch_size: int = 16) -> int:
     """Fit the model's GridWhitening (if any) on every frame of a training split (its database and
-    query frames, through the trainable CCT blocks as they start), `batch_size` frames at a time;
-    returns the frames used (0 without pooling). Training and the untrained rows fit it the same way."""
+    query frames, through the trainable CCT blocks as they start), `batch_size` frames at a time,
+    streamed (memory flat in the split's size); returns the frames used (0 without pooling).
+    Training and the untrained rows fit it the same way."""
     if not model.pooled:
         return 0
     model.eval()
-    means = []
-    for tokens in (data.db_tokens, data.q_tokens):
-        for i in range(0, len(tokens), batch_size):
-            batch = torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(_device(model))
-            means.append(model.pooling.grid_means(batch if model.tail is None else model.tail(batch)).cpu().numpy())
-    model.pooling.fit(np.concatenate(means))
+
+    def grid_means():
+        for tokens in (data.db_tokens, data.q_tokens):
+            for i in range(0, len(tokens), batch_size):
+                batch = torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(_device(model))
+                yield model.pooling.grid_means(batch if model.tail is None else model.tail(batch)).cpu().numpy()
+
+    used = model.pooling.fit(grid_means())
     model.pooling.to(_device(model))
-    return sum(map(len, means))
+    return used
 
 
 @torch.no_grad()

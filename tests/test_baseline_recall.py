@@ -95,4 +95,4 @@ def test_robotcar_night_queries_find_day_places(tmp_path):
     positives = radius_positives(night, day, 10.0)  # seqNet's Oxford posDistThr
     recall, chance = recall_and_chance(tmp_path, day, night, positives, edges=True)
     print(f"robotcar night->day recall@1 {recall:.3f}, chance {chance:.4f}")
-    assert 10 * chance < recall < 0.95
+    assert 10 * chance < recall < 0.98  # 0.954 with the world continued past the route's end (0.932 before)

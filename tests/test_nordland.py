@@ -19,6 +19,8 @@ from seqvpr.synthetic import generate
 from seqvpr.synthetic.nordland import real_track
 
 FRAMES = 7  # the real test track repeats a GPS fix at its 5th/6th frames (19163, 19164)
+TRAIN_FRAMES = 4 * FRAMES  # the training stretch is rendered TRAIN_STRETCH_RATIO times longer
+PER_SEASON = TRAIN_FRAMES + 2 * FRAMES  # training, then the test and val stretches (frame-number order)
 SEASONS = ("spring", "summer", "fall", "winter")
 CLEAN_NAMES = (REFERENCE_DIR / "imageNamesFiles" / "nordland_clean_imageNames.txt").read_text().split()
 
@@ -66,8 +68,9 @@ def test_seasons_have_identical_frame_numbers_and_no_gps_file(world):
     assert sorted(p.name for p in raw.iterdir()) == sorted(SEASONS)
     names = {season: sorted(p.name for p in (raw / season).iterdir()) for season in SEASONS}
     assert len({tuple(v) for v in names.values()}) == 1
-    assert names["summer"][:FRAMES] == [f"images-{f:05d}.png" for f in range(202, 209)]
-    assert names["summer"][FRAMES:2 * FRAMES] == [f"images-{f}.png" for f in range(19159, 19166)]
+    assert names["summer"][:TRAIN_FRAMES] == [f"images-{f:05d}.png" for f in range(202, 202 + TRAIN_FRAMES)]
+    assert names["summer"][TRAIN_FRAMES:TRAIN_FRAMES + FRAMES] == [f"images-{f}.png" for f in range(19159, 19166)]
+    assert summary["stretches"]["seqnet_train"] == [202, 201 + TRAIN_FRAMES] and summary["frames_per_season"] == PER_SEASON
     assert summary["stretches"]["seqnet_test"] == [19159, 19165]
     assert discover_partitions(raw) == list(SEASONS)
     pixels = []
@@ -132,7 +135,7 @@ def test_table_round_trips_through_parquet_and_reruns_identically(world, fall, t
     assert again.schema == FRAME_TABLE_SCHEMA
     write_table(again, tmp_path / "fall.parquet")
     assert pq.read_table(tmp_path / "fall.parquet").to_pylist() == again.to_pylist()
-    assert [r["easting"] for r in again.to_pylist()][FRAMES:2 * FRAMES] == [r["easting"] for r in rows]
+    assert [r["easting"] for r in again.to_pylist()][TRAIN_FRAMES:TRAIN_FRAMES + FRAMES] == [r["easting"] for r in rows]
 
 
 def test_unlisted_frames_are_counted_and_unlocated_ones_get_nan(world, tmp_path):
@@ -143,7 +146,7 @@ def test_unlisted_frames_are_counted_and_unlocated_ones_get_nan(world, tmp_path)
     result = normalise_partition(raw, "spring", tmp_path / "out", tmp_path, size=16)
     assert result.dropped == {"not_in_clean_list": 1}
     rows = {r["frame_index"]: r for r in result.table.to_pylist()}
-    assert len(rows) == 3 * FRAMES + 1
+    assert len(rows) == PER_SEASON + 1
     assert rows[19161]["place_index"] == 15102
     unlocated = rows[19051]
     assert unlocated["place_index"] == 15000 and unlocated["utm_band"] == ""
@@ -154,7 +157,7 @@ def test_generator_is_deterministic(world, tmp_path):
     base, raw, _ = world
     generate("nordland", tmp_path / "raw", seed=1, truth_root=tmp_path / "truth", frames=FRAMES, width=64, height=48)
     files = sorted(p.relative_to(raw) for p in raw.rglob("*") if p.is_file())
-    assert len(files) == 4 * 3 * FRAMES
+    assert len(files) == 4 * PER_SEASON
     assert sorted(p.relative_to(tmp_path / "raw") for p in (tmp_path / "raw").rglob("*") if p.is_file()) == files
     assert all((tmp_path / "raw" / f).read_bytes() == (raw / f).read_bytes() for f in files)
     assert (tmp_path / "truth" / "camera_poses.csv").read_bytes() == (base / "truth" / "camera_poses.csv").read_bytes()
@@ -170,7 +173,7 @@ def test_summer_and_winter_only_gives_empty_seasons_that_say_where_to_get_them(t
     assert result.notes == ["Nordland season 'spring' is not in the raw data; get it from not on the Adelaide "
                             "share: extract it from NRK's spring video or another four-season release, as "
                             "<root>/spring/images-NNNNN.png"]
-    assert normalise_partition(raw, "winter", tmp_path / "out", tmp_path, size=16).table.num_rows == 6
+    assert normalise_partition(raw, "winter", tmp_path / "out", tmp_path, size=16).table.num_rows == 4 * 2 + 2 * 2  # training stretch 4 x 2 frames, val and test 2 each
 
 
 def test_corrupt_image_is_named(world, tmp_path):
@@ -245,6 +248,6 @@ def test_adelaide_share_archives_extract_to_season_folders_that_load(world, tmp_
     extract_archives(sorted(downloads.iterdir()), dataset, "nordland")
     assert discover_partitions(dataset) == ["summer", "winter"]
     winter = normalise_partition(dataset, "winter", tmp_path / "out", tmp_path, size=16)
-    assert winter.table.num_rows == 3 * FRAMES and winter.table.column("source_file")[0].as_py() == "winter/images-00202.png"
+    assert winter.table.num_rows == PER_SEASON and winter.table.column("source_file")[0].as_py() == "winter/images-00202.png"
     assert normalise_partition(dataset, "fall", tmp_path / "out", tmp_path, size=16).notes[0].startswith(
         "Nordland season 'fall' is not in the raw data")

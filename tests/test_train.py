@@ -227,3 +227,24 @@ def test_pooled_heads_read_grid_means_whitened_on_the_training_frames():
     loaded = build_sequence_model("seqnet", 5, {"dim": 6})
     loaded.load_state_dict(model.state_dict())
     assert torch.equal(loaded.frames(torch.from_numpy(tokens.astype(np.float32))), frames)
+
+
+def test_grid_whitening_fit_streams_batches_and_fixes_signs():
+    """The whitening is fitted from a stream of batches (memory flat in the split's size): any
+    batching gives the same projection, which equals the centred frames' SVD (right singular
+    vectors over singular values) with each column's largest entry made positive."""
+    from seqvpr.train import GridWhitening
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 12)) * np.linspace(3, 0.5, 12) + 40.0  # far from the origin: the shift matters
+    whole, streamed = GridWhitening(dim=5), GridWhitening(dim=5)
+    assert whole.fit([x]) == 200
+    assert streamed.fit(x[i:i + 7] for i in range(0, 200, 7)) == 200
+    np.testing.assert_allclose(streamed.projection.numpy(), whole.projection.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(streamed.mean.numpy(), x.mean(0), rtol=1e-6)
+    _, singular, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    expected = vt[:5].T / singular[:5]
+    expected *= np.sign(expected[np.abs(expected).argmax(0), np.arange(5)])
+    np.testing.assert_allclose(whole.projection.numpy(), expected, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="no training frames"):
+        GridWhitening(dim=5).fit(iter([]))

@@ -17,8 +17,13 @@ Layout written, as the real releases give it once extracted::
 Frames. The real frame numbers and lat/lon of three stretches of the line (``data/nordland_track.csv``:
 the first 200 frames of each of seqNet's ``nordland_train_d-40_d2-10.db``,
 ``nordland_val_d-1_d2-1.db`` and ``nordland_test_d-1_d2-1.db``, ``dbImageFns`` and ``gpsDb``);
-the first ``frames`` of each stretch are rendered, so every seqNet split has frames while the world
-stays small. ``season_frames`` > 0 writes the real length instead: frames ``0 .. season_frames - 1``
+the first ``frames`` of the val and test stretches and the first ``TRAIN_STRETCH_RATIO`` x ``frames``
+(at most the 200 shipped) of the training stretch are rendered, so every seqNet split has frames while
+the world stays small. The training stretch is the longer one, as seqNet's training range is five
+times its val and test ranges (clean places 0-15,000 against 3,000 each): its positives reach 40
+frames (``nordland_train_d-40_d2-10``), so a training split of 50 frames left almost no negative
+(48 of 50 database frames were positives of the average query), and at 200 frames most of the
+database is negative. ``season_frames`` > 0 writes the real length instead: frames ``0 .. season_frames - 1``
 of the whole line (35,768 per season in the real extractions, ``REAL_SEASON_FRAMES``), so the
 Nordland-clean list filters for real. Their track (``data/nordland_line.csv``: every tenth of the
 21,000 clean frames that seqNet's three Nordland struct files locate, ``dbImageFns`` and ``gpsDb``,
@@ -43,7 +48,7 @@ import utm
 
 from seqvpr.atomic import atomic_dir, atomic_write_text
 from seqvpr.synthetic.parallel import map_frames
-from seqvpr.synthetic.render import World, render_view
+from seqvpr.synthetic.render import World, continuations, render_view
 
 SEASONS = ("spring", "summer", "fall", "winter")
 REAL_SEASON_FRAMES = 35_768  # frames per season of the real 1 fps extractions (images-00000 .. images-35767)
@@ -52,7 +57,8 @@ TRUTH_UTM_ZONE = 33  # the truth file's metric frame (the line crosses zones 32 
 SEASON_LATERAL_M = 0.8  # bound of each season's sideways camera offset
 SEASON_YAW_DEG = 1.0  # sd of each season's camera yaw
 ALONG_TRACK_M = 1.5  # bound of each frame's offset along the track
-WORLD_MARGIN_M = 200.0  # structures beyond the first/last frame, so the ends see a world ahead
+TRAIN_STRETCH = "seqnet_train"  # the stretch of seqNet's training struct file
+TRAIN_STRETCH_RATIO = 4  # its frames per val/test frame (module docstring)
 
 
 def real_track() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -103,9 +109,10 @@ def _bearings(xy: np.ndarray) -> np.ndarray:
 def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: int = 50,
              width: int = 640, height: int = 360, seasons: str = "spring,summer,fall,winter",
              season_frames: int = 0, workers: int = 1) -> dict:
-    """Write the first ``frames`` frames of each real stretch for every season in ``seasons``, or
-    with ``season_frames`` > 0 the frames 0 .. season_frames - 1 of the whole line; ``workers``
-    processes render them (the files are the same for any number)."""
+    """Write the first ``frames`` frames of the val and test stretches and the first
+    ``TRAIN_STRETCH_RATIO`` x ``frames`` (at most the shipped 200) of the training stretch for every
+    season in ``seasons``, or with ``season_frames`` > 0 the frames 0 .. season_frames - 1 of the
+    whole line; ``workers`` processes render them (the files are the same for any number)."""
     stretches = real_track()
     longest = min(len(f) for f, _ in stretches.values())
     if not 1 <= frames <= longest:
@@ -122,11 +129,18 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
         xy = whole_line(season_frames)
         track.append((np.arange(season_frames), xy, _bearings(xy) if season_frames > 1 else np.zeros(1)))
         stretches = {}
-    for numbers, latlon in stretches.values():
-        easting, northing, _, _ = utm.from_latlon(latlon[:frames, 0], latlon[:frames, 1], force_zone_number=TRUTH_UTM_ZONE)
-        xy = true_positions(numbers[:frames], np.stack([easting, northing], axis=1))
-        track.append((numbers[:frames], xy, _bearings(xy) if frames > 1 else np.zeros(1)))
-    world = World([_extended(xy, heading) for _, xy, heading in track], seed=seed, style="rural")
+    counts = {name: min(TRAIN_STRETCH_RATIO * frames, len(numbers)) if name == TRAIN_STRETCH else frames
+              for name, (numbers, _) in stretches.items()}
+    for name, (numbers, latlon) in stretches.items():
+        count = counts[name]
+        easting, northing, _, _ = utm.from_latlon(latlon[:count, 0], latlon[:count, 1], force_zone_number=TRUTH_UTM_ZONE)
+        xy = true_positions(numbers[:count], np.stack([easting, northing], axis=1))
+        track.append((numbers[:count], xy, _bearings(xy) if count > 1 else np.zeros(1)))
+    world_routes = []  # each stretch continued straight past its ends, so its end frames see a world ahead
+    for _, xy, _ in track:
+        before, after = continuations(xy)
+        world_routes.append(np.vstack([before[:1], xy, after[1:]]))
+    world = World(world_routes, seed=seed, style="rural")
     truth = ["season,frame,easting,northing,heading_deg"]
     with atomic_dir(root) as tmp:
         for season in chosen:
@@ -154,13 +168,5 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames: 
     if truth_root is not None:
         atomic_write_text(Path(truth_root) / "camera_poses.csv", "\n".join(truth) + "\n")
     return {"seasons": chosen, "frames_per_season": sum(len(numbers) for numbers, _, _ in track),
-            "stretches": {name: [int(n[0]), int(n[frames - 1])] for name, (n, _) in stretches.items()}
+            "stretches": {name: [int(n[0]), int(n[counts[name] - 1])] for name, (n, _) in stretches.items()}
             or {"line": [0, season_frames - 1]}}
-
-
-def _extended(xy: np.ndarray, heading: np.ndarray) -> np.ndarray:
-    """The track with ``WORLD_MARGIN_M`` added before its first and after its last point."""
-    def step(h):
-        return WORLD_MARGIN_M * np.array([np.sin(np.radians(h)), np.cos(np.radians(h))])
-
-    return np.vstack([xy[0] - step(heading[0]), xy, xy[-1] + step(heading[-1])])

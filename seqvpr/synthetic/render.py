@@ -19,6 +19,7 @@ CONDITIONS = ("day", "night", "spring", "summer", "fall", "winter")
 CAMERA_HEIGHT_M = 1.6
 NEAR_RANGE_M = 90.0
 FAR_RANGE_M = 600.0
+WORLD_MARGIN_M = 200.0  # a route's straight continuation past its ends (> NEAR_RANGE_M): the end frames see a world ahead
 # Night: the scene's light (NIGHT_EXPOSURE of daylight on unlit surfaces), headlight pool brightness,
 # then the camera's automatic exposure/gain (NIGHT_GAIN) and the sensor noise it amplifies (NIGHT_NOISE,
 # 8-bit levels before the gain). Real RobotCar night frames (the Bumblebee XB3 runs on automatic
@@ -78,6 +79,21 @@ class _Facade:
     window_rows: int
     window_cols: int
     lit: np.ndarray  # (rows, cols) bool: which windows are lit at night
+
+
+def continuations(route: np.ndarray, margin_m: float = WORLD_MARGIN_M) -> tuple[np.ndarray, np.ndarray]:
+    """(before, after): two (2, 2) straight polylines (x/y metres), ``margin_m`` long, leading into the
+    route's first point and out of its last along its end segments (north for a one-point route), so a
+    ``World`` can place structures past the ends of the frames' route."""
+    route = np.asarray(route, dtype=np.float64)
+
+    def unit(delta):
+        norm = np.linalg.norm(delta)
+        return delta / norm if norm > 0 else np.array([0.0, 1.0])
+
+    first = unit(route[1] - route[0]) if len(route) > 1 else np.array([0.0, 1.0])
+    last = unit(route[-1] - route[-2]) if len(route) > 1 else first
+    return (np.stack([route[0] - margin_m * first, route[0]]), np.stack([route[-1], route[-1] + margin_m * last]))
 
 
 class World:

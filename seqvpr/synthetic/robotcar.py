@@ -45,7 +45,7 @@ from seqvpr.atomic import atomic_dir
 from seqvpr.camera_model import distort, radial_lut
 from seqvpr.geometry import cumulative_distance
 from seqvpr.synthetic.parallel import map_frames
-from seqvpr.synthetic.render import World, render_view
+from seqvpr.synthetic.render import World, continuations, render_view
 
 # The runs of the Oxford benchmarks (Adapt-STformer's Oxford-easy/-hard, seqNet's Oxford pair) and their light.
 RUNS = {
@@ -143,7 +143,7 @@ def generate(root: Path, seed: int = 0, truth_root: Path | None = None, frames_p
         raise ValueError(f"runs must name some of {', '.join(RUNS)}, got {runs!r}")
     route = _stretch(route_length_m)
     travelled = cumulative_distance(route)
-    world = World([route], seed=seed)
+    world = World([route, *continuations(route)], seed=seed)  # the route's structures first, then past its ends
     focal = (width / 2) / np.tan(np.radians(HFOV_DEG) / 2)
     rng = np.random.default_rng(seed)
     summary = {}
