@@ -1,6 +1,7 @@
 """CCT384 layout against the official checkpoint's keys, and the content-addressed cache."""
 import hashlib
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -136,6 +137,41 @@ def test_tokens_equal_the_per_frame_path(tmp_path, freeze_te):
         assert np.all(np.abs(tokens.astype(np.float32) - expected.astype(np.float32)) <= ulp)
         final16 = final[0].float().numpy().astype(np.float16)
         assert load_descriptor(tmp_path / "cache", digest) == pytest.approx(global_descriptor(final16), abs=1e-6)
+
+
+def test_chunk_bytes_do_not_depend_on_how_the_rows_reach_the_file(tmp_path):
+    """Token rows start on a 4096-byte boundary, so page-aligned batches go around the page cache
+    (O_DIRECT where the file system allows it) and others through it: the same chunk bytes, which
+    three np.load calls read back."""
+    from seqvpr.embed.embed import DIRECT_ALIGN, _ChunkWriter
+
+    rng = np.random.default_rng(12)
+    tokens = rng.normal(size=(5, 576, 384)).astype(np.float16)
+    descriptors = rng.normal(size=(5, 384)).astype(np.float32)
+    digests = [f"{i:064x}" for i in range(5)]
+    memory = mmap.mmap(-1, tokens.nbytes + DIRECT_ALIGN)
+    aligned = np.frombuffer(memory, np.float16, count=tokens.size).reshape(tokens.shape)
+    unaligned = np.frombuffer(memory, np.float16, count=tokens.size, offset=2).reshape(tokens.shape)
+    assert aligned.ctypes.data % DIRECT_ALIGN == 0 and unaligned.ctypes.data % DIRECT_ALIGN == 2
+    written = {}
+    for name, rows in (("aligned", aligned), ("unaligned", unaligned)):
+        rows[:] = tokens
+        writer = _ChunkWriter(tmp_path / name, [digests])
+        for batch in (slice(0, 3), slice(3, 5)):
+            writer.put(rows[batch], descriptors[batch])
+        writer.finish()
+        [chunk] = (tmp_path / name).glob("*.chunk")
+        written[name] = chunk.read_bytes()
+        with open(chunk, "rb") as fh:
+            assert np.load(fh).tolist() == [d.encode() for d in digests]
+            assert fh.tell() % 64 == 0
+            np.lib.format.read_magic(fh)
+            np.lib.format.read_array_header_1_0(fh)
+            assert fh.tell() % DIRECT_ALIGN == 0
+    assert written["aligned"] == written["unaligned"]
+    with open(tmp_path / "aligned" / next(p.name for p in (tmp_path / "aligned").glob("*.chunk")), "rb") as fh:
+        _, got_tokens, got_descriptors = (np.load(fh) for _ in range(3))
+    assert np.array_equal(got_tokens, tokens) and np.array_equal(got_descriptors, descriptors)
 
 
 def test_reruns_are_byte_identical(tmp_path):

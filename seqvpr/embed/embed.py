@@ -8,7 +8,9 @@ embeds the frames it adds.
 Storage: `<cache>/chunks/<name>.chunk`, each holding up to `CHUNK_FRAMES` frames as three `.npy`
 arrays one after the other in one file (read them back with three `np.load` calls on one open file):
 the frames' digests (n,) `S64` (hex), their float16 tokens after the frozen blocks (n, 576, 384),
-and the float32 pooled descriptors of the final token maps (n, 384). A chunk is written under a
+and the float32 pooled descriptors of the final token maps (n, 384); the token array's npy header is
+padded (spaces, as the format allows) so that its rows start at a multiple of 4096 bytes and go to
+the file with O_DIRECT where the file system allows it (DIRECT_ALIGN). A chunk is written under a
 temporary name, fsynced once and renamed (`seqvpr.atomic`), so a killed run leaves only whole
 chunks under their final names. The index from digest to (chunk, row) is the digests at the head
 of each chunk. A chunk's frames are the next `CHUNK_FRAMES` of the run's new frames in digest
@@ -29,11 +31,15 @@ are rounded to float16 into reused host buffers while they are pooled (pooled_de
 writer hands each buffer back once written. EmbedStats.timings says where the time went (TIMINGS),
 with the CPU time of this process and of the decoding workers.
 """
+import errno
 import functools
 import hashlib
+import io
+import mmap
 import os
 import queue
 import resource
+import struct
 import threading
 import time
 import warnings
@@ -279,21 +285,79 @@ class _ChunkWriter(threading.Thread):
             np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
             header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
                       "shape": (n, *batch[0].shape[1:])}
-            np.lib.format.write_array_header_1_0(fh, header)
-            rows, descriptors = 0, []
-            while True:
-                tokens, desc, written = batch
-                fh.write(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
-                if written is not None:
-                    written()
-                descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
-                rows += len(tokens)
-                if rows >= n:
-                    break
-                batch = self._next()
+            fh.write(_aligned_npy_header(fh.tell(), header))
+            fh.flush()
+            rows, descriptors, offset, direct = 0, [], fh.tell(), _open_direct(tmp)
+            try:
+                while True:
+                    tokens, desc, written = batch
+                    data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
+                    if direct is not None and not _write_direct(direct, data, offset):
+                        os.close(direct)
+                        direct = None
+                    if direct is None:
+                        _pwrite(fh.fileno(), memoryview(data).cast("B"), offset)
+                    offset += data.nbytes
+                    if written is not None:
+                        written()
+                    descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
+                    rows += len(tokens)
+                    if rows >= n:
+                        break
+                    batch = self._next()
+            finally:
+                if direct is not None:
+                    os.close(direct)
             if rows != n:
                 raise RuntimeError(f"chunk of {n} frames got {rows} rows")
+            fh.seek(offset)
             np.save(fh, np.concatenate(descriptors), allow_pickle=False)
+
+
+# Token rows start at a multiple of DIRECT_ALIGN in a chunk (the npy header before them is padded,
+# as the format allows) and a row is 108 x 4096 bytes, so batches go to the file with O_DIRECT from
+# page-aligned buffers: no copy into the page cache (a core's 0.15-0.45 ms a frame here).
+DIRECT_ALIGN = 4096
+
+
+def _aligned_npy_header(start: int, header: dict) -> bytes:
+    """An npy 1.0 header for `header`, padded with spaces before its newline so that the array's
+    data begins at a multiple of DIRECT_ALIGN when the header is written at byte `start`."""
+    canonical = io.BytesIO()
+    np.lib.format.write_array_header_1_0(canonical, header)
+    text = canonical.getvalue()[10:].rstrip(b" \n")  # after magic, version and length: the dict
+    size = 10 + len(text) + 1
+    size += -(start + size) % DIRECT_ALIGN
+    return np.lib.format.magic(1, 0) + struct.pack("<H", size - 10) + text.ljust(size - 11) + b"\n"
+
+
+def _open_direct(path: Path) -> int | None:
+    """A second descriptor of the chunk file that writes around the page cache (O_DIRECT); None where
+    the file system refuses it (tmpfs, some network file systems): the writes are buffered then."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return None
+
+
+def _write_direct(fd: int, data: np.ndarray, offset: int) -> bool:
+    """Write `data` at `offset` through an O_DIRECT descriptor; False (nothing trusted written) where
+    its address, size or offset is not aligned or the file system refuses it, to write it buffered."""
+    if data.ctypes.data % DIRECT_ALIGN or data.nbytes % DIRECT_ALIGN or offset % DIRECT_ALIGN:
+        return False
+    try:
+        _pwrite(fd, memoryview(data).cast("B"), offset)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return False
+    return True
+
+
+def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
 
 
 class _HostTokens:
@@ -308,8 +372,9 @@ class _HostTokens:
     def take(self, n: int) -> tuple[torch.Tensor, Callable[[], None]]:
         try:
             buffer = self.free.get_nowait()
-        except queue.Empty:
-            buffer = torch.empty(self.batch_size, TOKENS, EMBED_DIM, dtype=torch.float16)
+        except queue.Empty:  # page-aligned (an anonymous mapping), for the writers' O_DIRECT writes
+            memory = mmap.mmap(-1, self.batch_size * TOKENS * EMBED_DIM * TOKEN_DTYPE.itemsize)
+            buffer = torch.frombuffer(memory, dtype=torch.float16).view(self.batch_size, TOKENS, EMBED_DIM)
         return buffer[:n], lambda: self.free.put(buffer)
 
 
