@@ -340,15 +340,20 @@ def _open_direct(path: Path) -> int | None:
         return None
 
 
+# what an O_DIRECT write answers where it cannot be done (alignment the device wants, memory the kernel
+# cannot pin for it, e.g. a driver's mapping, a file system without it): the batch is written buffered
+_NOT_DIRECT = {errno.EINVAL, errno.EFAULT, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
 def _write_direct(fd: int, data: np.ndarray, offset: int) -> bool:
     """Write `data` at `offset` through an O_DIRECT descriptor; False (nothing trusted written) where
-    its address, size or offset is not aligned or the file system refuses it, to write it buffered."""
+    its address, size or offset is not aligned or the write cannot be direct, to write it buffered."""
     if data.ctypes.data % DIRECT_ALIGN or data.nbytes % DIRECT_ALIGN or offset % DIRECT_ALIGN:
         return False
     try:
         _pwrite(fd, memoryview(data).cast("B"), offset)
     except OSError as error:
-        if error.errno != errno.EINVAL:
+        if error.errno not in _NOT_DIRECT:
             raise
         return False
     return True
