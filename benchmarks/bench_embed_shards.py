@@ -1,7 +1,7 @@
 """Embedding and shard writing vs their bare equivalents, side by side on the same data.
 
     python benchmarks/bench_embed_shards.py stage [--frames 32] [--batch 8] [--device auto] [--precisions auto] [--rounds 1]
-    python benchmarks/bench_embed_shards.py null  [--frames 256] [--batch 32] [--workers 1,2] [--formats png,npy]
+    python benchmarks/bench_embed_shards.py null  [--frames 256] [--batch 32] [--workers 1,2] [--formats png,npy] [--rounds 3]
     python benchmarks/bench_embed_shards.py decode [--frames 128]
     python benchmarks/bench_embed_shards.py shards [--samples 400] [--rounds 7]
     options of every mode: --jsonl FILE (append one JSON object per measurement), --processes N
@@ -12,7 +12,8 @@ normalised and on the device, alternating bare / stage / bare; the ratio is to t
 two bare runs. null: the same pipeline with NullCCT (a model that returns tensors of the real
 shapes at no cost): the ceiling of everything but the model, per worker count and frame format
 (`png`: what the frames stage writes; `npy`: uncompressed uint8 arrays, no decoding), with the
-main process's CPU time per frame (all its threads; the decoding workers' time is not in it).
+CPU time per frame of the main process (all its threads; of it, the hashing pass) and of the
+decoding workers, each run and the medians of the rounds.
 stage and null also record `time_shares`: where the stage's wall time went (time_shares()). decode: one
 core's frames/s to read a frame in each candidate lossless format. shards: write_split_shards
 (npy encoding, fixed headers, hashing, manifest, atomic folder) vs writing the same member bytes
@@ -28,7 +29,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import statistics
 import tarfile
@@ -159,6 +159,11 @@ def bench_stage(args, tmp: Path) -> None:
 
 
 def bench_null(args, tmp: Path) -> None:
+    """Rounds alternate the worker counts (and cache roots); one row per run, then per (format,
+    workers, cache) the medians over the rounds. CPU per frame: the main process (every thread:
+    hashing pool, torch, writers; getrusage) and the decoding workers (their own process_time, as
+    each reports it with its batches); per_core_fps = 1000 / (their sum): the frames/s one core
+    would give if it did all of it."""
     from seqvpr.embed.embed import FrameEmbedder
 
     embedder = FrameEmbedder(device=args.device, null_model=True)
@@ -166,19 +171,27 @@ def bench_null(args, tmp: Path) -> None:
         paths = synthetic_frames(tmp / f"frames-{fmt}", args.frames, fmt, args.processes)
         # warm-up with the most workers: the batch slots it allocates (and pins on CUDA) serve every count
         embedder.embed_files(paths[:args.batch * 2], _fresh(tmp / "warm"), args.batch, workers=max(args.workers))
-        for workers in args.workers:
-            for cache_root in args.cache_roots:
-                cache = _fresh(Path(cache_root) / "bench-cache")
-                before = resource.getrusage(resource.RUSAGE_SELF)
-                _, stats = embedder.embed_files(paths, cache, args.batch, workers=workers)
-                after = resource.getrusage(resource.RUSAGE_SELF)
-                shutil.rmtree(cache)
-                main_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # every thread, no worker
-                _record(args, {"mode": "null", "device": str(embedder.device), "format": fmt, "frames": len(paths),
-                               "batch": args.batch, "workers": workers, "cache": cache_root,
-                               "fps": round(stats.frames_per_second, 1),
-                               "main_process_cpu_ms_per_frame": round(1e3 * main_cpu / len(paths), 3),
-                               "time_shares": time_shares(stats)})
+        runs = {}
+        for _ in range(args.rounds):
+            for workers in args.workers:
+                for cache_root in args.cache_roots:
+                    cache = _fresh(Path(cache_root) / "bench-cache")
+                    _, stats = embedder.embed_files(paths, cache, args.batch, workers=workers)
+                    shutil.rmtree(cache)
+                    ms = {k: 1e3 * stats.timings[k] / len(paths) for k in ("process_cpu", "hash_cpu", "workers_cpu")}
+                    row = {"fps": stats.frames_per_second, "main_process_cpu_ms_per_frame": ms["process_cpu"],
+                           "hash_cpu_ms_per_frame": ms["hash_cpu"], "workers_cpu_ms_per_frame": ms["workers_cpu"],
+                           "per_core_fps": 1e3 / (ms["process_cpu"] + ms["workers_cpu"])}
+                    shares = time_shares(stats)
+                    runs.setdefault((workers, cache_root), []).append((row, shares))
+                    _record(args, {"mode": "null-run", "device": str(embedder.device), "format": fmt, "frames": len(paths),
+                                   "batch": args.batch, "workers": workers, "cache": cache_root,
+                                   **{k: round(v, 3) for k, v in row.items()}, "time_shares": shares})
+        for (workers, cache_root), rows in runs.items():
+            _record(args, {"mode": "null", "device": str(embedder.device), "format": fmt, "frames": len(paths),
+                           "batch": args.batch, "workers": workers, "cache": cache_root, "rounds": len(rows),
+                           **{k: round(statistics.median(r[k] for r, _ in rows), 3) for k in rows[0][0]},
+                           "time_shares": {k: round(statistics.median(t[k] for _, t in rows), 3) for k in rows[0][1]}})
 
 
 def bench_decode(args, tmp: Path) -> None:
@@ -260,12 +273,12 @@ def main() -> None:
     parser.add_argument("--cache-roots", default=None, help="comma-separated folders for the cache (default: a temporary one)")
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="processes that write the frames")
     parser.add_argument("--samples", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=None, help="default: 7 (shards), 1 (stage)")
+    parser.add_argument("--rounds", type=int, default=None, help="default: 7 (shards), 3 (null), 1 (stage)")
     parser.add_argument("--jsonl", default=None)
     args = parser.parse_args()
     args.frames = args.frames or {"stage": 32, "null": 256}.get(args.mode, 128)
     args.batch = args.batch or {"stage": 8}.get(args.mode, 32)
-    args.rounds = args.rounds or (7 if args.mode == "shards" else 1)
+    args.rounds = args.rounds or {"shards": 7, "null": 3}.get(args.mode, 1)
     args.precisions = args.precisions.split(",")
     args.workers = [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2] if args.mode == "null" else None)
     args.formats = args.formats.split(",") if args.formats else (["png", "npy"] if args.mode == "null" else ["png"])

@@ -89,7 +89,7 @@ part embed "embed: stage vs bare model(x)" $LIM_EMBED "$OUT/embed.log" bash -c "
   \"$PY\" benchmarks/bench_embed_shards.py stage --device $DEVICE --frames $FRAMES --batch $BATCH --precisions fp32,bf16 \
      --formats png,npy --cache-roots $CACHES --jsonl $EMBED && \
   \"$PY\" benchmarks/bench_embed_shards.py null --device $DEVICE --frames $NULL_FRAMES --batch $BATCH --workers $NULL_WORKERS \
-     --formats png,npy --jsonl $EMBED && \
+     --formats png,npy --rounds 1 --jsonl $EMBED && \
   \"$PY\" benchmarks/bench_embed_shards.py decode --frames $DECODE_FRAMES --jsonl $EMBED"
 
 part train "train: 2 epochs, freeze_te 1" $LIM_TRAIN "$OUT/train.log" \
@@ -125,6 +125,14 @@ for r in rows:
 for r in rows:
     if r["mode"] == "decode":
         print(f"| decode, one core | - | {r['format']} ({r['kb']} KB) | - | - | - | {r['fps_one_core']} | - |")
+null = [r for r in rows if r["mode"] == "null" and "per_core_fps" in r]
+if null:  # CPU per frame of the null-model runs: what one core could carry
+    print()
+    print("| null model | format | workers | frames/s | main process CPU ms / frame | of it hashing | workers CPU ms / frame | frames/s per core |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in null:
+        print(f"| null model | {r['format']} | {r['workers']} | {r['fps']} | {r['main_process_cpu_ms_per_frame']} | "
+              f"{r['hash_cpu_ms_per_frame']} | {r['workers_cpu_ms_per_frame']} | {r['per_core_fps']} |")
 shares = [r for r in rows if r["mode"] in ("stage", "null") and "time_shares" in r]
 if shares:  # where the stage's wall time went (bench_embed_shards.time_shares): what bounds it
     keys = list(shares[0]["time_shares"])

@@ -1,6 +1,7 @@
 """CCT384 layout against the official checkpoint's keys, and the content-addressed cache."""
 import hashlib
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -15,8 +16,9 @@ import torch
 
 from seqvpr.datasets.frames import load_frame, resize_for_model, save_frame
 from seqvpr.embed.cct import CCT384, build_cct384, build_cct_tail, frozen_blocks
-from seqvpr.embed.embed import (FrameEmbedder, cached_digests, chunk_folder, global_descriptor, load_descriptor,
-                                load_tokens, model_id, to_batch)
+from seqvpr.embed.embed import (FrameEmbedder, NullCCT, cached_digests, chunk_folder, global_descriptor, load_descriptor,
+                                load_tokens, model_id, normalise, normalise_on_cpu, pooled_descriptors, read_frame,
+                                to_batch)
 from seqvpr.errors import DataError
 from seqvpr.synthetic import generate
 
@@ -137,6 +139,41 @@ def test_tokens_equal_the_per_frame_path(tmp_path, freeze_te):
         assert load_descriptor(tmp_path / "cache", digest) == pytest.approx(global_descriptor(final16), abs=1e-6)
 
 
+def test_chunk_bytes_do_not_depend_on_how_the_rows_reach_the_file(tmp_path):
+    """Token rows start on a 4096-byte boundary, so page-aligned batches go around the page cache
+    (O_DIRECT where the file system allows it) and others through it: the same chunk bytes, which
+    three np.load calls read back."""
+    from seqvpr.embed.embed import DIRECT_ALIGN, _ChunkWriter
+
+    rng = np.random.default_rng(12)
+    tokens = rng.normal(size=(5, 576, 384)).astype(np.float16)
+    descriptors = rng.normal(size=(5, 384)).astype(np.float32)
+    digests = [f"{i:064x}" for i in range(5)]
+    memory = mmap.mmap(-1, tokens.nbytes + DIRECT_ALIGN)
+    aligned = np.frombuffer(memory, np.float16, count=tokens.size).reshape(tokens.shape)
+    unaligned = np.frombuffer(memory, np.float16, count=tokens.size, offset=2).reshape(tokens.shape)
+    assert aligned.ctypes.data % DIRECT_ALIGN == 0 and unaligned.ctypes.data % DIRECT_ALIGN == 2
+    written = {}
+    for name, rows in (("aligned", aligned), ("unaligned", unaligned)):
+        rows[:] = tokens
+        writer = _ChunkWriter(tmp_path / name, [digests])
+        for batch in (slice(0, 3), slice(3, 5)):
+            writer.put(rows[batch], descriptors[batch])
+        writer.finish()
+        [chunk] = (tmp_path / name).glob("*.chunk")
+        written[name] = chunk.read_bytes()
+        with open(chunk, "rb") as fh:
+            assert np.load(fh).tolist() == [d.encode() for d in digests]
+            assert fh.tell() % 64 == 0
+            np.lib.format.read_magic(fh)
+            np.lib.format.read_array_header_1_0(fh)
+            assert fh.tell() % DIRECT_ALIGN == 0
+    assert written["aligned"] == written["unaligned"]
+    with open(tmp_path / "aligned" / next(p.name for p in (tmp_path / "aligned").glob("*.chunk")), "rb") as fh:
+        _, got_tokens, got_descriptors = (np.load(fh) for _ in range(3))
+    assert np.array_equal(got_tokens, tokens) and np.array_equal(got_descriptors, descriptors)
+
+
 def test_reruns_are_byte_identical(tmp_path):
     paths = _random_frames(tmp_path, 5, seed=3)
     embedder = FrameEmbedder(num_layers=1, device="cpu")
@@ -245,3 +282,61 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
     assert (resumed.embedded, resumed.cache_hits, resumed.chunks) == (3, 2, 2)
     embedder.embed_files(paths, tmp_path / "clean", batch_size=1, workers=0, chunk_frames=2)
     assert _chunks(cache) == _chunks(tmp_path / "clean") and len(_chunks(cache)) == 3
+
+
+def test_cpu_normalisation_is_bit_identical_to_normalise():
+    """normalise_on_cpu (per-plane lookup tables) gives normalise()'s float32 values exactly."""
+    frames = np.random.default_rng(7).integers(0, 256, (3, 384, 384, 3), dtype=np.uint8)
+    frames[0, 0, :2] = [[0, 0, 0], [255, 255, 255]]  # both ends of the range
+    out = torch.full((3, 3, 384, 384), np.nan)
+    assert normalise_on_cpu(frames, out) is out
+    assert torch.equal(out, normalise(torch.from_numpy(frames)))
+    with pytest.raises(ValueError, match="out must be a contiguous float32"):
+        normalise_on_cpu(frames, torch.empty(3, 384, 384, 3))
+    with pytest.raises(ValueError, match=r"frames must be \(B, H, W, 3\) uint8"):
+        normalise_on_cpu(frames.astype(np.float32), out)
+
+
+def test_cpu_pooling_rounds_the_tokens_and_matches_the_device_formula():
+    """The CPU path's stepwise pooling: the rounded tokens are the float16 cast, the descriptor
+    the float32 mean of them (the CUDA formula) to float32 rounding, 577 tokens (a partial step)."""
+    final = torch.randn(3, 577, 384, generator=torch.Generator().manual_seed(8)) * 4
+    rounded = torch.empty(final.shape, dtype=torch.float16)
+    pooled = pooled_descriptors(final, rounded=rounded)
+    assert torch.equal(rounded, final.to(torch.float16))
+    mean = torch.mean(final.to(torch.float16), dim=-2, dtype=torch.float32)
+    assert torch.allclose(pooled, mean / mean.norm(dim=-1, keepdim=True), atol=1e-7, rtol=0)
+    assert torch.equal(pooled_descriptors(final), pooled)
+
+
+def test_frames_are_read_into_the_batch_slot(tmp_path):
+    """read_frame writes a PNG or .npy frame straight into the slot row it is given; a missing or
+    truncated .npy frame is a DataError naming it."""
+    frame = np.random.default_rng(9).integers(0, 256, (384, 384, 3), dtype=np.uint8)
+    save_frame(frame, tmp_path / "f.png")
+    np.save(tmp_path / "f.npy", frame)
+    slot = np.zeros((2, 384, 384, 3), np.uint8)
+    for row, name in enumerate(("f.png", "f.npy")):
+        assert np.shares_memory(read_frame(tmp_path / name, slot[row]), slot[row])
+        assert np.array_equal(slot[row], frame)
+    other = read_frame(tmp_path / "f.npy", np.zeros((10, 384, 3), np.uint8))  # another shape: a new array
+    assert np.array_equal(other, frame)
+    with pytest.raises(DataError, match=r"gone\.npy: normalised frame missing"):
+        read_frame(tmp_path / "gone.npy", slot[0])
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "f.npy").read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"cut\.npy: frame array is truncated"):
+        read_frame(tmp_path / "cut.npy", slot[0])
+
+
+def test_reused_token_buffers_keep_every_batch(tmp_path):
+    """One frame a batch, three chunks across two writers: the CPU path's reused host buffers are
+    taken again only after the writer wrote them, so every frame's tokens are its own (the null
+    model's per-frame map), and the stats count both processes' CPU time."""
+    paths = _random_frames(tmp_path, 7, seed=10)
+    embedder = FrameEmbedder(device="cpu", null_model=True)
+    digests, stats = embedder.embed_files(paths, tmp_path / "cache", batch_size=1, workers=1, chunk_frames=3)
+    assert stats.chunks == 3 and stats.timings["process_cpu"] > 0 and stats.timings["workers_cpu"] > 0
+    model = NullCCT(8)
+    for path, digest in zip(paths, digests):
+        expected, _ = model.forward_cut(normalise(torch.from_numpy(load_frame(path))[None]), 8)
+        assert np.array_equal(load_tokens(tmp_path / "cache", digest), expected[0].to(torch.float16).numpy())

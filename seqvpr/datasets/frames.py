@@ -75,9 +75,10 @@ def save_frame(rgb: np.ndarray, path: Path) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def load_frame(path: Path) -> np.ndarray:
-    """Read a normalised frame back as RGB uint8 (DataError naming a missing or broken one)."""
-    return cv2.cvtColor(read_image(path, cv2.IMREAD_COLOR, "normalised frame"), cv2.COLOR_BGR2RGB)
+def load_frame(path: Path, out: np.ndarray | None = None) -> np.ndarray:
+    """Read a normalised frame back as RGB uint8 (DataError naming a missing or broken one); into
+    `out` (uint8, the frame's (H, W, 3)) when given, else a new array is returned."""
+    return cv2.cvtColor(read_image(path, cv2.IMREAD_COLOR, "normalised frame"), cv2.COLOR_BGR2RGB, dst=out)
 
 
 def frame_table(rows: Iterable[dict]) -> pa.Table:

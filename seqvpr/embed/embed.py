@@ -8,7 +8,9 @@ embeds the frames it adds.
 Storage: `<cache>/chunks/<name>.chunk`, each holding up to `CHUNK_FRAMES` frames as three `.npy`
 arrays one after the other in one file (read them back with three `np.load` calls on one open file):
 the frames' digests (n,) `S64` (hex), their float16 tokens after the frozen blocks (n, 576, 384),
-and the float32 pooled descriptors of the final token maps (n, 384). A chunk is written under a
+and the float32 pooled descriptors of the final token maps (n, 384); the token array's npy header is
+padded (spaces, as the format allows) so that its rows start at a multiple of 4096 bytes and go to
+the file with O_DIRECT where the file system allows it (DIRECT_ALIGN). A chunk is written under a
 temporary name, fsynced once and renamed (`seqvpr.atomic`), so a killed run leaves only whole
 chunks under their final names. The index from digest to (chunk, row) is the digests at the head
 of each chunk. A chunk's frames are the next `CHUNK_FRAMES` of the run's new frames in digest
@@ -22,12 +24,22 @@ copies frames; a slot is copied to the device in one upload on an upload stream,
 embedded (bf16 autocast on CUDA by default) and pooled there; tokens and descriptors come back in
 their stored dtypes, one copy each per batch on a download stream, while the next batch runs; a
 writer thread (two, taking chunks in turn, so one fsyncs while the other writes) appends each batch's
-tokens to the chunk file in one write. EmbedStats.timings says
-where the time went (TIMINGS).
+tokens to the chunk file in one write. On a CPU (no streams) the same steps cost the main process
+as little as they can: workers read each frame straight into its slot row (read_frame(out=)), the
+batch is normalised by table lookup (normalise_on_cpu, normalise()'s values bit for bit), the tokens
+are rounded to float16 into reused host buffers while they are pooled (pooled_descriptors), and the
+writer hands each buffer back once written. EmbedStats.timings says where the time went (TIMINGS),
+with the CPU time of this process and of the decoding workers.
 """
+import errno
+import functools
 import hashlib
+import io
+import mmap
 import os
 import queue
+import resource
+import struct
 import threading
 import time
 import warnings
@@ -37,12 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from seqvpr.atomic import atomic_path
-from seqvpr.datasets.frames import load_frame
+from seqvpr.datasets.frames import load_frame, os_problem
 from seqvpr.embed.cct import (EMBED_DIM, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, TOKENS, build_cct384,
                              frozen_blocks)
 from seqvpr.errors import DataError
@@ -219,8 +232,9 @@ class _ChunkWriter(threading.Thread):
         self.busy = 0.0  # seconds spent writing and fsyncing (not waiting for batches)
         self.start()
 
-    def put(self, tokens: np.ndarray, descriptors: np.ndarray) -> None:
-        self._offer((tokens, descriptors))
+    def put(self, tokens: np.ndarray, descriptors: np.ndarray, written: Callable[[], None] | None = None) -> None:
+        """written(): called once the tokens are in the file (their buffer may be reused then)."""
+        self._offer((tokens, descriptors, written))
         self._check()
 
     def finish(self) -> None:
@@ -271,19 +285,102 @@ class _ChunkWriter(threading.Thread):
             np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
             header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
                       "shape": (n, *batch[0].shape[1:])}
-            np.lib.format.write_array_header_1_0(fh, header)
-            rows, descriptors = 0, []
-            while True:
-                tokens, desc = batch
-                fh.write(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
-                descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
-                rows += len(tokens)
-                if rows >= n:
-                    break
-                batch = self._next()
+            fh.write(_aligned_npy_header(fh.tell(), header))
+            fh.flush()
+            rows, descriptors, offset, direct = 0, [], fh.tell(), _open_direct(tmp)
+            try:
+                while True:
+                    tokens, desc, written = batch
+                    data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
+                    if direct is not None and not _write_direct(direct, data, offset):
+                        os.close(direct)
+                        direct = None
+                    if direct is None:
+                        _pwrite(fh.fileno(), memoryview(data).cast("B"), offset)
+                    offset += data.nbytes
+                    if written is not None:
+                        written()
+                    descriptors.append(np.asarray(desc, dtype=DESCRIPTOR_DTYPE))
+                    rows += len(tokens)
+                    if rows >= n:
+                        break
+                    batch = self._next()
+            finally:
+                if direct is not None:
+                    os.close(direct)
             if rows != n:
                 raise RuntimeError(f"chunk of {n} frames got {rows} rows")
+            fh.seek(offset)
             np.save(fh, np.concatenate(descriptors), allow_pickle=False)
+
+
+# Token rows start at a multiple of DIRECT_ALIGN in a chunk (the npy header before them is padded,
+# as the format allows) and a row is 108 x 4096 bytes, so batches go to the file with O_DIRECT from
+# page-aligned buffers: no copy into the page cache (a core's 0.15-0.45 ms a frame here).
+DIRECT_ALIGN = 4096
+
+
+def _aligned_npy_header(start: int, header: dict) -> bytes:
+    """An npy 1.0 header for `header`, padded with spaces before its newline so that the array's
+    data begins at a multiple of DIRECT_ALIGN when the header is written at byte `start`."""
+    canonical = io.BytesIO()
+    np.lib.format.write_array_header_1_0(canonical, header)
+    text = canonical.getvalue()[10:].rstrip(b" \n")  # after magic, version and length: the dict
+    size = 10 + len(text) + 1
+    size += -(start + size) % DIRECT_ALIGN
+    return np.lib.format.magic(1, 0) + struct.pack("<H", size - 10) + text.ljust(size - 11) + b"\n"
+
+
+def _open_direct(path: Path) -> int | None:
+    """A second descriptor of the chunk file that writes around the page cache (O_DIRECT); None where
+    the file system refuses it (tmpfs, some network file systems): the writes are buffered then."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return None
+
+
+# what an O_DIRECT write answers where it cannot be done (alignment the device wants, memory the kernel
+# cannot pin for it, e.g. a driver's mapping, a file system without it): the batch is written buffered
+_NOT_DIRECT = {errno.EINVAL, errno.EFAULT, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def _write_direct(fd: int, data: np.ndarray, offset: int) -> bool:
+    """Write `data` at `offset` through an O_DIRECT descriptor; False (nothing trusted written) where
+    its address, size or offset is not aligned or the write cannot be direct, to write it buffered."""
+    if data.ctypes.data % DIRECT_ALIGN or data.nbytes % DIRECT_ALIGN or offset % DIRECT_ALIGN:
+        return False
+    try:
+        _pwrite(fd, memoryview(data).cast("B"), offset)
+    except OSError as error:
+        if error.errno not in _NOT_DIRECT:
+            raise
+        return False
+    return True
+
+
+def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+class _HostTokens:
+    """The CPU path's float16 token buffers, (batch, 576, 384) each: take() hands out a free one (a
+    new one only when every buffer is still queued for a writer, so memory is what is in flight,
+    as with fresh arrays) and the writer gives it back once written. A fresh 0.44 MB a frame each
+    batch costs a CPU page faults worth more than the conversion into it."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.free = batch_size, queue.SimpleQueue()
+
+    def take(self, n: int) -> tuple[torch.Tensor, Callable[[], None]]:
+        try:
+            buffer = self.free.get_nowait()
+        except queue.Empty:  # page-aligned (an anonymous mapping), for the writers' O_DIRECT writes
+            memory = mmap.mmap(-1, self.batch_size * TOKENS * EMBED_DIM * TOKEN_DTYPE.itemsize)
+            buffer = torch.frombuffer(memory, dtype=torch.float16).view(self.batch_size, TOKENS, EMBED_DIM)
+        return buffer[:n], lambda: self.free.put(buffer)
 
 
 # ---------------------------------------------------------------- models and batches
@@ -295,10 +392,29 @@ def global_descriptor(tokens: np.ndarray) -> np.ndarray:
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
-def pooled_descriptors(final: torch.Tensor) -> torch.Tensor:
+POOL_STEP = 64  # tokens rounded and summed a step on a CPU: 64 x 384 values, under torch's 32,768-value grain
+
+
+def pooled_descriptors(final: torch.Tensor, rounded: torch.Tensor | None = None) -> torch.Tensor:
     """global_descriptor on the device: (B, n, D) final tokens, rounded to float16 as the cache
-    keeps them, -> (B, D) float32 (the mean accumulates in float32)."""
-    mean = torch.mean(final.to(torch.float16), dim=-2, dtype=torch.float32)
+    keeps them, -> (B, D) float32 (the mean accumulates in float32). On a CPU each frame is rounded
+    and summed in steps of POOL_STEP tokens through a small buffer, into `rounded` ((B, n, D)
+    float16) when given, so the tokens are rounded for the cache in the same pass: a fifth of the
+    CPU time of widening inside one reduction, and no step is big enough to wake torch's other
+    threads (on a loaded 2-core machine frame-sized steps cost 5-10 ms of CPU a frame in waits)."""
+    if final.device.type != "cpu":
+        mean = torch.mean(final.to(torch.float16), dim=-2, dtype=torch.float32)
+        return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    steps = -(-final.shape[-2] // POOL_STEP)
+    wide, sums = torch.empty(POOL_STEP, final.shape[-1]), torch.empty(steps, final.shape[-1])
+    mean = torch.empty(final.shape[0], final.shape[-1])
+    for i, (frame, out) in enumerate(zip(final, mean)):
+        into = rounded[i].split(POOL_STEP) if rounded is not None else [None] * steps
+        for step, tokens, half in zip(sums, frame.split(POOL_STEP), into):
+            half = tokens.to(torch.float16) if half is None else half.copy_(tokens)
+            torch.sum(wide[:len(half)].copy_(half), dim=0, out=step)
+        torch.sum(sums, dim=0, out=out)
+    mean /= final.shape[-2]
     return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -333,6 +449,31 @@ def normalise(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
     return out.div_(255.0).sub_(mean).div_(std)
 
 
+@functools.cache
+def _normalise_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """normalise()'s own float32 value of each uint8 level, one (256, 1) table per channel."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, 1, 256, 3)
+    table = normalise(levels)[0, :, 0, :]
+    return tuple(table[c].numpy().reshape(256, 1).copy() for c in range(3))
+
+
+def normalise_on_cpu(frames: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+    """normalise() for a CPU, bit for bit the same values at a third to a half of its CPU time:
+    (B, H, W, 3) uint8 RGB (numpy) -> `out`, a contiguous (B, 3, H, W) float32 tensor. Each frame is
+    split into its three planes (cv2.split, into one reused buffer) and each plane looked up in a
+    256-entry table of normalise()'s own results (cv2.LUT): every value is read once and written
+    once, where normalise() makes four passes over the float32 batch, the first a strided one."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (B, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+    if out.dtype != torch.float32 or tuple(out.shape) != (frames.shape[0], 3, *frames.shape[1:3]) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 (B, 3, H, W) tensor for {frames.shape}, got {out.dtype} {tuple(out.shape)}")
+    tables, planes, target = _normalise_tables(), list(np.empty((3, *frames.shape[1:3]), np.uint8)), out.numpy()
+    for frame, channels in zip(frames, target):
+        for plane, table, channel in zip(cv2.split(frame, planes), tables, channels):
+            cv2.LUT(plane, table, dst=channel)
+    return out
+
+
 class NullCCT(nn.Module):
     """A stand-in for CCT384 that costs nothing: `forward_cut` returns float32 token maps of the real
     shape (B, 576, 384), a seeded fixed map plus a per-frame offset read from a few pixels, so the
@@ -344,19 +485,42 @@ class NullCCT(nn.Module):
         self.num_layers = num_layers
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("base", torch.randn(1, TOKENS, EMBED_DIM, generator=generator))
+        self._out: torch.Tensor | None = None
 
     def forward_cut(self, images: torch.Tensor, cut: int):
+        """The token map is one buffer reused from call to call (a model's output is consumed before
+        the next batch runs): a fresh 0.9 MB a frame would cost a CPU more than everything else here."""
         offset = images[:, :, ::64, ::64].float().mean(dim=(1, 2, 3)).view(-1, 1, 1)
-        tokens = self.base + offset
+        shape = (len(images), *self.base.shape[1:])
+        if self._out is None or self._out.shape != shape or self._out.device != self.base.device:
+            self._out = torch.empty(shape, device=self.base.device)
+        tokens = torch.add(self.base, offset, out=self._out)
         return tokens, tokens
 
 
-def read_frame(path: Path) -> np.ndarray:
+def read_frame(path: Path, out: np.ndarray | None = None) -> np.ndarray:
     """A normalised frame as RGB uint8 (H, W, 3): PNG as the frames stage writes it (load_frame),
-    or an uncompressed `.npy` array of that shape (no decoding; benchmarks compare the two)."""
-    if Path(path).suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return load_frame(path)
+    or an uncompressed `.npy` array of that shape (no decoding; benchmarks compare the two).
+    out: a uint8 (H, W, 3) array (a batch slot's row) the frame is read straight into when it has
+    that shape, saving a new array and a copy a frame; returned as read otherwise. DataError
+    naming the file when it is missing, unreadable or not a frame."""
+    if Path(path).suffix != ".npy":
+        return load_frame(path, out)
+    try:
+        with open(path, "rb") as fh:
+            try:
+                shape, dtype = _npy_header(fh)
+            except ValueError as error:
+                raise DataError(path, f"not a frame array ({error})") from None
+            if out is None or shape != out.shape or dtype != out.dtype:
+                out = np.empty(shape, dtype)
+            if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise DataError(path, "frame array is truncated")
+    except FileNotFoundError:
+        raise DataError(path, "normalised frame missing") from None
+    except OSError as error:
+        raise DataError(path, f"cannot read normalised frame: {os_problem(error)}") from error
+    return out
 
 
 class _FrameBatches(torch.utils.data.Dataset):
@@ -374,17 +538,27 @@ class _FrameBatches(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, k: int):
+        return k, self._fill(k), self._cpu()
+
+    def _fill(self, k: int):
         slot = self.slots[k % len(self.slots)].numpy()
         for j, i in enumerate(self.batches[k]):
             try:
-                frame = read_frame(self.paths[i])
+                frame = read_frame(self.paths[i], slot[j])
             except DataError as error:
-                return k, (error.path, error.problem)
+                return error.path, error.problem
             if frame.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or frame.dtype != np.uint8:
-                return k, (str(self.paths[i]), f"frame is {frame.dtype} {frame.shape}, the embedding needs "
-                                               f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
-            slot[j] = frame
-        return k, None
+                return str(self.paths[i]), (f"frame is {frame.dtype} {frame.shape}, the embedding needs "
+                                            f"uint8 {IMAGE_SIZE}x{IMAGE_SIZE}x3: normalise the frames again")
+            if frame is not slot[j] and not np.shares_memory(frame, slot[j]):
+                slot[j] = frame
+        return None
+
+    @staticmethod
+    def _cpu() -> tuple[int, float] | None:
+        """(worker id, the worker process's CPU seconds so far); None in the main process."""
+        info = torch.utils.data.get_worker_info()
+        return None if info is None else (info.id, time.process_time())
 
 
 def _as_is(item):
@@ -462,9 +636,18 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # launch (upload and enqueue the model; the model itself on a CPU), wait_device (for the tokens to
 # come back), wait_writer (the writer's queue full); finish (last download and chunk); besides:
 # writer_busy (the writer threads' seconds writing and fsyncing, summed over WRITERS), main_thread_cpu
-# (the main thread's CPU time).
+# (the main thread's CPU time), process_cpu (this process's CPU time, every thread: hashing pool,
+# writers, torch's threads), hash_cpu (its part before the batches: hashing, cache index, plan),
+# workers_cpu (the decoding workers' CPU time, summed, as each reported it with its last batch; 0
+# without workers, whose decoding is then in process_cpu).
 TIMINGS = ("hash", "start", "wait_batch", "launch", "wait_device", "wait_writer", "finish", "writer_busy",
-           "main_thread_cpu")
+           "main_thread_cpu", "process_cpu", "hash_cpu", "workers_cpu")
+
+
+def _process_cpu() -> float:
+    """CPU seconds of this process, every thread (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class FrameEmbedder:
@@ -494,20 +677,25 @@ class FrameEmbedder:
         self._unpin_slots: Callable[[], object] = lambda: None
 
     @torch.inference_mode()
-    def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_batch(self, images: torch.Tensor, tokens_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 384, 384, 3) uint8 RGB on the device -> float16 tokens after the frozen blocks
-        (B, 576, 384) and float32 pooled descriptors of the final tokens (B, 384), on the device."""
+        (B, 576, 384) and float32 pooled descriptors of the final tokens (B, 384), on the device.
+        tokens_out: a (B, 576, 384) float16 tensor there to write the tokens into (the CPU path's
+        reused host buffers) instead of a new one."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            at_cut, final = self.model.forward_cut(normalise(images, self._input_buffer(images)), self.cut)
-        tokens = at_cut.to(torch.float16)
+            x = normalise_on_cpu(images.numpy(), self._input_buffer(images.permute(0, 3, 1, 2).shape)) \
+                if images.device.type == "cpu" else normalise(images)
+            at_cut, final = self.model.forward_cut(x, self.cut)
+        if images.device.type == "cpu" and final is at_cut:  # rounded for the cache while pooled
+            tokens = torch.empty(at_cut.shape, dtype=torch.float16) if tokens_out is None else tokens_out
+            return tokens, pooled_descriptors(at_cut, rounded=tokens)
+        tokens = at_cut.to(torch.float16) if tokens_out is None else tokens_out.copy_(at_cut)
         return tokens, pooled_descriptors(tokens if final is at_cut else final)
 
-    def _input_buffer(self, images: torch.Tensor) -> torch.Tensor | None:
+    def _input_buffer(self, shape) -> torch.Tensor:
         """On a CPU, one float32 input batch reused from batch to batch (the model has read it before
-        the next batch is normalised); on CUDA the caching allocator reuses memory already."""
-        if images.device.type != "cpu":
-            return None
-        shape = images.permute(0, 3, 1, 2).shape
+        the next batch is normalised): a fresh one costs page faults of 1.7 MB a frame (on CUDA the
+        caching allocator reuses memory already)."""
         if self._cpu_input is None or self._cpu_input.shape != shape:
             self._cpu_input = torch.empty(shape)
         return self._cpu_input
@@ -519,10 +707,12 @@ class FrameEmbedder:
         return tokens.cpu().numpy(), descriptors.cpu().numpy()
 
     @torch.inference_mode()
-    def _launch(self, frames: torch.Tensor):
-        """Start one batch: copy in, embed, copy out; returns what `_collect` waits for."""
+    def _launch(self, frames: torch.Tensor, host_tokens: _HostTokens):
+        """Start one batch: copy in, embed, copy out; returns what `_collect` waits for. On a CPU the
+        tokens go straight into a reused host buffer, which the writer gives back once written."""
         if self._streams is None:
-            return self.embed_batch(frames), None
+            tokens, give_back = host_tokens.take(len(frames))
+            return self.embed_batch(frames, tokens), None, give_back
         upload, download = self._streams
         main = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(upload):
@@ -538,14 +728,14 @@ class FrameEmbedder:
                 t.record_stream(download)
             done = torch.cuda.Event()
             done.record(download)
-        return host, done
+        return host, done, None
 
     @staticmethod
-    def _collect(launched) -> tuple[np.ndarray, np.ndarray]:
-        (tokens, descriptors), done = launched
+    def _collect(launched) -> tuple[np.ndarray, np.ndarray, Callable[[], None] | None]:
+        (tokens, descriptors), done, give_back = launched
         if done is not None:
             done.synchronize()
-        return tokens.numpy(), descriptors.numpy()
+        return tokens.numpy(), descriptors.numpy(), give_back
 
     def embed_files(self, paths: Sequence[Path], cache_dir: Path, batch_size: int = 8,
                     progress: Callable[[int, int], None] | None = None, workers: int | None = None,
@@ -555,7 +745,7 @@ class FrameEmbedder:
         progress(done, total) is called after each batch with the new frames embedded so far."""
         if batch_size < 1 or chunk_frames < 1:
             raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}")
-        start = time.perf_counter()
+        start, process_cpu = time.perf_counter(), _process_cpu()
         with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             digests = list(pool.map(file_sha256, paths))
         cached = cached_digests(cache_dir)
@@ -569,11 +759,12 @@ class FrameEmbedder:
                 batches.append(list(range(first + b, first + min(b + batch_size, len(chunk)))))
                 chunk_of.append(c)
         timings = dict.fromkeys(TIMINGS, 0.0)
-        timings["hash"] = time.perf_counter() - start
+        timings["hash"], timings["hash_cpu"] = time.perf_counter() - start, _process_cpu() - process_cpu
         main_cpu = time.thread_time()
         if todo:
             self._run(todo, plan, batches, chunk_of, chunk_folder(cache_dir), workers, progress, timings)
         timings["main_thread_cpu"] = time.thread_time() - main_cpu
+        timings["process_cpu"] = _process_cpu() - process_cpu
         stats = EmbedStats(embedded=len(todo), cache_hits=len(set(digests)) - len(todo),
                            seconds=time.perf_counter() - start, chunks=len(plan), workers=workers, timings=timings)
         return digests, stats
@@ -589,17 +780,20 @@ class FrameEmbedder:
             multiprocessing_context=_worker_context() if workers else None)
         # chunk c goes to writer c % WRITERS: one writes (and fsyncs) a chunk while the next fills
         writers = [_ChunkWriter(folder, plan[i::WRITERS]) for i in range(WRITERS)]
-        done, pending, clock = 0, None, time.perf_counter
+        host_tokens = _HostTokens(max(map(len, batches)))
+        done, pending, clock, worker_cpu = 0, None, time.perf_counter, {}
         try:
             batches_in = iter(loader)
             t = clock()
-            for k, error in batches_in:
+            for k, error, cpu in batches_in:
                 timings["wait_batch" if k else "start"] += clock() - t
                 if error:
                     raise DataError(*error)
+                if cpu is not None:
+                    worker_cpu[cpu[0]] = cpu[1]
                 n = len(batches[k])
                 t = clock()
-                launched = self._launch(slots[k % len(slots)][:n]), writers[chunk_of[k] % WRITERS]
+                launched = self._launch(slots[k % len(slots)][:n], host_tokens), writers[chunk_of[k] % WRITERS]
                 timings["launch"] += clock() - t
                 if pending is not None:
                     self._hand_over(*pending, timings)
@@ -620,6 +814,7 @@ class FrameEmbedder:
             raise
         finally:
             timings["writer_busy"] += sum(writer.busy for writer in writers)
+            timings["workers_cpu"] += sum(worker_cpu.values())
             if self._streams is not None:
                 torch.cuda.synchronize(self.device)  # no upload still reads a slot
 
@@ -642,8 +837,8 @@ class FrameEmbedder:
 
     def _hand_over(self, launched, writer: _ChunkWriter, timings: dict) -> None:
         t = time.perf_counter()
-        tokens, descriptors = self._collect(launched)
+        tokens, descriptors, give_back = self._collect(launched)
         t1 = time.perf_counter()
-        writer.put(tokens, descriptors)
+        writer.put(tokens, descriptors, give_back)
         timings["wait_device"] += t1 - t
         timings["wait_writer"] += time.perf_counter() - t1
