@@ -62,7 +62,7 @@ def test_upper_case_png_frame_is_loaded(worlds, tmp_path):
     raw = _copy(worlds, "nordland", tmp_path)
     (raw / "summer" / "images-00203.png").rename(raw / "summer" / "images-00203.PNG")
     result = nordland.normalise_partition(raw, "summer", tmp_path / "out", tmp_path, size=16)
-    assert result.dropped == {} and result.table.num_rows == 6
+    assert result.dropped == {} and result.table.num_rows == 4 * 2 + 2 * 2  # training stretch 4 x 2 frames, val and test 2 each
     assert "summer/images-00203.PNG" in result.table.column("source_file").to_pylist()
 
 

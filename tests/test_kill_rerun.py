@@ -164,11 +164,11 @@ NORMALISE = """
 
 def test_killed_normalisation_reruns_to_identical_frames_and_table(tmp_path):
     raw = tmp_path / "raw" / "nordland"
-    generate("nordland", raw, seed=4, truth_root=tmp_path / "truth", frames=27, width=64, height=48)
+    generate("nordland", raw, seed=4, truth_root=tmp_path / "truth", frames=9, width=64, height=48)
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     _run(NORMALISE.format(raw=str(raw), data=str(clean_dir)))
     clean = _final_files(clean_dir)
-    assert len(clean) == 82 and pq.read_table(clean_dir / "tables" / "nordland" / "summer.parquet").num_rows == 81
+    assert len(clean) == 55 and pq.read_table(clean_dir / "tables" / "nordland" / "summer.parquet").num_rows == 54  # 4 x 9 training frames, 9 val, 9 test
 
     frames = killed_dir / "frames" / "nordland" / "summer"
     _kill_when(NORMALISE.format(raw=str(raw), data=str(killed_dir)),
