@@ -71,7 +71,7 @@ part() {
 }
 
 if [ $SMOKE = 0 ]; then
-  FRAMES=3072; NULL_FRAMES=1536; DECODE_FRAMES=512; BATCH=64; NULL_WORKERS=1,2,4,8,15; TRAIN_ARGS=(--frames 40)
+  FRAMES=3072; NULL_FRAMES=1536; DECODE_FRAMES=512; BATCH=64; NULL_WORKERS=1,2,4,8,15; TRAIN_ARGS=(--frames 50)  # the default Nordland world: a 200-frame training stretch, most of its database negative to a query
   MODEL_ARGS=(); LIM_EMBED=170; LIM_TRAIN=125; LIM_T2=70; LIM_T34=90
   CACHES=/tmp; [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2 {print $4}')" -gt 8000000 ] && CACHES=/tmp,/dev/shm
 else

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--freeze-te", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=50, help="synthetic frames per Nordland stretch and season")
+    parser.add_argument("--frames", type=int, default=50, help="synthetic frames per Nordland val/test stretch and season (the training stretch gets 4x, at most 200)")
     parser.add_argument("--queries-per-epoch", type=int, default=0, help="0: every training query")
     parser.add_argument("--batch", type=int, default=64, help="embedding batch")
     args = parser.parse_args()
