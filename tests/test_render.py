@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from seqvpr.synthetic.render import NIGHT_EXPOSURE, NIGHT_GAIN, World, render_view
+from seqvpr.synthetic.render import NEAR_RANGE_M, NIGHT_EXPOSURE, NIGHT_GAIN, WORLD_MARGIN_M, World, continuations, render_view
 
 ROUTE = np.stack([np.linspace(0, 200, 50), np.zeros(50)], axis=1)  # due east
 
@@ -83,3 +83,26 @@ def test_winter_track_and_hills_stay_dark(world):
     track = winter[110:, 70:90]  # bottom centre: the track
     ground = winter[70:, :5]  # left edge below the horizon: snow
     assert track.mean() < 150 < ground.mean()
+
+
+def test_route_continued_past_its_ends_gives_the_last_frame_a_world_ahead():
+    """continuations: straight WORLD_MARGIN_M polylines into the first point and out of the last,
+    along the end segments; a World given them places structures ahead of the route's last point,
+    where the route alone leaves nothing to see."""
+    route = np.array([[0.0, 0.0], [0.0, 50.0], [30.0, 90.0]])  # the last segment heads north-east (3-4-5)
+    before, after = continuations(route)
+    np.testing.assert_allclose(before, [[0.0, -WORLD_MARGIN_M], [0.0, 0.0]])
+    np.testing.assert_allclose(after, [[30.0, 90.0], [30.0 + 0.6 * WORLD_MARGIN_M, 90.0 + 0.8 * WORLD_MARGIN_M]])
+    np.testing.assert_allclose(continuations(np.array([[5.0, 5.0]]))[1], [[5.0, 5.0], [5.0, 5.0 + WORLD_MARGIN_M]])
+
+    def ahead_of_end(world):
+        points = np.vstack([world.poles[:, :2], world.trees[:, :2]] + [(f.a + f.b)[None] / 2 for f in world.facades])
+        along = (points - route[-1]) @ np.array([0.6, 0.8])
+        return int(np.sum((along > 10) & (along < NEAR_RANGE_M)))
+
+    assert ahead_of_end(World([route], seed=3)) == 0
+    extended = World([route, before, after], seed=3)
+    assert ahead_of_end(extended) > 10
+    # the route's own structures are drawn first, so they stay where they were
+    alone = World([route], seed=3)
+    np.testing.assert_array_equal(extended.poles[:len(alone.poles)], alone.poles)
