@@ -438,11 +438,11 @@ def imagenet_batch(frames: Sequence[np.ndarray], device: torch.device) -> torch.
     return normalise(torch.from_numpy(np.stack(frames)).to(device))
 
 
-def normalise(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def normalise(images: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB on any device -> (B, 3, H, W) float32 ImageNet-normalised, there:
-    (x / 255 - mean) / std, in place in `out` ((B, 3, H, W) float32) when given. Reusing one buffer
-    saves a CPU most of the cost (page faults of a fresh 1.7 MB a frame), with the same values."""
-    out = torch.empty(images.permute(0, 3, 1, 2).shape, device=images.device) if out is None else out
+    (x / 255 - mean) / std (on a CPU the embedding stage computes the same values with
+    normalise_on_cpu, into a reused buffer)."""
+    out = torch.empty(images.permute(0, 3, 1, 2).shape, device=images.device)
     out.copy_(images.permute(0, 3, 1, 2))
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
