@@ -150,10 +150,14 @@ class SequenceModel(nn.Module):
     def pooled(self) -> bool:
         return self.pooling is not None
 
+    def final_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, n, D) cached tokens -> final CCT tokens (N, n, D), through the trainable blocks if any."""
+        return tokens if self.tail is None else self.tail(tokens)
+
     def frames(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, n, D) cached tokens -> what the head reads per frame: final CCT tokens (N, n, D), or
         with `pooling` the frame descriptors (N, POOLED_DIM)."""
-        tokens = tokens if self.tail is None else self.tail(tokens)
+        tokens = self.final_tokens(tokens)
         return self.pooling(tokens) if self.pooled else tokens
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -165,6 +169,12 @@ class SequenceModel(nn.Module):
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def token_batches(tokens: np.ndarray, batch_size: int, device=None):
+    """(<= batch_size, n, D) float32 tensors on `device` of consecutive frames of `tokens` (array or FrameArray)."""
+    for i in range(0, len(tokens), batch_size):
+        yield torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device)
 
 
 def sequences(tokens: np.ndarray, windows: np.ndarray, rows, device=None) -> torch.Tensor:
@@ -181,10 +191,8 @@ def frame_features(model: SequenceModel, tokens: np.ndarray, batch_size: int = 1
     if model.tail is None and not model.pooled:
         return tokens
     model.eval()
-    device = _device(model)
-    out = collect(model.frames(torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(device))
-                  .cpu().numpy().astype(np.float32 if model.pooled else np.float16)
-                  for i in range(0, len(tokens), batch_size))
+    out = collect(model.frames(batch).cpu().numpy().astype(np.float32 if model.pooled else np.float16)
+                  for batch in token_batches(tokens, batch_size, _device(model)))
     return tokens if out is None else out
 
 
@@ -312,13 +320,9 @@ def fit_pooling(model: SequenceModel, data: SplitData, batch_size: int = 16) -> 
         return 0
     model.eval()
 
-    def grid_means():
-        for tokens in (data.db_tokens, data.q_tokens):
-            for i in range(0, len(tokens), batch_size):
-                batch = torch.from_numpy(np.asarray(tokens[i:i + batch_size], dtype=np.float32)).to(_device(model))
-                yield model.pooling.grid_means(batch if model.tail is None else model.tail(batch)).cpu().numpy()
-
-    used = model.pooling.fit(grid_means())
+    used = model.pooling.fit(model.pooling.grid_means(model.final_tokens(batch)).cpu().numpy()
+                             for tokens in (data.db_tokens, data.q_tokens)
+                             for batch in token_batches(tokens, batch_size, _device(model)))
     model.pooling.to(_device(model))
     return used
 
