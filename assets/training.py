@@ -42,6 +42,8 @@ class TrainingConfig(Config):
     lr_step: Optional[int] = Field(default=None, ge=0)
     lr_gamma: Optional[float] = Field(default=None, gt=0)
     margin: Optional[float] = Field(default=None, ge=0)
+    sqrt_margin_in_loss: Optional[bool] = None
+    group_lrs: Optional[dict[str, float]] = None  # learning rates of named head parts, e.g. {temporal: 1.0e-3}
     negatives: Optional[int] = Field(default=None, ge=1)
     batch_size: Optional[int] = Field(default=None, ge=1)
     queries_per_epoch: Optional[int] = Field(default=None, ge=0)

@@ -3,8 +3,10 @@
 recipe): the NetVLAD layers start from k-means centres of training tokens; every epoch the
 descriptors of all training sequences are cached; per query the nearest non-trivial positive, and
 negatives resampled from the candidates plus the query's `negCache` of past hard negatives, of which
-only margin-violating ones are kept; batches of such tuples; summed triplet loss (margin 0.1)
-divided by the number of negatives; the epoch with the best validation Recall@5 is kept. Each
+only margin-violating ones are kept; batches of such tuples; summed triplet loss (margin 0.1;
+seqNet's sqrt(0.1)) divided by the number of negatives; the starting weights are evaluated before
+the first epoch (svpr_main.py evaluates before each epoch's training) and the best validation
+Recall@5 is kept; early stop when `not_improved > patience`. Each
 model's optimiser, schedule, batch size, loss and budget come from its registry entry
 (`seqvpr.models.REGISTRY`, `TrainConfig.for_model`): Adam lr 1e-5 and batches of 4 for the
 Adapt-STformer code base's models, seqNet's SGD with StepLR for SeqNet, OptiCorNet's SGD with its
@@ -269,7 +271,8 @@ def mine_tuple(q_desc: np.ndarray, db_desc: np.ndarray, nontrivial: np.ndarray, 
 
 def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: list, q_windows, db_windows):
     """The reference's batch loss over the queries, positives and negatives of a batch of tuples; summed
-    triplet losses divided by the number of negatives (OptiCorNet: its quadruplet loss per tuple)."""
+    triplet losses divided by the number of negatives, with margin or, seqNet, sqrt(margin)
+    (`Recipe.sqrt_margin_in_loss`); OptiCorNet: its quadruplet loss per tuple."""
     device = _device(model)
     queries = [qi for qi, _, _ in tuples]
     db_rows = [p for _, p, _ in tuples] + [n for _, _, negs in tuples for n in negs]
@@ -280,7 +283,8 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
         first = torch.tensor(np.cumsum([0] + [len(negs) for _, _, negs in tuples[:-1]]), device=device)
         return quadruplet_loss(q, positives, negatives[first], negatives[first + 1], margin=cfg.margin)
     owner = torch.tensor([i for i, (_, _, negs) in enumerate(tuples) for _ in negs], device=device)
-    return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=cfg.margin, reduction="sum") / len(owner)
+    margin = cfg.margin ** 0.5 if cfg.sqrt_margin_in_loss else cfg.margin
+    return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=margin, reduction="sum") / len(owner)
 
 
 def head_kwargs(name: str, seq_len: int, model_kwargs: dict | None = None, published_features: bool = False) -> dict:
@@ -347,14 +351,33 @@ def initialise_vlad(model: SequenceModel, data: SplitData, rng: np.random.Genera
     return len(layers)
 
 
-def make_optimiser(cfg: TrainConfig, parameters: list):
-    """The recipe's optimiser and learning-rate schedule: Adam (weight decay as Adam's L2 term, as
-    torch.optim.Adam), or SGD with momentum and weight decay halved (`lr_gamma`) every `lr_step`
-    epochs (seqNet's `optim.lr_scheduler.StepLR`); the scheduler is None without a step."""
+def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
+    """The trainable parameters of `model` as optimiser groups: one per entry of `cfg.group_lrs`
+    (the parameters of `model.head.<name>` at that learning rate), then every other trainable
+    parameter at `cfg.lr`; empty groups are left out. Raises ValueError for a name the head lacks."""
+    groups, taken = [], set()
+    for name, lr in cfg.group_lrs.items():
+        part = getattr(model.head, name, None)
+        if not isinstance(part, nn.Module):
+            raise ValueError(f"{cfg.model}: group_lrs names {name!r}, which its head has no part called")
+        params = [p for p in part.parameters() if p.requires_grad]
+        taken.update(map(id, params))
+        if params:
+            groups.append({"params": params, "lr": lr})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return groups + ([{"params": rest, "lr": cfg.lr}] if rest else [])
+
+
+def make_optimiser(cfg: TrainConfig, model: nn.Module):
+    """The recipe's optimiser over `model`'s trainable parameters (`parameter_groups`) and its
+    learning-rate schedule: Adam (weight decay as Adam's L2 term, as torch.optim.Adam), or SGD with
+    momentum and weight decay halved (`lr_gamma`) every `lr_step` epochs (seqNet's
+    `optim.lr_scheduler.StepLR`); the scheduler is None without a step."""
+    groups = parameter_groups(cfg, model)
     if cfg.optimizer == "adam":
-        optimiser = torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "sgd":
-        optimiser = torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'adam' or 'sgd'")
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step > 0 else None
@@ -380,7 +403,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
         log(f"{cfg.model}: frame descriptor whitening fitted on {pooled_frames} training frames")
     kmeans_layers = initialise_vlad(model, train_data, rng, cfg.seed) if cfg.kmeans_init else 0
     log(f"{cfg.model}: k-means initialised {kmeans_layers} NetVLAD layer(s)")
-    optimiser, scheduler = make_optimiser(cfg, trainable)
+    optimiser, scheduler = make_optimiser(cfg, model)
     q_windows = sequence_windows(train_data.q_bounds, cfg.seq_len)
     db_windows = sequence_windows(train_data.db_bounds, cfg.seq_len)
     trainable_queries = np.array([qi for qi, pos in enumerate(train_data.nontrivial_positives) if len(pos)], dtype=np.int64)
@@ -431,7 +454,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
             result.state_dict, result.best_recall5, result.best_epoch = copy.deepcopy(model.state_dict()), best, epoch
         else:
             stale += 1
-            if cfg.patience and stale >= cfg.patience:
+            if cfg.patience and stale > cfg.patience:  # the references: `not_improved > patience`
                 log(f"{cfg.model}: early stop after {epoch} epochs")
                 break
     return result

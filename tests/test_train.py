@@ -173,7 +173,7 @@ def test_sgd_recipe_halves_the_learning_rate_every_lr_step_epochs():
     from seqvpr.train import TrainConfig, make_optimiser
 
     cfg = TrainConfig.for_model("seqnet", on_gpu=True, lr_step=2)
-    optimiser, scheduler = make_optimiser(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    optimiser, scheduler = make_optimiser(cfg, torch.nn.Linear(1, 1))
     assert isinstance(optimiser, torch.optim.SGD) and optimiser.defaults["momentum"] == 0.9
     assert optimiser.defaults["weight_decay"] == 1e-3
     rates = []
@@ -182,7 +182,75 @@ def test_sgd_recipe_halves_the_learning_rate_every_lr_step_epochs():
         optimiser.step()
         scheduler.step()
     assert rates == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5])
-    assert make_optimiser(TrainConfig(), [torch.nn.Parameter(torch.zeros(1))])[1] is None  # Adam: constant
+    assert make_optimiser(TrainConfig(), torch.nn.Linear(1, 1))[1] is None  # Adam: constant
+
+
+
+def test_early_stop_after_patience_plus_one_epochs_without_a_better_recall():
+    """svpr_main.py and seqNet's main.py stop when `not_improved > patience`: with lr 0 no epoch
+    improves on the start, so patience 2 runs 3 epochs and keeps the start (best epoch 0)."""
+    from seqvpr.train import SplitData, TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    places = rng.normal(size=(24, 4, 8)).astype(np.float16)
+    queries = (places + 0.3 * rng.normal(size=places.shape)).astype(np.float16)
+    bounds = np.array([[0, 24]] * 24)
+    positives = [np.array([i]) for i in range(24)]
+    negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
+    data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+    cfg = TrainConfig(model="jist", model_kwargs={"dim": 8}, seq_len=3, epochs=10, lr=0.0, queries_per_epoch=8,
+                      patience=2)
+    result = train(cfg, data, data, log=lambda *_: None)
+    assert len(result.history) == 3 and result.best_epoch == 0
+
+def test_stformer_recipe_gives_its_parts_the_authors_learning_rates():
+    """ai4ce/Adapt-STFormer get_models.py, arch "stformer": Adam over three groups, the spatial
+    branch and the aggregation at 1e-4 and the temporal branch at 1e-3 (`--lr` unused); every
+    trainable parameter in exactly one group; a name the head lacks is refused."""
+    from seqvpr.train import TrainConfig, build_sequence_model, make_optimiser
+
+    cfg = TrainConfig.for_model("stformer", on_gpu=True, model_kwargs={"blocks": 1, "token_pool": 4})
+    model = build_sequence_model("stformer", 5, cfg.model_kwargs)
+    optimiser, scheduler = make_optimiser(cfg, model)
+    assert isinstance(optimiser, torch.optim.Adam) and scheduler is None
+    by_lr = {}
+    for group in optimiser.param_groups:
+        assert group["weight_decay"] == 0
+        by_lr.setdefault(group["lr"], set()).update(map(id, group["params"]))
+    head = model.head
+    assert by_lr[1e-3] == set(map(id, head.temporal.parameters()))
+    assert by_lr[1e-4] == set(map(id, [*head.spatial.parameters(), *head.aggregation.parameters()]))
+    grouped = [id(p) for group in optimiser.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="'decoder'"):
+        make_optimiser(TrainConfig(model="stformer", group_lrs={"decoder": 1e-3}), model)
+
+
+def test_seqnet_triplet_loss_compares_with_the_square_root_of_the_margin():
+    """oravus/seqNet main.py: nn.TripletMarginLoss(margin=opt.margin**0.5); the Adapt-STformer
+    code's other models use opt.margin. Hand-made descriptors: d(q, p) = 0.2, d(q, n) = 0.4."""
+    from seqvpr.train import SequenceModel, TrainConfig, batch_loss
+
+    class Fixed(torch.nn.Module):  # sequence "descriptor" = the first frame's first token
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # where the loss finds its device
+
+        def forward(self, frames):
+            return frames[:, 0, 0]
+
+    q = np.zeros((1, 1, 1, 2), np.float32)
+    db = np.array([[[0.2, 0.0]], [[0.0, 0.4]]], np.float32)[:, None]  # (2 frames, 1 token, 2) -> positive, negative
+    data = type("Split", (), {"q_tokens": q[:, 0], "db_tokens": db[:, 0]})()
+    windows = np.array([[0], [1]])
+    tuples = [(0, 0, np.array([1]))]
+    seqnet = TrainConfig.for_model("seqnet", on_gpu=True)
+    assert seqnet.sqrt_margin_in_loss and not TrainConfig.for_model("adapt_stformer", on_gpu=True).sqrt_margin_in_loss
+    model = SequenceModel(Fixed(), None, None)
+    loss_seqnet = batch_loss(model, seqnet, data, tuples, windows[:1], windows)
+    loss_adam = batch_loss(model, TrainConfig.for_model("seqvlad", on_gpu=True), data, tuples, windows[:1], windows)
+    assert loss_seqnet.item() == pytest.approx(0.1 ** 0.5 + 0.2 - 0.4, abs=1e-5)  # 0.116
+    assert loss_adam.item() == pytest.approx(0.0, abs=1e-6)  # 0.1 + 0.2 - 0.4 < 0
 
 
 def test_jist_on_fixed_features_trains_cosplaces_last_layer_started_at_identity():
