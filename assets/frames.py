@@ -20,7 +20,7 @@ from pipelines.partitions import PARTITIONS
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome, expand_folder, name_in
 from seqvpr.datasets.catalog import CAMERA_MODELS, MAX_INS_GAP_S
-from seqvpr.datasets.frames import merge_tables, write_table
+from seqvpr.datasets.frames import merge_tables, remove_stale_frames, write_table
 from seqvpr.layout import DATASETS
 
 
@@ -83,6 +83,9 @@ def build_frame_assets(dataset: str):
             layout.raw(dataset), partition, layout.frames(dataset, partition), layout.data_root, size=config.size, **options
         )
         write_table(result.table, layout.partition_table(dataset, partition))
+        stale = remove_stale_frames(layout.frames(dataset, partition), result.table, layout.data_root)
+        if stale:
+            context.log.info(f"{dataset}/{partition}: removed {stale} frame file(s) of an earlier run that this one did not write")
         seconds = time.perf_counter() - start
         conditions = Counter(result.table.column("condition").to_pylist())
         context.log.info(f"{dataset}/{partition}: {result.table.num_rows} frames in {seconds:.1f}s, dropped {result.dropped}")
@@ -95,6 +98,7 @@ def build_frame_assets(dataset: str):
                 "per_condition": MetadataValue.json(dict(sorted(conditions.items()))),
                 "dropped": MetadataValue.json(dict(sorted(result.dropped.items()))),
                 "notes": MetadataValue.json(result.notes),
+                "stale_frames_removed": stale,
                 "frames_per_second": round(result.table.num_rows / max(seconds, 1e-9), 2),
                 "table": MetadataValue.path(str(layout.partition_table(dataset, partition))),
                 "frames_dir": MetadataValue.path(str(layout.frames(dataset, partition))),

@@ -1,7 +1,7 @@
 """Embedding and shard writing vs their bare equivalents, side by side on the same data.
 
     python benchmarks/bench_embed_shards.py stage [--frames 32] [--batch 8] [--device auto] [--precisions auto] [--rounds 1]
-    python benchmarks/bench_embed_shards.py null  [--frames 256] [--batch 32] [--workers 1,2] [--formats png,npy] [--rounds 3]
+    python benchmarks/bench_embed_shards.py null  [--frames 256] [--batch 32] [--workers 1,2] [--formats tif,png,npy] [--rounds 3]
     python benchmarks/bench_embed_shards.py decode [--frames 128]
     python benchmarks/bench_embed_shards.py shards [--samples 400] [--rounds 7]
     options of every mode: --jsonl FILE (append one JSON object per measurement), --processes N
@@ -11,7 +11,8 @@ chunked cache writes) vs a bare loop of `model(x)` over the same frames already 
 normalised and on the device, alternating bare / stage / bare; the ratio is to the mean of the
 two bare runs. null: the same pipeline with NullCCT (a model that returns tensors of the real
 shapes at no cost): the ceiling of everything but the model, per worker count and frame format
-(`png`: what the frames stage writes; `npy`: uncompressed uint8 arrays, no decoding), with the
+(`tif`: what the frames stage writes, uncompressed TIFF; `png`: PNG at compression level 1, the
+store before; `npy`: uncompressed uint8 arrays, no decoding at all), with the
 CPU time per frame of the main process (all its threads; of it, the hashing pass) and of the
 decoding workers, each run and the medians of the rounds.
 stage and null also record `time_shares`: where the stage's wall time went (time_shares()). decode: one
@@ -62,12 +63,16 @@ def _write_frame(args) -> None:
     frame[y:y + 8, x:x + 8] = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     if path.suffix == ".npy":
         np.save(path, frame, allow_pickle=False)
+    elif path.suffix == ".png":  # the frame store before it became TIFF
+        import cv2
+
+        path.write_bytes(cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1])
     else:
         save_frame(frame, path)
 
 
 def synthetic_frames(folder: Path, count: int, fmt: str, processes: int) -> list[Path]:
-    """`count` distinct 384 px frames in `folder` as .png (save_frame) or .npy."""
+    """`count` distinct 384 px frames in `folder` as .tif (save_frame), .png (level 1) or .npy."""
     folder.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("forkserver")
     with context.Pool(processes) as pool:
@@ -204,14 +209,16 @@ def bench_decode(args, tmp: Path) -> None:
 
     paths = synthetic_frames(tmp / "frames-png", args.frames, "png", args.processes)
     frames = [load_frame(p) for p in paths]
+    stored = synthetic_frames(tmp / "frames-tif", args.frames, "tif", args.processes)
     zstd = pa.Codec("zstd", compression_level=1)
 
     def sub_filter(f):  # PNG's Sub filter: each byte minus its left neighbour's
         return np.diff(f, axis=1, prepend=np.zeros((f.shape[0], 1, 3), np.uint8))
 
+    image = lambda b: cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     formats = {
-        "png (save_frame, level 1)": ([p.read_bytes() for p in paths],
-                                      lambda b: cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)),
+        "tif (save_frame, uncompressed)": ([p.read_bytes() for p in stored], image),
+        "png (level 1, the store before)": ([p.read_bytes() for p in paths], image),
         "npy (uncompressed)": ([f.tobytes() for f in frames], lambda b: np.frombuffer(b, np.uint8).reshape(384, 384, 3).copy()),
         "zstd-1 of raw": ([zstd.compress(f.tobytes(), asbytes=True) for f in frames],
                           lambda b: np.frombuffer(zstd.decompress(b, 442368, asbytes=True), np.uint8).reshape(384, 384, 3)),
@@ -269,7 +276,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default="auto", help="comma-separated of auto, fp32, bf16")
     parser.add_argument("--workers", default=None, help="comma-separated decoding worker counts (stage: the first)")
-    parser.add_argument("--formats", default=None, help="comma-separated of png, npy (default: png for stage, both for null)")
+    parser.add_argument("--formats", default=None, help="comma-separated of tif, png, npy (default: tif for stage, all for null)")
     parser.add_argument("--cache-roots", default=None, help="comma-separated folders for the cache (default: a temporary one)")
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="processes that write the frames")
     parser.add_argument("--samples", type=int, default=400)
@@ -281,7 +288,7 @@ def main() -> None:
     args.rounds = args.rounds or {"shards": 7, "null": 3}.get(args.mode, 1)
     args.precisions = args.precisions.split(",")
     args.workers = [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2] if args.mode == "null" else None)
-    args.formats = args.formats.split(",") if args.formats else (["png", "npy"] if args.mode == "null" else ["png"])
+    args.formats = args.formats.split(",") if args.formats else (["tif", "png", "npy"] if args.mode == "null" else ["tif"])
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "

@@ -76,7 +76,7 @@ def world_table(total_frames: int, benchmark: str):
             rows.append({
                 "frame_id": f"{name}_{stem}", "dataset": dataset, "location": dataset, "traversal": name,
                 "condition": condition, "frame_index": i, "timestamp_us": i * 62_500,
-                "image_path": f"frames/{dataset}/{name}/{name}_{stem}.png",
+                "image_path": f"frames/{dataset}/{name}/{name}_{stem}.tif",
                 "source_file": f"{name}/{stem}.png", "lat": float(lat[i]), "lon": float(lon[i]),
                 "easting": float(noisy[i, 0]), "northing": float(noisy[i, 1]), "utm_zone": 30, "utm_band": "U",
                 "heading_deg": float(heading[i]), "place_index": i if dataset == "nordland" else -1,

@@ -2,7 +2,7 @@
 # One prepared GPU check (issue 20), under 8 minutes on a machine with a CUDA GPU:
 #   1 env     nvidia-smi, torch / CUDA / numpy versions
 #   2 embed   CCT384 bare model(x) vs the embedding stage, fp32 and bf16, batch 64, 3072 synthetic
-#             384 px frames written as the frames stage writes them (PNG), and as .npy; the
+#             384 px frames written as the frames stage writes them (uncompressed TIFF), and as .npy; the
 #             null-model ceiling of the stage per worker count; for each run, where the stage's
 #             time went (main thread phases and waits, writer threads' busy share)
 #   3 train   2 epochs of Adapt-STformer with the authors' freeze_te 1 on the synthetic Nordland world
@@ -87,9 +87,9 @@ part env env 30 "$OUT/env.txt" bash -c "nvidia-smi 2>&1 || echo 'nvidia-smi: not
 EMBED=$OUT/embed.jsonl
 part embed "embed: stage vs bare model(x)" $LIM_EMBED "$OUT/embed.log" bash -c "\
   \"$PY\" benchmarks/bench_embed_shards.py stage --device $DEVICE --frames $FRAMES --batch $BATCH --precisions fp32,bf16 \
-     --formats png,npy --cache-roots $CACHES --jsonl $EMBED && \
+     --formats tif,npy --cache-roots $CACHES --jsonl $EMBED && \
   \"$PY\" benchmarks/bench_embed_shards.py null --device $DEVICE --frames $NULL_FRAMES --batch $BATCH --workers $NULL_WORKERS \
-     --formats png,npy --rounds 1 --jsonl $EMBED && \
+     --formats tif,png,npy --rounds 1 --jsonl $EMBED && \
   \"$PY\" benchmarks/bench_embed_shards.py decode --frames $DECODE_FRAMES --jsonl $EMBED"
 
 part train "train: 2 epochs, freeze_te 1" $LIM_TRAIN "$OUT/train.log" \

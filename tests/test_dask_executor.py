@@ -68,7 +68,7 @@ def test_seqvpr_run_on_a_dask_cluster_runs_every_concurrent_partition(tmp_path, 
     for season in SEASONS:  # every season written, each with its own frames
         table = pq.read_table(layout.partition_table("nordland", season))
         assert table.num_rows == per_season and set(table.column("traversal").to_pylist()) == {season}, season
-        assert len(list(layout.frames("nordland", season).glob("*.png"))) == per_season, season
+        assert len(list(layout.frames("nordland", season).glob("*.tif"))) == per_season, season
         assert f"+ nordland_frames[{season}] in " in result.stdout
     assert pq.read_metadata(layout.frame_table("nordland")).num_rows == 4 * per_season
     os.environ["DAGSTER_HOME"] = str(home / ".dagster_home")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqvpr.datasets.frames import load_frame, resize_for_model, save_frame
+from seqvpr.datasets.frames import frame_path, load_frame, resize_for_model, save_frame
 from seqvpr.embed.cct import CCT384, build_cct384, build_cct_tail, frozen_blocks
 from seqvpr.embed.embed import (FrameEmbedder, NullCCT, cached_digests, chunk_folder, global_descriptor, load_descriptor,
                                 load_tokens, model_id, normalise, normalise_on_cpu, pooled_descriptors, read_frame,
@@ -59,7 +59,7 @@ def _random_frames(folder, count, seed=0):
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        paths.append(folder / f"f{i}.png")
+        paths.append(frame_path(folder, f"f{i}"))
         save_frame(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), paths[-1])
     return paths
 
@@ -256,7 +256,7 @@ def test_killed_embedding_leaves_only_complete_chunks(tmp_path):
             if done == 4:  # chunk 0 handed to one writer, chunk 1's first frame to the other
                 print("embedded", done, flush=True)
                 time.sleep(60)
-        paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.png"))
+        paths = sorted(Path({str(tmp_path / 'frames')!r}).glob("*.tif"))
         FrameEmbedder(num_layers=1, device="cpu").embed_files(paths, Path({str(cache)!r}), 1, progress, workers=1,
                                                               chunk_frames=2)
     """)

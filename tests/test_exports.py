@@ -62,7 +62,7 @@ def frame(dataset, traversal, condition, index, t_us, easting, northing, heading
     lat, lon = latlon or utm.to_latlon(easting, northing, 30, "U")
     stem = stem or str(t_us)
     return dict(frame_id=f"{traversal}_{stem}", dataset=dataset, location="test", traversal=traversal, condition=condition,
-                frame_index=index, timestamp_us=t_us, image_path=f"frames/{dataset}/{traversal}/{stem}.png",
+                frame_index=index, timestamp_us=t_us, image_path=f"frames/{dataset}/{traversal}/{stem}.tif",
                 source_file=f"{traversal}/stereo/left/images/{stem}.png", lat=lat, lon=lon, easting=easting,
                 northing=northing, utm_zone=30, utm_band="U", heading_deg=heading, place_index=place)
 
@@ -946,7 +946,7 @@ def test_failed_export_keeps_the_previous_one(tmp_path):
     layout, table = materialise(tmp_path, robotcar_like(), bench)
     folder, _ = export(layout, "gsv", "oxford_easy")
     before = files_of(folder)
-    (layout.data_root / role_rows(table, "test", "query")["image_path"].iloc[-1]).write_bytes(b"not a png")
+    (layout.data_root / role_rows(table, "test", "query")["image_path"].iloc[-1]).write_bytes(b"not an image")
     with pytest.raises(DataError, match="cannot decode"):
         export(layout, "gsv", "oxford_easy")
     assert files_of(folder) == before and not list(folder.parent.glob(".oxford_easy.*.partial"))

@@ -110,7 +110,7 @@ def test_place_index_is_the_clean_list_index_and_positions_are_seqnets(fall):
     assert first["timestamp_us"] == 19159 * 1_000_000
     assert first["condition"] == first["traversal"] == "fall" and first["location"] == "nordland"
     assert first["frame_id"] == "fall_images-19159" and first["source_file"] == "fall/images-19159.png"
-    assert first["image_path"] == "frames/nordland/fall/fall_images-19159.png"
+    assert first["image_path"] == "frames/nordland/fall/fall_images-19159.tif"
     with Image.open(out / first["image_path"]) as img:
         assert img.size == (32, 32)
 

@@ -101,11 +101,12 @@ def test_new_frame_separation_embeds_nothing_new(home):
     layout = Layout.from_home(home)
     cache = [p for p in layout.data_root.joinpath("embeddings").rglob("*.chunk")]
     assert cache
-    frames_before = {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.png")}
+    frames_before = {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.tif")}
+    assert frames_before
     old_struct = _digests(layout.struct_files("oxford_hard"))
     config = {**TINY, "ops": {**TINY["ops"], "oxford_hard_split": {"config": {"frame_separation": 5.0}}}}
     run(str(home), workers=2, run_config=yaml.safe_load(yaml.safe_dump(config)), rebuild_from=["oxford_hard_split"])
-    assert {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.png")} == frames_before  # not rewritten
+    assert {p: p.stat().st_mtime_ns for p in (layout.data_root / "frames").rglob("*.tif")} == frames_before  # not rewritten
     assert sorted(layout.data_root.joinpath("embeddings").rglob("*.chunk")) == sorted(cache)
     assert _digests(layout.struct_files("oxford_hard")) != old_struct
 

@@ -66,13 +66,43 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR, what: str = "image") -
     return decoded
 
 
+# The normalised frame store: baseline TIFF, RGB, 8 bits a sample, uncompressed (Compression tag 1,
+# TIFF 6.0 section 8), as OpenCV's libtiff writes it. Chosen by numbers (benchmarks/RESULTS.md, "Frame
+# store"): a 384 px frame decodes at about 2,850 frames/s on one core against PNG's 210, so decoding
+# no longer bounds the embedding stage (PNG capped a 16-core GPU machine near 3,700 frames/s against
+# bf16 CCT384's 7,110); it costs 432 KiB a frame against PNG's 152-224, the size of the frame's own
+# float16 token map that the embedding cache holds anyway. Any image viewer, Pillow and OpenCV read it.
+FRAME_SUFFIX = ".tif"
+TIFF_UNCOMPRESSED = 1
+
+
+def frame_path(out_dir: Path, frame_id: str) -> Path:
+    """Where the frames stage stores frame `frame_id` of a partition folder."""
+    return Path(out_dir) / f"{frame_id}{FRAME_SUFFIX}"
+
+
 def save_frame(rgb: np.ndarray, path: Path) -> None:
-    """Write an RGB uint8 frame as PNG (lossless, fast compression level) atomically."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    """Write an RGB uint8 (H, W, 3) frame atomically as an uncompressed TIFF (the frame store, above):
+    lossless, and the same bytes for the same pixels."""
+    ok, buf = cv2.imencode(FRAME_SUFFIX, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_TIFF_COMPRESSION, TIFF_UNCOMPRESSED])
     if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
+        raise RuntimeError(f"{path}: TIFF encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.tobytes())
+
+
+def remove_stale_frames(out_dir: Path, table: pa.Table, data_root: Path) -> int:
+    """Delete the files of partition folder `out_dir` that its new frame table does not list (frames
+    an earlier run wrote and this one did not: since dropped, or in an earlier store format such as
+    PNG), so the folder holds exactly the table's frames. Returns how many were removed."""
+    listed = {(Path(data_root) / p).resolve() for p in table.column("image_path").to_pylist()}
+    removed = 0
+    for path in sorted(Path(out_dir).iterdir()) if Path(out_dir).is_dir() else []:
+        if path.is_file() and path.resolve() not in listed:
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def load_frame(path: Path, out: np.ndarray | None = None) -> np.ndarray:

@@ -53,7 +53,7 @@ import numpy as np
 import utm
 
 from seqvpr.datasets.catalog import NORDLAND_SEASONS
-from seqvpr.datasets.frames import NormaliseResult, frame_table, read_image, resize_for_model, save_frame
+from seqvpr.datasets.frames import NormaliseResult, frame_path, frame_table, read_image, resize_for_model, save_frame
 from seqvpr.errors import DataError
 
 DATASET = "nordland"
@@ -187,7 +187,7 @@ def season_rows(raw_root: Path, season: str, out_dir: Path, data_root: Path) -> 
             "frame_id": frame_id, "dataset": DATASET, "location": DATASET, "traversal": season,
             "condition": season, "frame_index": number,
             "timestamp_us": number * 1_000_000 // FRAMES_PER_SECOND,
-            "image_path": (out_dir / f"{frame_id}.png").relative_to(data_root).as_posix(),
+            "image_path": frame_path(out_dir, frame_id).relative_to(data_root).as_posix(),
             "source_file": path.relative_to(raw_root).as_posix(),
             "lat": float(lat), "lon": float(lon), "easting": float(easting), "northing": float(northing),
             "utm_zone": UTM_ZONE, "utm_band": band, "heading_deg": float(heading), "place_index": place,

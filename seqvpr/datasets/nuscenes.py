@@ -42,7 +42,7 @@ import utm
 from PIL import Image
 
 from seqvpr.datasets.catalog import NUSCENES_LOCATIONS
-from seqvpr.datasets.frames import NormaliseResult, frame_table, resize_for_model, save_frame
+from seqvpr.datasets.frames import NormaliseResult, frame_path, frame_table, resize_for_model, save_frame
 from seqvpr.errors import DataError
 
 DATASET = "nuscenes"
@@ -266,7 +266,7 @@ def normalise_partition(raw_root: str | Path, partition: str, out_dir: str | Pat
             x, y, heading = camera_pose(nusc, sample_data)
             source = raw_root / sample_data["filename"]
             frame_id = f"{scene['name']}_{sample['token'][:12]}"
-            image_path = out_dir / f"{frame_id}.png"
+            image_path = frame_path(out_dir, frame_id)
             save_frame(resize_for_model(_read_image(source, sample_data, size), size), image_path)
             rows.append({
                 "frame_id": frame_id, "dataset": DATASET, "location": partition, "traversal": scene["name"],

@@ -44,7 +44,7 @@ import pandas as pd
 import utm
 
 from seqvpr.camera_model import load_camera_model
-from seqvpr.datasets.frames import NormaliseResult, frame_table, read_image, resize_for_model, save_frame
+from seqvpr.datasets.frames import NormaliseResult, frame_path, frame_table, read_image, resize_for_model, save_frame
 from seqvpr.datasets.catalog import CAMERA_MODELS, MAX_INS_GAP_S, ROBOTCAR_TRAVERSALS
 from seqvpr.errors import DataError
 
@@ -241,7 +241,7 @@ def normalise_partition(raw_root: Path, partition: str, out_dir: Path, data_root
         if model is None:
             model = load_camera_model(find_models_dir(raw_root, models_dir), CAMERA_MODELS[camera], *raw.shape)
         rgb = model.undistort(demosaic(raw), source)
-        target = out_dir / f"{ts}.png"
+        target = frame_path(out_dir, str(ts))
         save_frame(resize_for_model(rgb, size), target)
         lat, lon = utm.to_latlon(easting[i], northing[i], zone, band)
         rows.append({

@@ -499,8 +499,8 @@ class NullCCT(nn.Module):
 
 
 def read_frame(path: Path, out: np.ndarray | None = None) -> np.ndarray:
-    """A normalised frame as RGB uint8 (H, W, 3): PNG as the frames stage writes it (load_frame),
-    or an uncompressed `.npy` array of that shape (no decoding; benchmarks compare the two).
+    """A normalised frame as RGB uint8 (H, W, 3): an image as the frames stage writes it (TIFF, or PNG
+    as it did before; `load_frame`), or an uncompressed `.npy` array of that shape (benchmarks compare them).
     out: a uint8 (H, W, 3) array (a batch slot's row) the frame is read straight into when it has
     that shape, saving a new array and a copy a frame; returned as read otherwise. DataError
     naming the file when it is missing, unreadable or not a frame."""
