@@ -69,7 +69,7 @@ def test_parameter_counts_exact():
     # CCT384 at 8 blocks without its classifier head: tokenizer 9,408 + 1,204,224, positions
     # 576 * 384, 8 blocks of 1,478,016, final norm 768
     cct8 = 9_408 + 1_204_224 + 576 * 384 + 8 * 1_478_016 + 768
-    vlad = 64 * 384 * 2 + 64  # centroids, assignment weights and bias
+    vlad = 64 * 384 * 2  # centroids and assignment weights (no bias, as the authors' Conv1d)
     assert parameter_count("seqvlad") == cct8 + vlad
     detr = 576 * 384 + (384 * 256 + 256) + (384 * 128 + 128) + 2 * (384 * 384 + 384) + 768
     assert parameter_count("adapt_stformer") == cct8 + detr + 1 + vlad

@@ -31,7 +31,8 @@ def test_netvlad_init_puts_centroids_on_the_kmeans_centres():
     assert vlad.alpha == pytest.approx(alpha, rel=1e-3)
     weight = vlad.assign.weight.detach().numpy()
     assert weight == pytest.approx(alpha * expected[match] / np.linalg.norm(expected[match], axis=1, keepdims=True), rel=1e-3)
-    assert not vlad.assign.bias.detach().any()
+    assert vlad.assign.bias is None  # the authors' Conv1d(dim, clusters, 1, bias=False)
+    assert sum(p.numel() for p in vlad.parameters()) == 2 * 4 * 8
     soft = F.softmax(vlad.assign(F.normalize(torch.tensor(descriptors, dtype=torch.float32), dim=-1)), dim=-1)
     assert (soft.argmax(-1).numpy() == np.argsort(match)[labels]).all()
 

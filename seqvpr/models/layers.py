@@ -9,20 +9,22 @@ from torch import nn
 class NetVLAD(nn.Module):
     """NetVLAD over a set of local features (B, N, D) -> (B, C * D), intra- and L2-normalised.
 
-    Used as SeqVLAD when the set is all L x n tokens of a sequence.
+    Used as SeqVLAD when the set is all L x n tokens of a sequence. The soft assignment has no bias,
+    as the authors' layer (ai4ce/Adapt-STFormer `svpr/models/pooling.py`: `nn.Conv1d(dim,
+    clusters_num, kernel_size=1, bias=False)`): NetVLAD's bias -alpha ||c_k|| is the same for every
+    cluster when the centroids in the assignment are unit vectors, so it never changes the softmax.
+    Parameters: 2 x clusters x dim.
     """
 
     def __init__(self, dim: int, clusters: int = 64, alpha: float = 100.0):
         super().__init__()
         self.clusters, self.dim, self.alpha = clusters, dim, alpha
         self.centroids = nn.Parameter(torch.randn(clusters, dim) * 0.1)
-        self.assign = nn.Linear(dim, clusters)
+        self.assign = nn.Linear(dim, clusters, bias=False)
         self._init_assignment()
 
     def _init_assignment(self):
-        c = F.normalize(self.centroids.data, dim=1)
-        self.assign.weight.data = 2.0 * self.alpha * c
-        self.assign.bias.data = -self.alpha * c.norm(dim=1)
+        self.assign.weight.data = 2.0 * self.alpha * F.normalize(self.centroids.data, dim=1)
 
     @torch.no_grad()
     def init_from_descriptors(self, descriptors, iterations: int = 100, seed: int = 0) -> None:
@@ -30,7 +32,7 @@ class NetVLAD(nn.Module):
         `init_params` (ai4ce/Adapt-STFormer `svpr/models/pooling.py`): centroids are the k-means
         centres of the L2-normalised local descriptors; alpha = -log(0.01) / mean gap between each
         descriptor's two best normalised-centroid dot products; assignment weights are alpha times
-        the normalised centroids, with no bias."""
+        the normalised centroids."""
         import faiss
 
         x = F.normalize(torch.as_tensor(descriptors, dtype=torch.float32), dim=-1).contiguous().numpy()
@@ -44,8 +46,6 @@ class NetVLAD(nn.Module):
         self.alpha = float(-math.log(0.01) / (dots[0] - dots[1]).mean())
         self.centroids.data.copy_(centroids)
         self.assign.weight.data.copy_(self.alpha * unit)
-        if self.assign.bias is not None:
-            self.assign.bias.data.zero_()
 
     def forward(self, x):
         x = F.normalize(x, dim=-1)
