@@ -108,8 +108,10 @@ def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
     assert torch.allclose(load_checkpoint(tmp_path / "m.pt")[0](tokens), model(tokens))
 
 
-def test_training_steps_are_batches_of_four_mined_tuples():
-    from seqvpr.train import SplitData, TrainConfig, train
+
+def _toy_split():
+    """24 places of 4 tokens x 8 dims and their noisy queries, one positive each, one training run."""
+    from seqvpr.train import SplitData
 
     rng = np.random.default_rng(0)
     places = rng.normal(size=(24, 4, 8)).astype(np.float16)
@@ -117,7 +119,12 @@ def test_training_steps_are_batches_of_four_mined_tuples():
     bounds = np.array([[0, 24]] * 24)
     positives = [np.array([i]) for i in range(24)]
     negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
-    data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+    return SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+
+def test_training_steps_are_batches_of_four_mined_tuples():
+    from seqvpr.train import TrainConfig, train
+
+    data = _toy_split()
     cfg = TrainConfig(model="jist", model_kwargs={"dim": 8}, seq_len=3, epochs=2, lr=1e-3, queries_per_epoch=10, patience=5)
     result = train(cfg, data, data, log=lambda *_: None)
     steps = 0
@@ -190,15 +197,9 @@ def test_sgd_recipe_halves_the_learning_rate_every_lr_step_epochs():
 def test_early_stop_after_patience_plus_one_epochs_without_a_better_recall():
     """svpr_main.py and seqNet's main.py stop when `not_improved > patience`: with lr 0 no epoch
     improves on the start, so patience 2 runs 3 epochs and keeps the start (best epoch 0)."""
-    from seqvpr.train import SplitData, TrainConfig, train
+    from seqvpr.train import TrainConfig, train
 
-    rng = np.random.default_rng(0)
-    places = rng.normal(size=(24, 4, 8)).astype(np.float16)
-    queries = (places + 0.3 * rng.normal(size=places.shape)).astype(np.float16)
-    bounds = np.array([[0, 24]] * 24)
-    positives = [np.array([i]) for i in range(24)]
-    negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
-    data = SplitData(places, queries, bounds, bounds, positives, positives, negatives)
+    data = _toy_split()
     cfg = TrainConfig(model="jist", model_kwargs={"dim": 8}, seq_len=3, epochs=10, lr=0.0, queries_per_epoch=8,
                       patience=2)
     result = train(cfg, data, data, log=lambda *_: None)
