@@ -121,6 +121,7 @@ def _toy_split():
     negatives = np.array([[j for j in range(24) if abs(j - i) > 1][:20] for i in range(24)])
     return SplitData(places, queries, bounds, bounds, positives, positives, negatives)
 
+
 def test_training_steps_are_batches_of_four_mined_tuples():
     from seqvpr.train import TrainConfig, train
 
