@@ -44,6 +44,7 @@ class TrainingConfig(Config):
     margin: Optional[float] = Field(default=None, ge=0)
     sqrt_margin_in_loss: Optional[bool] = None
     group_lrs: Optional[dict[str, float]] = None  # learning rates of named head parts, e.g. {temporal: 1.0e-3}
+    start_is_candidate: Optional[bool] = None  # may the untrained start be kept (the Adapt-STformer code) or not (seqNet)
     negatives: Optional[int] = Field(default=None, ge=1)
     batch_size: Optional[int] = Field(default=None, ge=1)
     queries_per_epoch: Optional[int] = Field(default=None, ge=0)

@@ -4,9 +4,10 @@ recipe): the NetVLAD layers start from k-means centres of training tokens; every
 descriptors of all training sequences are cached; per query the nearest non-trivial positive, and
 negatives resampled from the candidates plus the query's `negCache` of past hard negatives, of which
 only margin-violating ones are kept; batches of such tuples; summed triplet loss (margin 0.1;
-seqNet's sqrt(0.1)) divided by the number of negatives; the starting weights are evaluated before
-the first epoch (svpr_main.py evaluates before each epoch's training) and the best validation
-Recall@5 is kept; early stop when `not_improved > patience`. Each
+seqNet's sqrt(0.1)) divided by the number of negatives; the weights with the best validation
+Recall@5 are kept, the starting weights among them where the authors' code evaluates them
+(svpr_main.py evaluates before each epoch's training; seqNet's main.py, and so SeqNet and
+OptiCorNet, only after: `Recipe.start_is_candidate`); early stop when `not_improved > patience`. Each
 model's optimiser, schedule, batch size, loss and budget come from its registry entry
 (`seqvpr.models.REGISTRY`, `TrainConfig.for_model`): Adam lr 1e-5 and batches of 4 for the
 Adapt-STformer code base's models, seqNet's SGD with StepLR for SeqNet, OptiCorNet's SGD with its
@@ -241,7 +242,7 @@ class TrainResult:
     initial_recall: dict
     start_state_dict: dict  # the weights the first epoch starts from: seeded init, NetVLAD on k-means centres
     kmeans_layers: int = 0  # NetVLAD layers initialised on k-means centres (0: the start is the seeded init)
-    best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept
+    best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept (start_is_candidate only)
     history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall", "tuples", "skipped"}
     losses: list = field(default_factory=list)  # per step (batch)
 
@@ -409,11 +410,12 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
     trainable_queries = np.array([qi for qi, pos in enumerate(train_data.nontrivial_positives) if len(pos)], dtype=np.int64)
     neg_cache = [np.zeros(0, dtype=np.int64) for _ in range(len(q_windows))]
     initial = evaluate_recall(model, val_data, cfg.seq_len)
-    best, stale = initial[5], 0
+    best, stale = (initial[5] if cfg.start_is_candidate else -1.0), 0  # -1: the first trained epoch is kept
     start = copy.deepcopy(model.state_dict())
-    result = TrainResult(state_dict=start, best_recall5=best, initial_recall=initial, start_state_dict=start,
+    result = TrainResult(state_dict=start, best_recall5=initial[5], initial_recall=initial, start_state_dict=start,
                          kmeans_layers=kmeans_layers)
-    log(f"{cfg.model}: before training val R@5 {best:.3f} ({len(trainable_queries)} training queries with a non-trivial positive)")
+    log(f"{cfg.model}: before training val R@5 {initial[5]:.3f} ({len(trainable_queries)} training queries with a "
+        "non-trivial positive)" + ("" if cfg.start_is_candidate else "; only trained epochs are kept, as its authors' code"))
     for epoch in range(1, cfg.epochs + 1):
         order = rng.permutation(trainable_queries)
         if cfg.queries_per_epoch:

@@ -1,6 +1,7 @@
 """NetVLAD k-means initialisation, reference mining (negCache, margin-violating negatives, batches of
 4 tuples) and the embedding cut's trainable CCT tail."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -169,8 +170,11 @@ def test_registry_holds_each_models_authors_recipe_and_its_cpu_budget():
     seqnet = REGISTRY["seqnet"].gpu
     assert (seqnet.optimizer, seqnet.lr, seqnet.momentum, seqnet.weight_decay, seqnet.lr_step, seqnet.lr_gamma,
             seqnet.batch_size, seqnet.epochs, seqnet.patience) == ("sgd", 1e-4, 0.9, 1e-3, 50, 0.5, 16, 200, 0)
+    assert (seqnet.negatives, seqnet.sqrt_margin_in_loss, seqnet.start_is_candidate) == (10, True, False)
     opti = REGISTRY["opticornet"].gpu
     assert (opti.optimizer, opti.lr, opti.batch_size, opti.loss) == ("sgd", 1e-4, 32, "quadruplet")
+    assert (opti.negatives, opti.start_is_candidate) == (10, False)  # tuples of 12 images, seqNet's rule
+    assert adapt.start_is_candidate and REGISTRY["seqvlad"].gpu.epochs == 100
     for spec in REGISTRY.values():
         assert (spec.cpu.loss, spec.cpu.batch_size, spec.cpu.optimizer) == (spec.gpu.loss, spec.gpu.batch_size, spec.gpu.optimizer)
         assert spec.cpu_note and spec.recipe_source
@@ -205,6 +209,11 @@ def test_early_stop_after_patience_plus_one_epochs_without_a_better_recall():
                       patience=2)
     result = train(cfg, data, data, log=lambda *_: None)
     assert len(result.history) == 3 and result.best_epoch == 0
+    # seqNet's main.py evaluates only after training: its first epoch is kept even when no better
+    # than the start, and the count of epochs without a better one starts there (1 + 3 epochs)
+    seqnet_rule = train(replace(cfg, start_is_candidate=False), data, data, log=lambda *_: None)
+    assert seqnet_rule.best_epoch == 1 and len(seqnet_rule.history) == 4
+    assert seqnet_rule.best_recall5 == seqnet_rule.history[0]["recall"][5]
 
 def test_stformer_recipe_gives_its_parts_the_authors_learning_rates():
     """ai4ce/Adapt-STFormer get_models.py, arch "stformer": Adam over three groups, the spatial

@@ -36,6 +36,9 @@ class Recipe:
     code's seqnet branch of get_models.py), otherwise margin itself (that code's other models);
     group_lrs: learning rates of named parts of the head (`head.<name>`), the rest at `lr` (STformer:
     the authors' get_models.py gives its spatial, temporal and aggregation parts their own);
+    start_is_candidate: the starting weights compete with the trained epochs for the checkpoint
+    (the Adapt-STformer code's svpr_main.py evaluates before each epoch's training, the first time
+    on the start), or only trained epochs do (seqNet's main.py evaluates after each epoch's);
     model_kwargs: constructor arguments of the head under this budget (none: its published size)."""
 
     optimizer: str = "adam"
@@ -52,6 +55,7 @@ class Recipe:
     margin: float = 0.1
     sqrt_margin_in_loss: bool = False
     group_lrs: dict = field(default_factory=dict)  # head part name -> its learning rate
+    start_is_candidate: bool = True
     loss: str = "triplet"
     patience: int = 5
     seq_len: int = 5
@@ -93,13 +97,16 @@ AUTHORS = Recipe(epochs=200)
 # (`--lr` is not read for it); cct_stformer_train.sbatch: --nEpochs 100, --patience 5.
 STFORMER = replace(AUTHORS, epochs=100, lr=1e-4, group_lrs={"spatial": 1e-4, "temporal": 1e-3, "aggregation": 1e-4})
 # seqNet's (oravus/seqNet main.py defaults): SGD lr 1e-4, momentum 0.9, weight decay 1e-3, halved every
-# 50 epochs, 200 epochs, batches of 16 triplets, no early stopping, TripletMarginLoss(margin=0.1**0.5).
-SEQNET = Recipe(optimizer="sgd", lr=1e-4, weight_decay=1e-3, lr_step=50, epochs=200, batch_size=16, patience=0,
-                sqrt_margin_in_loss=True, kmeans_init=False)
+# 50 epochs, 200 epochs, batches of 16 triplets of 12 images (datasets.py QueryDatasetFromStruct: nNeg=10),
+# no early stopping, TripletMarginLoss(margin=0.1**0.5), evaluated after each epoch's training only.
+SEQNET = Recipe(optimizer="sgd", lr=1e-4, weight_decay=1e-3, lr_step=50, epochs=200, batch_size=16, negatives=10,
+                patience=0, sqrt_margin_in_loss=True, kmeans_init=False, start_is_candidate=False)
 # OptiCorNet's "Implementation details": SGD lr 1e-4, momentum 0.9, weight decay 1e-3, halved every 50
-# epochs, 200 epochs, batches of 32 quadruplets; best validation recall kept.
-OPTICORNET = Recipe(optimizer="sgd", lr=1e-4, weight_decay=1e-3, lr_step=50, epochs=200, batch_size=32,
-                    loss="quadruplet", patience=0, kmeans_init=False)
+# epochs, 200 epochs, batches of 32 quadruplets, "each tuple composed of L = 12 images" (10 negatives, as
+# seqNet's, whose training it follows), checkpoints "saved at each evaluation step" and the best on
+# validation kept (the start is not one of them, as in seqNet's main.py).
+OPTICORNET = Recipe(optimizer="sgd", lr=1e-4, weight_decay=1e-3, lr_step=50, epochs=200, batch_size=32, negatives=10,
+                    loss="quadruplet", patience=0, kmeans_init=False, start_is_candidate=False)
 # CPU: the same losses, mining and batch sizes on a small budget, with a learning rate raised so a
 # few epochs move the weights (the authors' lr 1e-5 needs their hundreds of epochs).
 CPU_ADAM = replace(AUTHORS, lr=3e-4, epochs=3, queries_per_epoch=12)
