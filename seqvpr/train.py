@@ -275,14 +275,15 @@ def batch_loss(model: SequenceModel, cfg: TrainConfig, data: SplitData, tuples: 
     triplet losses divided by the number of negatives, with margin or, seqNet, sqrt(margin)
     (`Recipe.sqrt_margin_in_loss`); OptiCorNet: its quadruplet loss per tuple."""
     device = _device(model)
+    if cfg.loss == "quadruplet":  # Eqs. 7-9 read only the two nearest mined negatives (mined nearest first)
+        tuples = [(qi, p, negs[:2]) for qi, p, negs in tuples]
     queries = [qi for qi, _, _ in tuples]
     db_rows = [p for _, p, _ in tuples] + [n for _, _, negs in tuples for n in negs]
     q = model(sequences(data.q_tokens, q_windows, queries, device))
     others = model(sequences(data.db_tokens, db_windows, db_rows, device))
     positives, negatives = others[: len(tuples)], others[len(tuples):]
     if cfg.loss == "quadruplet":  # OptiCorNet's Eqs. 7-9 per tuple with its two nearest mined negatives
-        first = torch.tensor(np.cumsum([0] + [len(negs) for _, _, negs in tuples[:-1]]), device=device)
-        return quadruplet_loss(q, positives, negatives[first], negatives[first + 1], margin=cfg.margin)
+        return quadruplet_loss(q, positives, negatives[0::2], negatives[1::2], margin=cfg.margin)
     owner = torch.tensor([i for i, (_, _, negs) in enumerate(tuples) for _ in negs], device=device)
     margin = cfg.margin ** 0.5 if cfg.sqrt_margin_in_loss else cfg.margin
     return F.triplet_margin_loss(q[owner], positives[owner], negatives, margin=margin, reduction="sum") / len(owner)
