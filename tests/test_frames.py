@@ -43,3 +43,19 @@ def test_remove_stale_frames_keeps_exactly_the_tables_frames(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["1.tif", "2.tif"]
     assert remove_stale_frames(folder, table, data_root) == 0
     assert remove_stale_frames(tmp_path / "absent", table, data_root) == 0
+
+
+def test_a_truncated_frame_is_refused_naming_it(tmp_path):
+    """The image file directory is written after the pixels: any truncation loses it, and the reader
+    says which frame and why instead of returning part of an image."""
+    import pytest
+
+    from seqvpr.errors import DataError
+
+    path = tmp_path / "f.tif"
+    save_frame(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8), path)
+    data = path.read_bytes()
+    for keep in (len(data) - 1, len(data) // 2, 8):
+        path.write_bytes(data[:keep])
+        with pytest.raises(DataError, match=r"f\.tif: cannot decode normalised frame"):
+            load_frame(path)
