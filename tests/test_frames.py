@@ -5,9 +5,11 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from PIL import Image
 
 from seqvpr.datasets.frames import FRAME_SUFFIX, frame_path, load_frame, remove_stale_frames, save_frame
+from seqvpr.errors import DataError
 
 
 def test_frames_are_uncompressed_rgb_tiff_that_pillow_reads_exactly(tmp_path):
@@ -48,10 +50,6 @@ def test_remove_stale_frames_keeps_exactly_the_tables_frames(tmp_path):
 def test_a_truncated_frame_is_refused_naming_it(tmp_path):
     """The image file directory is written after the pixels: any truncation loses it, and the reader
     says which frame and why instead of returning part of an image."""
-    import pytest
-
-    from seqvpr.errors import DataError
-
     path = tmp_path / "f.tif"
     save_frame(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8), path)
     data = path.read_bytes()
