@@ -67,8 +67,8 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR, what: str = "image") -
 
 
 # The normalised frame store: baseline TIFF, RGB, 8 bits a sample, uncompressed (Compression tag 1,
-# TIFF 6.0 section 8), as OpenCV's libtiff writes it. Chosen by numbers (benchmarks/RESULTS.md, "Frame
-# store"): a 384 px frame decodes at about 2,850 frames/s on one core against PNG's 210, so decoding
+# TIFF 6.0 section 8), as OpenCV's libtiff writes it. Chosen by numbers (benchmarks/RESULTS.md, "Round 4:
+# the frame store becomes uncompressed TIFF"): a 384 px frame decodes at about 2,850 frames/s on one core against PNG's 210, so decoding
 # no longer bounds the embedding stage (PNG capped a 16-core GPU machine near 3,700 frames/s against
 # bf16 CCT384's 7,110); it costs 432 KiB a frame against PNG's 152-224, the size of the frame's own
 # float16 token map that the embedding cache holds anyway. Any image viewer, Pillow and OpenCV read it.

@@ -90,7 +90,7 @@ class ModelSpec:
 
 # The Adapt-STformer authors' recipe (paper Sec. IV "Training"; ai4ce/Adapt-STFormer svpr_main.py and
 # sbatch_files/train/*.sbatch): Adam lr 1e-5, batches of 4 tuples, 5 negatives, margin 0.1, L = 5,
-# early stop after 5 epochs without a better Recall@5. SeqVLAD and STformer are trained with it there.
+# early stop after more than 5 epochs without a better Recall@5. SeqVLAD and STformer are trained with it there.
 AUTHORS = Recipe(epochs=200)
 # STformer in the same code base (get_models.py, arch "stformer"): Adam without weight decay and its own
 # learning rates, 1e-4 for the spatial branch and the NetVLAD aggregation, 1e-3 for the temporal branch
