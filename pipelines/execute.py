@@ -1,26 +1,23 @@
 """Run the planned tasks: each as a Dagster run of a named job of the code location, started as
 soon as the tasks it waits for have finished, skipped when the instance says it is fresh.
 
-Runs execute in a local process pool whose workers die with the runner; for partitions with
+Runs execute in a local process pool whose workers die with the runner (pipelines/workers.py); for partitions with
 `--dask-address` the pool's processes run `<asset>_dask_job`, whose steps execute on that Dask
 cluster. Never as threads of one process: Dagster reconfigures Python's logging at each run's start
 (`logging.config.dictConfig`), which deadlocks against another run's thread logging at that moment.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 from pipelines.jobs import job_name
 from pipelines.plan import Task
 from pipelines.report import Progress, TaskResult, collect, task_line
 from pipelines.state import InstanceState, job_resources
+from pipelines.workers import worker_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_LOCATION = "pipelines.definitions"  # workspace.yaml's python_module, which names the location
@@ -73,33 +70,8 @@ def execute_task(key: str, partition: str | None, job: str, home: str, run_confi
         return collect(result, task)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGKILL this process when the runner dies (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still ends idle workers
-        pass
-    if os.getppid() != parent:  # the runner died before the request was in place
-        os._exit(1)
-
-
-def _worker_init(parent: int, workers: int, log_path: str, lock_fd: int) -> None:
-    _die_with_parent(parent)
-    with contextlib.suppress(OSError):
-        os.close(lock_fd)  # the lock belongs to the runner alone
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # Python streams too, whatever they were bound to
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # parallel partitions share the cores
-
-
 def execute(defs, tasks: dict[Task, list[Task]], home: str, workers: int, run_config: dict, forced: bool,
-            dask_address: str | None, out, log_path, lock_fd) -> list[TaskResult]:
+            dask_address: str | None, out, log_path) -> list[TaskResult]:
     """Run every task whose inputs are ready and which is stale (all of them when ``forced``); a task
     waiting for a failed one is not run. Returns the tasks in the order they finished."""
     from dagster import AssetKey, DagsterInstance
@@ -119,8 +91,7 @@ def execute(defs, tasks: dict[Task, list[Task]], home: str, workers: int, run_co
         results.append(result)
         progress.done(node[task].group_name or "default", task_line(result))
 
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                               initargs=(os.getpid(), workers, str(log_path), lock_fd))
+    pool = worker_pool(workers, str(log_path))
     try:
         with DagsterInstance.get() as instance:
             state = InstanceState(instance, defs, run_config, home)

@@ -26,6 +26,7 @@ from pathlib import Path
 from pipelines.plan import plan as plan_tasks
 from pipelines.report import TaskResult, summary_table
 from pipelines.validate import ConfigError, load_config, validate
+from pipelines.workers import start_worker_server
 from seqvpr.atomic import atomic_write_text
 from seqvpr.housekeeping import home_lock, no_steps_running, sweep_temporaries
 
@@ -100,8 +101,6 @@ def run(home: str, workers: int, run_config: dict, selection: list[str] | None =
     """Validate, lock the home, sweep a dead run's temporaries, run every stale task; returns every task.
 
     Raises ConfigError before any work, RunFailed after the run when a task failed."""
-    from pipelines.execute import execute
-
     out = out or sys.stdout
     home = Path(home).resolve()
     if home.exists() and not home.is_dir():
@@ -111,10 +110,11 @@ def run(home: str, workers: int, run_config: dict, selection: list[str] | None =
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with _stderr_to(log_path):
+        start_worker_server()  # the workers' forkserver imports the code location beside this process
         defs = _defs()
         validate(defs, run_config, home, selection, rebuild_from)
     print(f"seqvpr run on {home} (Dagster's logs: {log_path})", file=out, flush=True)
-    with home_lock(home, on_wait=lambda message: print(message, file=out, flush=True)) as lock_fd, _stderr_to(log_path):
+    with home_lock(home, on_wait=lambda message: print(message, file=out, flush=True)), _stderr_to(log_path):
         with no_steps_running(home) as idle:
             swept = sweep_temporaries(home) if idle else []
         if not idle:
@@ -125,7 +125,9 @@ def run(home: str, workers: int, run_config: dict, selection: list[str] | None =
         dagster_home(home)
         started = time.perf_counter()
         tasks = plan_tasks(defs, selection, rebuild_from)
-        results = execute(defs, tasks, home, workers, run_config, bool(rebuild_from), dask_address, out, log_path, lock_fd)
+        from pipelines.execute import execute
+
+        results = execute(defs, tasks, home, workers, run_config, bool(rebuild_from), dask_address, out, log_path)
     print(f"\n{summary_table(results)}", file=out)
     ran = sum(1 for t in results if not t.fresh)
     print(f"{len(results)} asset partitions ({ran} run, {len(results) - ran} fresh) in {time.perf_counter() - started:.1f}s",

@@ -6,6 +6,8 @@ step, whichever door started it (`seqvpr run` or `dagster dev`), holds `<home>/.
 shared while it runs (`step_lock`). `sweep_temporaries` deletes the hidden temporary names that
 seqvpr.atomic (`.partial`, `.old-`) and dataset acquisition (`.extracting`, `.link-`) use only
 while it holds both locks exclusively (`no_steps_running`): no step of any run can be writing them.
+`leave_with` ends a helper process (a runner's worker, a decoding worker) soon after the process
+it works for, however that one ended.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import fcntl
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,6 +57,22 @@ def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) ->
         yield fd
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def leave_with(pid: int, interval: float = 1.0) -> None:
+    """Exit this process within ``interval`` seconds (s) of process ``pid`` ending: a daemon thread
+    polls it. For processes started from a forkserver, which are not ``pid``'s children, so neither a
+    parent-death signal nor a watchdog of the parent sees ``pid`` killed; the forkserver itself
+    stays while any of its children does."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name=f"leave-with-{pid}", daemon=True).start()
 
 
 def _lock_fd(home: str | Path, name: str) -> int:

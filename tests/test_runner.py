@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 
 from pipelines.run import RunFailed, run
@@ -89,8 +90,16 @@ def test_second_run_on_a_home_waits_for_the_first(home):
     assert (home / "data" / "raw" / "nordland").is_dir()
 
 
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie: a short-lived helper
+        return ""
+
+
 def test_sigkill_of_the_runner_leaves_no_process_behind(home):
-    """Kill `seqvpr run` while its workers normalise frames: every worker dies too."""
+    """Kill `seqvpr run` while its workers normalise frames: every worker dies too, and the
+    forkserver they were started from."""
     config = {"ops": {"nordland_raw": {"config": {"scale": {"frames": 60, "width": 320, "height": 240}}}}}
     proc = _seqvpr(home, "--select", "nordland_frames", "--workers", "2", config=config)
     runner = psutil.Process(proc.pid)
@@ -99,15 +108,17 @@ def test_sigkill_of_the_runner_leaves_no_process_behind(home):
     while len(workers) < 2:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "the runner started no workers"
-        workers = [c for c in runner.children(recursive=True) if c.is_running()]
+        servers = [c for c in runner.children() if "forkserver" in _command_line(c)]
+        workers = [c for s in servers for c in s.children() if c.is_running()]  # pipelines/workers.py
         time.sleep(0.05)
+    processes = runner.children(recursive=True)  # the workers, their forkserver and its resource tracker
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    gone, alive = psutil.wait_procs(processes, timeout=10)
     for orphan in alive:  # never leave them behind, even when the test fails
         orphan.kill()
     proc.stdout.close()
-    assert not alive, f"workers left running: {[p.pid for p in alive]}"
+    assert not alive, f"processes left running: {[(p.pid, _command_line(p)) for p in alive]}"
 
 
 def test_rerun_sweeps_the_temporaries_of_a_dead_run_and_nothing_else(home, tmp_path):
@@ -290,3 +301,26 @@ def test_a_ui_run_with_settings_out_of_range_is_refused_at_launch(tmp_path, monk
         failure = next(e for e in events if e.event_type == DagsterEventType.RUN_FAILURE)
         assert "ops.nordland_split.config.frame_separation: Input should be greater than or equal to 0 (got -1.0)" in failure.message
         assert not any(e.event_type == DagsterEventType.STEP_START for e in events)
+
+
+def test_workers_start_clean_after_the_caller_ran_parallel_torch(tmp_path):
+    """A worker forked from a process whose OpenMP thread pool has run hangs in its own first
+    parallel torch operation (GNU OpenMP does not survive fork); the runner is often such a process
+    (a session or test that trained first), so its workers come from a forkserver."""
+    from pipelines.workers import worker_pool
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    frames = torch.randn(2000, 2000)
+    expected = torch.nn.functional.gelu(frames)  # this process's OpenMP pool runs
+    torch.set_num_threads(threads)
+    pool = worker_pool(1, str(tmp_path / "worker.log"))  # one worker: every core, several threads
+    try:
+        result = pool.submit(torch.nn.functional.gelu, frames).result(timeout=120)
+    except TimeoutError:
+        for process in pool._processes.values():
+            process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert torch.equal(result, expected)

@@ -60,6 +60,7 @@ from seqvpr.embed.cct import (EMBED_DIM, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
                              frozen_blocks)
 from seqvpr.errors import DataError
 from seqvpr.hashing import file_sha256
+from seqvpr.housekeeping import leave_with
 
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 CHUNK_FRAMES = 256  # 113 MB of float16 tokens: one fsync per 256 frames
@@ -576,19 +577,7 @@ def _worker_init(_):
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker (cvtColor would start a thread per core in each)
-    client = torch.utils.data.get_worker_info().dataset.client
-    threading.Thread(target=_exit_without, args=(client,), daemon=True).start()
-
-
-def _exit_without(pid: int) -> None:
-    """A forkserver's worker is not the client's child, so DataLoader's own watchdog (which watches
-    the parent) never sees the client killed: leave within a second of it."""
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
+    leave_with(torch.utils.data.get_worker_info().dataset.client)  # a forkserver's worker, not the client's child
 
 
 # Workers start from a forkserver that has imported this module and nothing has run in: a worker
