@@ -24,7 +24,7 @@ from schemas.shard import MANIFEST
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_remove
 from seqvpr.embed.cct import weights_identity
-from seqvpr.embed.embed import load_descriptor, load_tokens
+from seqvpr.embed.chunks import load_descriptor, load_tokens
 from seqvpr.errors import DataError
 from seqvpr.shards import Sample, encoder_record, verify_manifest, write_split_shards
 from seqvpr.splits import BENCHMARKS, negatives_path, read_split, split_settings

@@ -223,7 +223,7 @@ def stage_shards(ctx: Context, partition=None) -> int:
     the split's negatives, at least 8 shards (ShardConfig's default)."""
     import numpy as np
 
-    from seqvpr.embed.embed import load_descriptor, load_tokens
+    from seqvpr.embed.chunks import load_descriptor, load_tokens
     from seqvpr.shards import Sample, encoder_record, write_split_shards
     from seqvpr.splits import negatives_path, read_split, split_settings
 

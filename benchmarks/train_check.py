@@ -28,7 +28,7 @@ def _timed(label: str, times: dict):
 
 def split_data(table, negatives: np.ndarray, split: str, cache: Path, digests: dict):
     """The split's SplitData as seqvpr.train.load_split_data builds it from the shards."""
-    from seqvpr.embed.embed import load_tokens
+    from seqvpr.embed.chunks import load_tokens
     from seqvpr.splits import role_rows
     from seqvpr.train import SplitData
 

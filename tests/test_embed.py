@@ -16,9 +16,9 @@ import torch
 
 from seqvpr.datasets.frames import frame_path, load_frame, resize_for_model, save_frame
 from seqvpr.embed.cct import CCT384, build_cct384, build_cct_tail, frozen_blocks
-from seqvpr.embed.embed import (FrameEmbedder, NullCCT, cached_digests, chunk_folder, global_descriptor, load_descriptor,
-                                load_tokens, model_id, normalise, normalise_on_cpu, pooled_descriptors, read_frame,
-                                to_batch)
+from seqvpr.embed.chunks import cached_digests, chunk_folder, load_descriptor, load_tokens
+from seqvpr.embed.embed import (FrameEmbedder, NullCCT, global_descriptor, model_id, normalise, normalise_on_cpu,
+                                pooled_descriptors, read_frame, to_batch)
 from seqvpr.errors import DataError
 from seqvpr.synthetic import generate
 
@@ -143,7 +143,7 @@ def test_chunk_bytes_do_not_depend_on_how_the_rows_reach_the_file(tmp_path):
     """Token rows start on a 4096-byte boundary, so page-aligned batches go around the page cache
     (O_DIRECT where the file system allows it) and others through it: the same chunk bytes, which
     three np.load calls read back."""
-    from seqvpr.embed.embed import DIRECT_ALIGN, _ChunkWriter
+    from seqvpr.embed.chunks import DIRECT_ALIGN, ChunkWriter
 
     rng = np.random.default_rng(12)
     tokens = rng.normal(size=(5, 576, 384)).astype(np.float16)
@@ -156,7 +156,7 @@ def test_chunk_bytes_do_not_depend_on_how_the_rows_reach_the_file(tmp_path):
     written = {}
     for name, rows in (("aligned", aligned), ("unaligned", unaligned)):
         rows[:] = tokens
-        writer = _ChunkWriter(tmp_path / name, [digests])
+        writer = ChunkWriter(tmp_path / name, [digests])
         for batch in (slice(0, 3), slice(3, 5)):
             writer.put(rows[batch], descriptors[batch])
         writer.finish()
