@@ -34,7 +34,6 @@ def build_embedding_asset(dataset: str):
         deps=[AssetKey(f"{dataset}_frames"), *[AssetKey(f"{b}_split") for b in DATASET_BENCHMARKS[dataset]]],
         description=f"CCT384 token maps after the frozen blocks of the {dataset} frames used by its splits, and the "
                     "pooled descriptors of the final tokens (cached by content).",
-        op_tags={"kind": "heavy"},
     )
     def embeddings_asset(context: AssetExecutionContext, home: PipelineHome, encoder: FrameEncoder) -> MaterializeResult:
         layout = home.layout()

@@ -20,7 +20,6 @@ def build_frame_descriptor_asset(benchmark: str):
         deps=[AssetKey(f"{benchmark}_shards")],
         description=f"Frame descriptors of every {benchmark} split by the published backbones of JIST, SeqNet and "
                     "OptiCorNet (nothing under pooled CCT features).",
-        op_tags={"kind": "heavy"},
     )
     def frame_descriptors_asset(context: AssetExecutionContext, home: PipelineHome,
                                 baselines: BaselineBackbones) -> MaterializeResult:

@@ -69,7 +69,6 @@ def build_frame_assets(dataset: str):
         partitions_def=partitions,
         deps=[AssetKey(f"{dataset}_raw")],
         description=f"Normalised {dataset} frames and the partition's frame table.",
-        op_tags={"kind": "heavy"},
     )
     def frames_asset(context: AssetExecutionContext, config: NormaliseConfig, home: PipelineHome) -> MaterializeResult:
         layout = home.layout()

@@ -78,7 +78,6 @@ def build_shard_assets(benchmark: str):
         group_name="shards",
         deps=[AssetKey(f"{benchmark}_split"), AssetKey(f"{dataset}_embeddings")],
         description=f"WebDataset shards of every {benchmark} split (schemas/shard.py).",
-        op_tags={"kind": "heavy"},
     )
     def shards_asset(context: AssetExecutionContext, config: ShardConfig, home: PipelineHome,
                      encoder: FrameEncoder) -> MaterializeResult:

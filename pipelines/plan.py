@@ -31,7 +31,7 @@ def _closure(graph, keys: set, start: set, direction: str) -> set:
 def selected(defs, names: list[str]) -> set:
     """Asset keys matching each of ``names``: a bare name selects the assets whose names start with
     it (`nordland_` is every Nordland asset); anything else is Dagster's selection syntax
-    (`key:oxford_*_split`, `group:splits`, `+nordland_shards`, `tag:kind=heavy`, ...)."""
+    (`key:oxford_*_split`, `group:splits`, `+nordland_shards`, `tag:heavy`, `kind:parquet`, ...)."""
     from dagster import AssetSelection
 
     graph = defs.resolve_asset_graph()

@@ -16,7 +16,8 @@
   and a failed ERROR check fails the step.
 
 `with_versions` applies all of this to the asset definitions of `assets/` when the code location
-is built (pipelines/definitions.py); the asset modules stay plain `@asset`s.
+is built (pipelines/definitions.py), with each asset's kinds and tags (pipelines/kinds.py); the asset
+modules stay plain `@asset`s.
 """
 from __future__ import annotations
 
@@ -227,12 +228,15 @@ def with_versions(asset_def, check_defs=()):
     ``check_defs`` (plain `@asset_check`s of this asset) run in its step as blocking checks."""
     from dagster import AssetCheckSpec, DataVersion, MaterializeResult, MetadataValue, multi_asset
 
+    from pipelines.kinds import asset_kinds, asset_tags
     from seqvpr.housekeeping import step_lock
 
     fn = asset_def.op.compute_fn.decorated_fn
     signature = inspect.signature(fn)
     (spec,) = asset_def.specs
-    spec = spec.replace_attributes(code_version=asset_code_version(asset_def))
+    name = spec.key.to_user_string()
+    spec = spec.replace_attributes(code_version=asset_code_version(asset_def), kinds=asset_kinds(name),
+                                   tags={**spec.tags, **asset_tags(name)})
     checks = [(check.op.compute_fn.decorated_fn, s) for check in check_defs for s in check.check_specs]
     check_specs = [AssetCheckSpec(s.name, asset=s.asset_key, description=s.description, blocking=True) for _, s in checks]
     contents = spec.group_name not in LISTED_GROUPS

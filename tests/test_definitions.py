@@ -42,3 +42,21 @@ def test_every_asset_declares_a_code_version_and_runs_its_checks_in_its_step():
     shards = defs.get_assets_def(AssetKey("oxford_hard_shards"))
     assert {s.name for s in shards.check_specs} == {"one_sample_per_frame", "manifest_hashes_match", "manifest_matches_settings"}
     assert not list(defs.asset_checks or []), "a check outside its asset's step is a step and a process of its own"
+
+
+def test_every_asset_shows_its_kinds_and_the_heavy_stages_are_selectable_by_tag():
+    """Kinds and tags come from pipelines/kinds.py; Dagster's own selection syntax reads them, as
+    `seqvpr run --select` and the UI do."""
+    from pipelines.plan import selected
+
+    graph = defs.resolve_asset_graph()
+    kinds = {k.to_user_string(): graph.get(k).kinds for k in graph.get_all_asset_keys()}
+    assert all(kinds.values()), [name for name, k in kinds.items() if not k]
+    assert kinds["robotcar_frame_table"] == {"parquet"} and kinds["oxford_easy_struct_files"] == {"matlab"}
+    assert kinds["nordland_shards"] == {"webdataset"} and kinds["oxford_easy_ablation_checkpoint"] == {"pytorch"}
+    heavy = {k.to_user_string() for k in selected(defs, ["tag:heavy"])}
+    assert heavy == {f"{d}_{stage}" for d in ("robotcar", "nuscenes", "nordland") for stage in ("frames", "embeddings")} \
+        | {f"{b}_{stage}" for b in ("nordland", "nuscenes", "oxford_easy", "oxford_hard", "oxford_seqnet")
+           for stage in ("shards", "frame_descriptors")}
+    assert {k.to_user_string() for k in selected(defs, ["kind:matlab"])} >= {"nordland_struct_files",
+                                                                              "oxford_seqnet_seqnet_export"}
