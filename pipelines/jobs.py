@@ -16,7 +16,7 @@ from assets.training import trained_benchmarks
 from pipelines.dask import dask_executor
 from pipelines.partitions import PARTITIONS
 
-HEAVY_STAGES = ("frames", "embeddings")
+HEAVY_STAGES = ("frames", "embeddings")  # the heavy stages (pipelines/kinds.py) partitioned per dataset
 HEAVY = [f"{d}_{s}" for d in PARTITIONS for s in HEAVY_STAGES]
 CHECKPOINTS = [f"{b}_checkpoint" for b in trained_benchmarks]  # partitioned by model
 
