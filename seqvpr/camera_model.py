@@ -59,16 +59,6 @@ def load_camera_model(models_dir: Path, name: str, height: int, width: int) -> C
     return CameraModel((fx, fy), (cx, cy), np.array(lines[1:]), lut.reshape(2, -1).T, height, width)
 
 
-def write_camera_model(models_dir: Path, name: str, focal, principal, lut: np.ndarray) -> None:
-    """Write intrinsics (identity G_camera_image) and the LUT (H*W, 2) in the SDK's layout."""
-    models_dir = Path(models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    rows = [f"{focal[0]:.6f} {focal[1]:.6f} {principal[0]:.6f} {principal[1]:.6f}"]
-    rows += [" ".join(f"{v:.6f}" for v in row) for row in np.eye(4)]
-    (models_dir / f"{name}.txt").write_text("\n".join(rows) + "\n")
-    np.ascontiguousarray(lut.T, dtype=np.float64).tofile(models_dir / f"{name}_distortion_lut.bin")
-
-
 def radial_lut(width: int, height: int, focal: float, k1: float, k2: float) -> np.ndarray:
     """LUT of a radial distortion model: undistorted pixel -> distorted source position."""
     cx, cy = width / 2.0, height / 2.0

@@ -17,7 +17,6 @@ import re
 import shutil
 import tarfile
 import threading
-import zipfile
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Struct files against the real seqNet reference files: same fields, dtypes, orientation; same
 reader; byte-identical re-runs; splitInds, seqBounds and nuScenes positives pickle layouts."""
-import glob
 import pickle
 
 import numpy as np

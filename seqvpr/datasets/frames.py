@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -30,7 +30,6 @@ class NormaliseResult:
 
 # Signature every dataset's normaliser implements:
 #   normalise_partition(raw_root, partition, out_dir, data_root, size=384) -> NormaliseResult
-Normaliser = Callable[..., NormaliseResult]
 
 
 def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
