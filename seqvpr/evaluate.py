@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from seqvpr.data import sequence_windows
 from seqvpr.metrics import RECALL_AT, apply_pca, chance_recall, extraction_cost, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.models import FIXED_LENGTH, MODEL_BACKBONE
 from seqvpr.models.opticornet import hierarchical_retrieval
 from seqvpr.train import (POOLED_DIM, POOLED_GRID, SplitData, TrainConfig, build_sequence_model, describe,
-                          fit_pooling, frame_features, sequence_windows)
+                          fit_pooling, frame_features)
 
 # The published frame descriptors of the heads whose backbone (MODEL_BACKBONE) is not CCT384
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}

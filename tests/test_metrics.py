@@ -3,9 +3,10 @@ short training run that improves Recall@5 over the untrained model."""
 import numpy as np
 import pytest
 
+from seqvpr.data import sequence_windows
 from seqvpr.metrics import apply_pca, chance_recall, fit_pca, nearest, queries_without_positives, recall_at_k
 from seqvpr.pairs import PairRules, compute_pairs
-from seqvpr.train import SplitData, TrainConfig, sequence_windows, train
+from seqvpr.train import SplitData, TrainConfig, train
 
 
 def test_recall_at_k_by_hand_leaves_out_queries_without_positives():

@@ -140,7 +140,8 @@ def test_opticornet_batch_loss_is_its_quadruplet_loss_on_the_two_nearest_negativ
     """Per tuple, Eqs. 7-9 with the first two mined negatives (nearest first), averaged over the batch;
     the head reads pooled tokens and is built for their width."""
     from seqvpr.models.opticornet import quadruplet_loss
-    from seqvpr.train import SplitData, TrainConfig, batch_loss, build_sequence_model, fit_pooling, sequence_windows
+    from seqvpr.data import sequence_windows
+    from seqvpr.train import SplitData, TrainConfig, batch_loss, build_sequence_model, fit_pooling
 
     rng = np.random.default_rng(1)
     tokens = rng.normal(size=(12, 4, 8)).astype(np.float16)
