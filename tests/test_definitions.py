@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey
 
 from pipelines.definitions import defs
@@ -44,6 +45,7 @@ def test_every_asset_declares_a_code_version_and_runs_its_checks_in_its_step():
     assert not list(defs.asset_checks or []), "a check outside its asset's step is a step and a process of its own"
 
 
+@pytest.mark.filterwarnings("ignore:Parameter `include_sources`")  # Dagster's own parser of `tag:`
 def test_every_asset_shows_its_kinds_and_the_heavy_stages_are_selectable_by_tag():
     """Kinds and tags come from pipelines/kinds.py; Dagster's own selection syntax reads them, as
     `seqvpr run --select` and the UI do."""
