@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import FrameEncoder, PipelineHome
 from seqvpr.atomic import atomic_write_text
-from seqvpr.splits import BENCHMARKS
+from seqvpr.benchmarks import BENCHMARKS
 
 DATASET_BENCHMARKS = {d: sorted(b for b, bench in BENCHMARKS.items() if bench.dataset == d) for d in PARTITIONS}
 

@@ -3,8 +3,8 @@ and format (seqvpr/exports/), `<benchmark>_<format>_export`, for every benchmark
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
 from pipelines.resources import PipelineHome
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.exports import FORMATS, export, supported
-from seqvpr.splits import BENCHMARKS
 
 
 DESCRIPTIONS = {

@@ -6,9 +6,9 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 
 from pipelines.resources import BaselineBackbones, PipelineHome
 from schemas.split_table import SPLITS
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.embed.frame_descriptors import split_frames, write_frame_descriptors
 from seqvpr.models import MODEL_BACKBONE
-from seqvpr.splits import BENCHMARKS
 
 PUBLISHED_BACKBONES = sorted(set(MODEL_BACKBONE.values()) - {"cct384"})
 

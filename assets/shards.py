@@ -23,11 +23,12 @@ from pipelines.resources import FrameEncoder, PipelineHome
 from schemas.shard import MANIFEST
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_remove
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.embed.cct import weights_identity
 from seqvpr.embed.chunks import load_descriptor, load_tokens
 from seqvpr.errors import DataError
 from seqvpr.shards import Sample, encoder_record, verify_manifest, write_split_shards
-from seqvpr.splits import BENCHMARKS, negatives_path, read_split, split_settings
+from seqvpr.splits import negatives_path, read_split, split_settings
 
 
 class ShardConfig(Config):

@@ -1,7 +1,7 @@
 """Benchmark splits and seqNet struct files: `<benchmark>_split` and `<benchmark>_struct_files`.
 
-One factory builds both assets and their checks for every benchmark in seqvpr.splits.BENCHMARKS;
-each split asset's Config is generated from the benchmark's defaults (seqvpr.splits.config_fields)
+One factory builds both assets and their checks for every benchmark in seqvpr.benchmarks.BENCHMARKS;
+each split asset's Config is generated from the benchmark's defaults (seqvpr.benchmarks.config_fields)
 so the Dagster UI shows them.
 """
 
@@ -29,10 +29,10 @@ from assets.plots import png_markdown, pyplot
 from pipelines.resources import PipelineHome
 from schemas.split_table import SPLITS
 from seqvpr.atomic import atomic_dir, atomic_remove
+from seqvpr.benchmarks import BENCHMARKS, config_fields, configure
 from seqvpr.datasets.catalog import NORDLAND_SEASONS, NUSCENES_CONDITIONS, ROBOTCAR_TRAVERSALS
 from seqvpr.errors import DataError, unknown_name
-from seqvpr.splits import (BENCHMARKS, build_split, config_fields, configure, missing_splits, negatives_path, read_split,
-                           role_rows, write_split)
+from seqvpr.splits import build_split, missing_splits, negatives_path, read_split, role_rows, write_split
 from seqvpr.structfile import struct_names, write_struct_files
 
 
@@ -49,7 +49,7 @@ def _constrained(name: str, kind) -> object:
     a place-recognition radius that large makes every frame a positive and leaves no query a
     negative (the field's radii are 1-40); `*_range` is a [start, end) of place indices,
     `*_route_ranges` [lo, hi) pairs of route fractions; traversal lists are not empty. Generic by
-    name and kind, so new settings of seqvpr.splits are covered."""
+    name and kind, so new settings of seqvpr.benchmarks are covered."""
     if kind in (float, float | None):
         top = 180 if name.endswith("_deg") else MAX_DISTANCE if name.endswith("radius") else None
         number = Annotated[float, Field(ge=0, le=top, allow_inf_nan=False)]

@@ -14,12 +14,12 @@ from pydantic import Field
 from assets.plots import png_markdown, pyplot
 from pipelines.resources import BaselineBackbones, FrameEncoder, PipelineHome, name_in
 from seqvpr.atomic import atomic_write_text
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.embed.embed import pick_device
 from seqvpr.embed.frame_descriptors import with_frame_descriptors
 from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
 from seqvpr.models import MODEL_BACKBONE, MODELS, REGISTRY, TABLE_MODELS, model_spec
-from seqvpr.splits import BENCHMARKS
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
 
 TRAINED_ON = {"nordland": "nordland", "oxford_easy": "oxford_easy", "oxford_hard": "oxford_hard",

@@ -47,7 +47,7 @@ def route(length_m: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def traversals(benchmark: str) -> list[tuple[str, str]]:
     """(traversal, condition) of every traversal the benchmark's world holds."""
     from seqvpr.datasets.catalog import NORDLAND_SEASONS, ROBOTCAR_TRAVERSALS
-    from seqvpr.splits import BENCHMARKS
+    from seqvpr.benchmarks import BENCHMARKS
 
     dataset = BENCHMARKS[benchmark].dataset
     if dataset == "robotcar":
@@ -101,7 +101,8 @@ def run_stage(stage: str, n: int, benchmark: str, work: Path, trace: bool) -> di
     import pyarrow.parquet as pq
 
     from seqvpr.datasets.frames import write_table
-    from seqvpr.splits import BENCHMARKS, build_split, read_split, write_split
+    from seqvpr.benchmarks import BENCHMARKS
+    from seqvpr.splits import build_split, read_split, write_split
     from seqvpr.structfile import write_struct_files
 
     frames_path, split_path = work / "frame_table.parquet", work / "split.parquet"

@@ -86,7 +86,7 @@ def world(dataset: str, fraction: float, width: int, height: int) -> dict:
 
 def split_config(benchmark: str, fraction: float) -> dict:
     """The benchmark's settings: the defaults, Nordland's clean-index ranges scaled by ``fraction``."""
-    from seqvpr.splits import BENCHMARKS, config_fields
+    from seqvpr.benchmarks import BENCHMARKS, config_fields
 
     values = {name: default for name, (_, default) in config_fields(BENCHMARKS[benchmark]).items()}
     if fraction < 1:
@@ -167,7 +167,8 @@ def stage_frame_table(ctx: Context, partition=None) -> int:
 def stage_split(ctx: Context, partition=None) -> int:
     import pyarrow.parquet as pq
 
-    from seqvpr.splits import BENCHMARKS, build_split, configure, write_split
+    from seqvpr.benchmarks import BENCHMARKS, configure
+    from seqvpr.splits import build_split, write_split
 
     source = ctx.layout.frame_table(ctx.dataset)
     values = split_config(ctx.benchmark, ctx.fraction)

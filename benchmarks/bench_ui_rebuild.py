@@ -20,7 +20,7 @@ from dagster import DagsterEventType, DagsterInstance
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
 from pipelines.execute import CODE_LOCATION
-from seqvpr.splits import BENCHMARKS
+from seqvpr.benchmarks import BENCHMARKS
 
 LAUNCH = """
 mutation($executionParams: ExecutionParams!) {

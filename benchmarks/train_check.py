@@ -61,7 +61,8 @@ def main() -> None:
     from seqvpr.datasets.nordland import normalise_partition
     from seqvpr.embed.cct import build_cct_tail
     from seqvpr.embed.embed import FrameEmbedder
-    from seqvpr.splits import BENCHMARKS, build_split
+    from seqvpr.benchmarks import BENCHMARKS
+    from seqvpr.splits import build_split
     from seqvpr.synthetic import generate
     from seqvpr.train import TrainConfig, train
 

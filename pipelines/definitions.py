@@ -12,7 +12,7 @@ import assets
 from pipelines.jobs import JOBS, benchmark_job
 from pipelines.resources import BaselineBackbones, FrameEncoder, PipelineHome
 from pipelines.versions import with_versions
-from seqvpr.splits import BENCHMARKS
+from seqvpr.benchmarks import BENCHMARKS
 
 
 def versioned_assets(package=assets) -> list:

@@ -16,8 +16,9 @@ from scipy.io import savemat
 from schemas.split_table import SPLITS
 from schemas.struct_file import ROLE_FILE_NAMES, SPLIT_INDS_KEYS
 from seqvpr.atomic import atomic_write_bytes
+from seqvpr.benchmarks import Benchmark
 from seqvpr.seqbounds import write_seqbounds
-from seqvpr.splits import Benchmark, role_rows
+from seqvpr.splits import role_rows
 
 # scipy writes time.asctime() into the 116-byte MAT header; a fixed text keeps files reproducible.
 MAT_HEADER = b"MATLAB 5.0 MAT-file Platform: posix, Created on: Thu Jan  1 00:00:00 1970"

@@ -29,10 +29,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqvpr.acquire import download_manifest, extract
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.datasets import nordland, nuscenes, robotcar
 from seqvpr.datasets.frames import merge_tables, write_table
 from seqvpr.errors import DataError
-from seqvpr.splits import BENCHMARKS, build_split, read_split, write_split
+from seqvpr.splits import build_split, read_split, write_split
 from seqvpr.structfile import write_struct_files
 from seqvpr.synthetic import generate
 

@@ -27,6 +27,7 @@ from scipy.io import loadmat
 from sklearn.neighbors import NearestNeighbors
 
 from schemas.split_table import SPLITS
+from seqvpr.benchmarks import BENCHMARKS, Benchmark, SplitSpec, config_fields
 from seqvpr.datasets.frames import frame_table, save_frame
 from seqvpr.embed.embed import global_descriptor
 from seqvpr.errors import DataError
@@ -38,7 +39,7 @@ from seqvpr.housekeeping import home_lock
 from seqvpr.layout import Layout
 from seqvpr.pairs import PairRules
 from seqvpr.shards import Sample, write_split_shards
-from seqvpr.splits import BENCHMARKS, Benchmark, SplitSpec, build_split, config_fields, role_rows, write_split
+from seqvpr.splits import build_split, role_rows, write_split
 
 from conftest import REFERENCE_DIR
 

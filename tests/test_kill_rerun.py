@@ -24,8 +24,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from seqvpr.benchmarks import BENCHMARKS, configure
 from seqvpr.datasets.frames import frame_table
-from seqvpr.splits import BENCHMARKS, build_split, configure, write_split
+from seqvpr.splits import build_split, write_split
 from seqvpr.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]

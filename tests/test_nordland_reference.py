@@ -5,9 +5,10 @@ import pytest
 from scipy.io import loadmat
 
 from conftest import REFERENCE_DIR
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.datasets.frames import frame_table
 from seqvpr.datasets.nordland import season_rows
-from seqvpr.splits import BENCHMARKS, build_split
+from seqvpr.splits import build_split
 from seqvpr.structfile import write_struct_files
 
 REFERENCE_FILES = ("nordland_train_d-40_d2-10.db", "nordland_val_d-1_d2-1.db", "nordland_test_d-1_d2-1.db")

@@ -18,8 +18,8 @@ from scipy.io import loadmat
 
 from pipelines.resources import PipelineHome
 from pipelines.run import plan, run
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.layout import Layout
-from seqvpr.splits import BENCHMARKS
 from seqvpr.structfile import struct_names
 
 TINY = {

@@ -9,10 +9,11 @@ from schemas.split_table import SPLIT_TABLE_SCHEMA
 from seqvpr.datasets.catalog import ROBOTCAR_TRAVERSALS
 from seqvpr.datasets.frames import frame_table
 from conftest import REFERENCE_DIR
+from seqvpr.benchmarks import BENCHMARKS, configure
 from seqvpr.errors import DataError
 from seqvpr.geometry import assign_sections, cumulative_distance, route_fractions, sections_of, subsample_by_distance
 from seqvpr.seqbounds import centred_sequence, format_seqbounds, has_full_sequence, read_seqbounds, run_bounds
-from seqvpr.splits import BENCHMARKS, build_split, configure, negatives_path, read_split, role_rows, write_split
+from seqvpr.splits import build_split, negatives_path, read_split, role_rows, write_split
 
 REFERENCE_SEQBOUNDS = REFERENCE_DIR / "seqBoundsFiles" / "msls_amman_query_seqBounds.txt"
 

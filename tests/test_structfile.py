@@ -7,9 +7,10 @@ import pytest
 from scipy.io import loadmat
 
 from schemas.struct_file import STRUCT_FIELDS_METRIC, STRUCT_FIELDS_PLACE_INDEX
+from seqvpr.benchmarks import BENCHMARKS, configure
 from seqvpr.datasets.frames import frame_table
 from seqvpr.seqbounds import read_seqbounds
-from seqvpr.splits import BENCHMARKS, build_split, configure, role_rows
+from seqvpr.splits import build_split, role_rows
 from seqvpr.structfile import write_struct_files
 from conftest import REFERENCE_DIR
 from test_splits import SMALL_NORDLAND, frame_rows, nordland_frames, robotcar_frames

@@ -60,8 +60,8 @@ from seqvpr.exports.common import (
     NORDLAND_CLEAN_ROWS, NORDLAND_RANGES, SplitRows, check_places, count_positive_mismatches, covers_exactly, nordland_seasons,
     radius_positives, single_traversal, split_rows, write_info,
 )
+from seqvpr.benchmarks import Benchmark
 from seqvpr.seqbounds import format_seqbounds, run_bounds
-from seqvpr.splits import Benchmark
 from seqvpr.structfile import db_struct, object_vector, savemat_bytes
 
 CONSUMER = "adapt-stformer"

@@ -19,11 +19,11 @@ import json
 import sys
 from pathlib import Path
 
+from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.errors import DataError
 from seqvpr.exports import FORMATS, export, supported
 from seqvpr.housekeeping import home_lock, sweep_temporaries
 from seqvpr.layout import Layout
-from seqvpr.splits import BENCHMARKS
 
 
 def parser() -> argparse.ArgumentParser:

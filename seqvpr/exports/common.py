@@ -14,9 +14,10 @@ from sklearn.neighbors import NearestNeighbors
 
 from schemas.shard import DESCRIPTOR_FILES, MANIFEST
 from schemas.split_table import ROLES, SPLITS
+from seqvpr.benchmarks import Benchmark
 from seqvpr.datasets.nordland import clean_list
 from seqvpr.errors import DataError
-from seqvpr.splits import Benchmark, role_rows
+from seqvpr.splits import role_rows
 
 # seqvpr.embed.embed.global_descriptor: L2-normalised mean of the CCT384 tokens (tests pin this).
 DESCRIPTOR_POOLING = "mean"

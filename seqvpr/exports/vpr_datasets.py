@@ -33,10 +33,10 @@ import pyarrow as pa
 import utm
 from PIL import Image
 
+from seqvpr.benchmarks import Benchmark
 from seqvpr.datasets.frames import load_frame
 from seqvpr.errors import DataError
 from seqvpr.exports.common import SplitRows, count_positive_mismatches, radius_positives, split_rows, write_info
-from seqvpr.splits import Benchmark
 
 CONSUMER = "gsv"
 ROLE_FOLDERS = {"db": "database", "query": "queries"}
