@@ -237,7 +237,7 @@ class ChunkWriter(threading.Thread):
             np.save(fh, np.array(digests, dtype=DIGEST_DTYPE), allow_pickle=False)
             header = {"descr": np.lib.format.dtype_to_descr(TOKEN_DTYPE), "fortran_order": False,
                       "shape": (n, *batch[0].shape[1:])}
-            fh.write(_alignednpy_header(fh.tell(), header))
+            fh.write(_aligned_npy_header(fh.tell(), header))
             fh.flush()
             rows, descriptors, offset, direct = 0, [], fh.tell(), _open_direct(tmp)
             try:
@@ -272,7 +272,7 @@ class ChunkWriter(threading.Thread):
 DIRECT_ALIGN = 4096
 
 
-def _alignednpy_header(start: int, header: dict) -> bytes:
+def _aligned_npy_header(start: int, header: dict) -> bytes:
     """An npy 1.0 header for `header`, padded with spaces before its newline so that the array's
     data begins at a multiple of DIRECT_ALIGN when the header is written at byte `start`."""
     canonical = io.BytesIO()
