@@ -15,13 +15,12 @@ forkserver's children, not the runner's); the forkserver leaves when the runner 
 """
 from __future__ import annotations
 
-import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from seqvpr.housekeeping import leave_with
+from seqvpr.housekeeping import forkserver_context, leave_with
 
 # Imported once by the forkserver, so a worker starts with the code location loaded (seconds of
 # imports otherwise). Import-time reads of the instance (the benchmark jobs' launchpad defaults,
@@ -30,16 +29,9 @@ from seqvpr.housekeeping import leave_with
 PRELOAD = ["pipelines.definitions"]
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The forkserver context, with the code location preloaded if the server is not running yet."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
 def start_worker_server() -> None:
     """Start the forkserver now, so its imports overlap the runner's own (no-op when it runs)."""
-    worker_context()
+    forkserver_context(PRELOAD)
     multiprocessing.forkserver.ensure_running()
 
 
@@ -63,5 +55,5 @@ def worker_pool(workers: int, log_path: str) -> ProcessPoolExecutor:
     """``workers`` processes from the forkserver; each writes stdout and stderr to ``log_path`` and
     runs torch on its share of the cores (parallel partitions share them)."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_worker_init,
+    return ProcessPoolExecutor(max_workers=workers, mp_context=forkserver_context(PRELOAD), initializer=_worker_init,
                                initargs=(os.getpid(), threads, dict(os.environ), os.getcwd(), str(log_path)))

@@ -6,13 +6,15 @@ step, whichever door started it (`seqvpr run` or `dagster dev`), holds `<home>/.
 shared while it runs (`step_lock`). `sweep_temporaries` deletes the hidden temporary names that
 seqvpr.atomic (`.partial`, `.old-`) and dataset acquisition (`.extracting`, `.link-`) use only
 while it holds both locks exclusively (`no_steps_running`): no step of any run can be writing them.
-`leave_with` ends a helper process (a runner's worker, a decoding worker) soon after the process
-it works for, however that one ended.
+Helper processes (a runner's worker, a decoding worker) start from a forkserver
+(`forkserver_context`) and `leave_with` ends each soon after the process it works for, however
+that one ended.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import multiprocessing
 import os
 import re
 import shutil
@@ -57,6 +59,16 @@ def home_lock(home: str | Path, on_wait: Callable[[str], None] | None = None) ->
         yield fd
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def forkserver_context(preload: list[str]) -> multiprocessing.context.BaseContext:
+    """The forkserver start method, with ``preload`` (module names) imported by the server if it is
+    not running yet. Its children start from a process in which nothing but imports has run: a
+    process forked after its parent ran a parallel torch operation (GNU OpenMP) or an OpenCV call
+    hangs in its own first one, and CUDA state must not be forked either."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload)
+    return context
 
 
 def leave_with(pid: int, interval: float = 1.0) -> None:

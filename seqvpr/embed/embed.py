@@ -47,7 +47,7 @@ from seqvpr.embed.cct import (EMBED_DIM, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from seqvpr.embed.chunks import CHUNK_FRAMES, TOKEN_DTYPE, ChunkWriter, cached_digests, chunk_folder, npy_header
 from seqvpr.errors import DataError
 from seqvpr.hashing import file_sha256
-from seqvpr.housekeeping import leave_with
+from seqvpr.housekeeping import forkserver_context, leave_with
 
 PREPROCESSING = f"rgb{IMAGE_SIZE}-imagenet-norm"
 WRITERS = 2  # writer threads, taking chunks in turn
@@ -279,20 +279,6 @@ def _worker_init(_):
     leave_with(torch.utils.data.get_worker_info().dataset.client)  # a forkserver's worker, not the client's child
 
 
-# Workers start from a forkserver that has imported this module and nothing has run in: a worker
-# forked from a process whose OpenCV thread pool ran (e.g. after save_frame) hangs in its first
-# cv2 call, and CUDA state must not be forked either.
-_WORKER_CONTEXT = "forkserver"
-
-
-def _worker_context():
-    import multiprocessing
-
-    context = multiprocessing.get_context(_WORKER_CONTEXT)
-    context.set_forkserver_preload([__name__])
-    return context
-
-
 WORKERS_FROM = 256  # new frames from which decoding workers pay for their start (seconds on a loaded CPU)
 
 
@@ -465,7 +451,7 @@ class FrameEmbedder:
         loader = torch.utils.data.DataLoader(
             _FrameBatches([p for _, p in todo], batches, slots), batch_size=None, num_workers=workers,
             collate_fn=_as_is, worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch,
-            multiprocessing_context=_worker_context() if workers else None)
+            multiprocessing_context=forkserver_context([__name__]) if workers else None)
         # chunk c goes to writer c % WRITERS: one writes (and fsyncs) a chunk while the next fills
         writers = [ChunkWriter(folder, plan[i::WRITERS]) for i in range(WRITERS)]
         host_tokens = _HostTokens(max(map(len, batches)))
