@@ -136,10 +136,13 @@ def train_one(context, benchmark: str, name: str, config: TrainingConfig, home: 
             "epochs_run": len(result.history), "initial_val_recall": {str(k): v for k, v in result.initial_recall.items()},
             "history": history, "losses": result.losses, "freeze_te": encoder.resolved_freeze_te(),
             "tail_blocks": len(tail.blocks) if tail is not None else 0, "encoder_model_id": encoder.model_id(),
-            "frame_descriptors": frame_descriptors, "kmeans_layers": result.kmeans_layers}
-    save_checkpoint(path, name, result.state_dict, meta, result.start_state_dict)
+            "frame_descriptors": frame_descriptors, "kmeans_layers": result.kmeans_layers,
+            "best_trained_epoch": result.best_trained_epoch, "best_trained_val_recall5": result.best_trained_recall5}
+    save_checkpoint(path, name, result.state_dict, meta, result.start_state_dict, result.trained_state_dict)
     if result.best_epoch == 0:
-        context.log.warning(f"{name}: no epoch beat the starting weights on {val_split}; the checkpoint is untrained")
+        context.log.warning(f"{name}: no epoch beat the starting weights on {val_split}, which are kept; the "
+                            f"results also show its best trained epoch ({result.best_trained_epoch}, val R@5 "
+                            f"{result.best_trained_recall5:.3f})")
     return {
         "path": MetadataValue.path(str(path)),
         "model": name,
@@ -227,9 +230,13 @@ def build_results_asset(benchmark: str):
                 continue
             trained[meta["name"]] = (model, meta)
             if meta["best_epoch"] and meta.get("kmeans_layers"):  # else the checkpoint or the untrained row is its start
-                start, _ = load_checkpoint(path, start=True)
+                start, _ = load_checkpoint(path, weights="start")
                 if start is not None:
                     trained[meta["name"], "start"] = (start, {**meta, "weights": "start"})
+            if not meta["best_epoch"]:  # the start was kept: its best trained epoch is shown beside it
+                best_trained, _ = load_checkpoint(path, weights="trained")
+                if best_trained is not None:
+                    trained[meta["name"], "trained"] = (best_trained, {**meta, "weights": "trained"})
         checkpoints = {meta["name"] for _, meta in trained.values()}
         names = evaluated_models(config)
         if config.models is None:  # trained ablations get their untrained rows too

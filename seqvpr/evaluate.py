@@ -18,6 +18,9 @@ from seqvpr.train import (POOLED_DIM, POOLED_GRID, SplitData, TrainConfig, build
 PUBLISHED_FEATURES = {"resnet18_gem": "ResNet-18 + GeM (CosPlace) 512-D", "vgg16_netvlad": "VGG16 + NetVLAD + WPCA 4096-D"}
 UNTRAINED_SEED = 0  # the seed training starts from: an untrained row is its start before the k-means initialisation
 UNTRAINED = "no: seeded random init"
+# A row's weights, in table order: a best trained epoch that was not kept (its start was), a
+# checkpoint's kept weights, training's start, the untrained model
+ROW_WEIGHTS = ("trained", "kept", "start", "untrained")
 START = "no: training's start (seeded init, NetVLAD on k-means centres of training tokens)"
 
 
@@ -60,12 +63,17 @@ def evaluate_model(model, data: SplitData, length: int, pca_train: SplitData | N
 
 
 def training_note(meta: dict) -> str:
-    """How a checkpoint was trained, saying so when no epoch improved on its starting weights
-    (meta["weights"] == "start": the checkpoint's starting weights themselves)."""
+    """How a checkpoint was trained, saying so when no epoch improved on its starting weights.
+    meta["weights"]: "start", the checkpoint's starting weights; "trained", its best trained epoch,
+    saved where the start was kept; absent, the kept weights."""
     if meta.get("weights") == "start":
         return START
-    start, best = meta["initial_val_recall"]["5"], meta["best_val_recall5"]
-    where = f"{meta['benchmark']} ({meta['val_split']} R@5 {start:.3f} -> {best:.3f})"
+    start = meta["initial_val_recall"]["5"]
+    if meta.get("weights") == "trained":
+        return (f"yes: epoch {meta['best_trained_epoch']} of {meta['epochs_run']} on {meta['benchmark']} "
+                f"({meta['val_split']} R@5 {start:.3f} -> {meta['best_trained_val_recall5']:.3f}), its best trained "
+                "epoch; not kept, as its start scored higher")
+    where = f"{meta['benchmark']} ({meta['val_split']} R@5 {start:.3f} -> {meta['best_val_recall5']:.3f})"
     if meta["best_epoch"] == 0:
         kept = "k-means init kept" if meta.get("kmeans_layers") else "seeded init kept"
         return f"no: {meta['epochs_run']} epochs on {where} never beat the start, {kept}"
@@ -125,7 +133,7 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     training does (ValueError without it when such a head is evaluated)."""
     published, model_kwargs = published or {}, model_kwargs or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
-    candidates = [(meta["name"], model, meta["seq_len"], training_note(meta), meta["tail_blocks"],
+    candidates = [(meta["name"], model, meta["seq_len"], meta.get("weights", "kept"), training_note(meta), meta["tail_blocks"],
                    published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta.get("model_kwargs"))
                   for model, meta in trained.values()]
     seq_len, fitted = TrainConfig.seq_len, {}  # fitted: the untrained pooled heads' whitening, per width
@@ -143,16 +151,15 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
             else:
                 fit_pooling(model, train_data)
                 fitted[model.pooling.dim] = model.pooling.state_dict()
-        candidates.append((name, model, seq_len, UNTRAINED, 0 if features else tail_blocks, features, kwargs))
-    kind = {UNTRAINED: 2, START: 1}  # per model: trained, training's start, untrained
-    candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], kind.get(c[3], 0)))
+        candidates.append((name, model, seq_len, "untrained", UNTRAINED, 0 if features else tail_blocks, features, kwargs))
+    candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], ROW_WEIGHTS.index(c[3])))
     rows = []
-    for name, model, seq_len, note, blocks, features, kwargs in candidates:
+    for name, model, seq_len, weights, note, blocks, features, kwargs in candidates:
         split, train_split = (features.data, features.pca_train) if features else (data, pca_train)
         for length in usable_lengths(name, model, seq_len, lengths):
             for rerank in (False, True) if name == "opticornet" else (False,):
                 shown = f"{name} + SeqSLAM re-rank" if rerank else name
-                row = {"model": shown, "length": length, "trained": note,
+                row = {"model": shown, "length": length, "weights": weights, "trained": note,
                        "features": features_note(name, blocks, features.weights if features else None, kwargs),
                        **evaluate_model(model, split, length, train_split, pca_dim, rerank)}
                 log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {note})")
@@ -161,27 +168,28 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
 
 
 def training_gain(rows: list[dict], length: int, chance: float | None = None) -> dict:
-    """Per checkpoint: its R@5 at `length` (fixed-length models: their own length), that of the same
+    """Per trained model: the R@5 at `length` (fixed-length models: their own length) of its trained
+    row (its best trained epoch where the start was kept, else its checkpoint), that of the same
     model untrained and, where the results show it, that of training's start (plain rows only);
     with `chance` (a random ranking's R@5), whether it beats both the untrained row and chance by
     at least 0.10."""
     plain = [r for r in rows if not r["model"].endswith("re-rank")]
     at = {r["model"]: length if any(p["model"] == r["model"] and p["length"] == length for p in plain) else r["length"]
           for r in plain}
-    plain = [r for r in plain if r["length"] == at[r["model"]]]
-    untrained = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == UNTRAINED}
-    start = {r["model"]: r["recall"]["5"] for r in plain if r["trained"] == START}
+    by_weights = {(r["model"], r["weights"]): r for r in plain if r["length"] == at[r["model"]]}
     gains = {}
-    for r in plain:
-        if r["trained"] in (UNTRAINED, START):
-            continue
-        gain = {"length": r["length"], "checkpoint": r["recall"]["5"], "untrained": untrained.get(r["model"]),
-                "start": start.get(r["model"]), "note": r["trained"]}
+    for model in dict.fromkeys(m for m, w in by_weights if w in ("trained", "kept")):
+        trained = by_weights.get((model, "trained")) or by_weights[model, "kept"]
+        start = by_weights.get((model, "start")) or (by_weights.get((model, "kept")) if trained["weights"] == "trained" else None)
+        untrained = by_weights.get((model, "untrained"))
+        gain = {"length": trained["length"], "trained": trained["recall"]["5"],
+                "untrained": untrained["recall"]["5"] if untrained else None,
+                "start": start["recall"]["5"] if start else None, "note": trained["trained"]}
         if chance is not None:
             floor = max(chance, gain["untrained"] if gain["untrained"] is not None else chance)
             gain["random"] = chance
-            gain["beats_untrained_and_random_by_0.10"] = bool(r["recall"]["5"] >= floor + 0.10)
-        gains[r["model"]] = gain
+            gain["beats_untrained_and_random_by_0.10"] = bool(gain["trained"] >= floor + 0.10)
+        gains[model] = gain
     return gains
 
 

@@ -143,6 +143,33 @@ def test_results_show_a_checkpoint_its_start_and_the_untrained_model(home):
     assert gain["seqvlad"]["start"] == gain["seqvlad"]["untrained"] == rows[2]["recall"]["5"]
 
 
+def test_results_show_the_best_trained_epoch_beside_a_kept_start(home):
+    """A checkpoint whose training never beat its start keeps the start (the authors' rule) and saves
+    its best trained epoch: the table shows that epoch's row first, then the kept start, then the
+    untrained model, and the gain is measured on the trained row with the kept one as its start."""
+    from seqvpr.evaluate import UNTRAINED, training_note
+    from seqvpr.train import build_sequence_model, save_checkpoint
+
+    start = build_sequence_model("seqvlad", 5).state_dict()
+    generator = torch.Generator().manual_seed(1)
+    trained = {k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in start.items()}
+    meta = {"name": "seqvlad", "seq_len": 5, "model_kwargs": {}, "tail_blocks": 0, "encoder_model_id": FrameEncoder().model_id(),
+            "frame_descriptors": None, "kmeans_layers": 1, "best_epoch": 0, "epochs_run": 3, "benchmark": BENCHMARK,
+            "val_split": "test", "initial_val_recall": {"5": 0.3}, "best_val_recall5": 0.3, "best_trained_epoch": 2,
+            "best_trained_val_recall5": 0.2}
+    save_checkpoint(home / "data" / "models" / BENCHMARK / "seqvlad.pt", "seqvlad", start, meta, start, trained)
+    config = {"ops": {f"{BENCHMARK}_results": {"config": {"models": ["seqvlad"], "lengths": [5]}}}}
+    result = materialize(_assets("results"), resources=_resources(home, baseline_features="pooled_cct"), run_config=config)
+    assert result.success
+    rows = json.loads((home / "data" / "results" / f"{BENCHMARK}.json").read_text())
+    assert [(r["weights"], r["trained"]) for r in rows] == [
+        ("trained", training_note({**meta, "weights": "trained"})), ("kept", training_note(meta)), ("untrained", UNTRAINED)]
+    assert rows[1]["recall"] == rows[2]["recall"]  # the kept start is the seeded init here
+    assert rows[0]["recall"] != rows[1]["recall"]
+    gain = result.asset_materializations_for_node(f"{BENCHMARK}_results")[0].metadata["trained_vs_untrained_R@5_L5"].value
+    assert (gain["seqvlad"]["trained"], gain["seqvlad"]["start"]) == (rows[0]["recall"]["5"], rows[1]["recall"]["5"])
+
+
 def test_other_weights_invalidate_the_descriptors(home):
     """A new seed recomputes them (and the old ones are refused for it); the same seed again reuses them."""
     from seqvpr.embed.frame_descriptors import load_frame_descriptors, split_frames, write_frame_descriptors

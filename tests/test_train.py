@@ -68,20 +68,31 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
     from seqvpr.evaluate import START, UNTRAINED, training_gain, training_note
 
     meta = {"initial_val_recall": {"5": 0.5}, "best_val_recall5": 0.5, "benchmark": "toy", "val_split": "test",
-            "best_epoch": 0, "epochs_run": 3}
+            "best_epoch": 0, "epochs_run": 3, "best_trained_epoch": 2, "best_trained_val_recall5": 0.4}
     assert training_note(meta) == "no: 3 epochs on toy (test R@5 0.500 -> 0.500) never beat the start, seeded init kept"
     assert training_note({**meta, "kmeans_layers": 1}).endswith("never beat the start, k-means init kept")
     improved = training_note({**meta, "best_val_recall5": 0.7, "best_epoch": 2})
     assert improved == "yes: epoch 2 of 3 on toy (test R@5 0.500 -> 0.700)"
-    rows = [{"model": "m", "length": 5, "trained": improved, "recall": {"5": 0.7}},
-            {"model": "m", "length": 5, "trained": UNTRAINED, "recall": {"5": 0.5}},
-            {"model": "m", "length": 3, "trained": UNTRAINED, "recall": {"5": 0.9}}]
-    assert training_gain(rows, 5) == {"m": {"length": 5, "checkpoint": 0.7, "untrained": 0.5, "start": None, "note": improved}}
+    rows = [{"model": "m", "length": 5, "weights": "kept", "trained": improved, "recall": {"5": 0.7}},
+            {"model": "m", "length": 5, "weights": "untrained", "trained": UNTRAINED, "recall": {"5": 0.5}},
+            {"model": "m", "length": 3, "weights": "untrained", "trained": UNTRAINED, "recall": {"5": 0.9}}]
+    assert training_gain(rows, 5) == {"m": {"length": 5, "trained": 0.7, "untrained": 0.5, "start": None, "note": improved}}
     assert training_gain(rows, 5, chance=0.55)["m"]["beats_untrained_and_random_by_0.10"] is True
     assert training_gain(rows, 5, chance=0.65)["m"]["beats_untrained_and_random_by_0.10"] is False
     assert training_note({**meta, "weights": "start"}) == START
-    rows.append({"model": "m", "length": 5, "trained": START, "recall": {"5": 0.6}})
+    rows.append({"model": "m", "length": 5, "weights": "start", "trained": START, "recall": {"5": 0.6}})
     assert training_gain(rows, 5)["m"]["start"] == 0.6
+    # the start kept: the gain is the best trained epoch's, and the kept row is the start
+    best_trained = training_note({**meta, "weights": "trained"})
+    assert best_trained == ("yes: epoch 2 of 3 on toy (test R@5 0.500 -> 0.400), its best trained epoch; "
+                            "not kept, as its start scored higher")
+    kept_start = [{"model": "m", "length": 5, "weights": "trained", "trained": best_trained, "recall": {"5": 0.45}},
+                  {"model": "m", "length": 5, "weights": "kept", "trained": training_note(meta), "recall": {"5": 0.8}},
+                  {"model": "m", "length": 5, "weights": "untrained", "trained": UNTRAINED, "recall": {"5": 0.3}}]
+    gain = training_gain(kept_start, 5, chance=0.2)["m"]
+    assert (gain["trained"], gain["start"], gain["untrained"], gain["note"]) == (0.45, 0.8, 0.3, best_trained)
+    assert gain["beats_untrained_and_random_by_0.10"] is True
+    assert training_gain(kept_start, 5, chance=0.4)["m"]["beats_untrained_and_random_by_0.10"] is False
 
 
 def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
@@ -101,12 +112,19 @@ def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
     restored, _ = load_checkpoint(tmp_path / "m.pt")
     with torch.no_grad():
         assert torch.allclose(restored(tokens), model(tokens))
-    assert load_checkpoint(tmp_path / "m.pt", start=True)[0] is None  # saved without its start
+    assert load_checkpoint(tmp_path / "m.pt", weights="start")[0] is None  # saved without its start
     start = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_checkpoint(tmp_path / "m.pt", "seqvlad", model.state_dict(), meta, start)
-    restored_start, _ = load_checkpoint(tmp_path / "m.pt", start=True)
+    restored_start, _ = load_checkpoint(tmp_path / "m.pt", weights="start")
     assert all(torch.equal(v, start[k]) for k, v in restored_start.state_dict().items())
     assert torch.allclose(load_checkpoint(tmp_path / "m.pt")[0](tokens), model(tokens))
+    assert load_checkpoint(tmp_path / "m.pt", weights="trained")[0] is None  # only where the start was kept
+    save_checkpoint(tmp_path / "m.pt", "seqvlad", start, meta, start, trained_state_dict=model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(load_checkpoint(tmp_path / "m.pt", weights="trained")[0](tokens), model(tokens))
+        assert not torch.allclose(load_checkpoint(tmp_path / "m.pt")[0](tokens), model(tokens))
+    with pytest.raises(ValueError, match="'best'"):
+        load_checkpoint(tmp_path / "m.pt", weights="best")
 
 
 
@@ -210,11 +228,15 @@ def test_early_stop_after_patience_plus_one_epochs_without_a_better_recall():
                       patience=2)
     result = train(cfg, data, data, log=lambda *_: None)
     assert len(result.history) == 3 and result.best_epoch == 0
+    # the start is kept; the first of the (equal) trained epochs is kept beside it for the results
+    assert result.best_trained_epoch == 1 and result.best_trained_recall5 == result.history[0]["recall"][5]
+    assert all(torch.equal(v, result.state_dict[k]) for k, v in result.trained_state_dict.items())  # lr 0
     # seqNet's main.py evaluates only after training: its first epoch is kept even when no better
     # than the start, and the count of epochs without a better one starts there (1 + 3 epochs)
     seqnet_rule = train(replace(cfg, start_is_candidate=False), data, data, log=lambda *_: None)
     assert seqnet_rule.best_epoch == 1 and len(seqnet_rule.history) == 4
     assert seqnet_rule.best_recall5 == seqnet_rule.history[0]["recall"][5]
+    assert seqnet_rule.trained_state_dict is None  # the kept weights are the best trained epoch's
 
 def test_stformer_recipe_gives_its_parts_the_authors_learning_rates():
     """ai4ce/Adapt-STFormer get_models.py, arch "stformer": Adam over three groups, the spatial

@@ -33,5 +33,8 @@ class TrainResult:
     start_state_dict: dict  # the weights the first epoch starts from: seeded init, NetVLAD on k-means centres
     kmeans_layers: int = 0  # NetVLAD layers initialised on k-means centres (0: the start is the seeded init)
     best_epoch: int = 0  # 0: no epoch beat the starting weights, which are kept (start_is_candidate only)
+    best_trained_epoch: int = 0  # the trained epoch with the best val R@5 (the first of equals; 0: none ran)
+    best_trained_recall5: float = -1.0
+    trained_state_dict: dict | None = None  # its weights, when the start is kept instead (best_epoch 0)
     history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "recall", "tuples", "skipped"}
     losses: list = field(default_factory=list)  # per step (batch)

@@ -78,7 +78,7 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
     neg_cache = [np.zeros(0, dtype=np.int64) for _ in range(len(q_windows))]
     initial = evaluate_recall(model, val_data, cfg.seq_len)
     best, stale = (initial[5] if cfg.start_is_candidate else -1.0), 0  # -1: the first trained epoch is kept
-    start = copy.deepcopy(model.state_dict())
+    start, best_trained = copy.deepcopy(model.state_dict()), None
     result = TrainResult(state_dict=start, best_recall5=initial[5], initial_recall=initial, start_state_dict=start,
                          kmeans_layers=kmeans_layers)
     log(f"{cfg.model}: before training val R@5 {initial[5]:.3f} ({len(trainable_queries)} training queries with a "
@@ -118,12 +118,17 @@ def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CC
         result.history.append({"epoch": epoch, "loss": mean_loss, "recall": recall, "tuples": used, "skipped": skipped})
         log(f"{cfg.model}: epoch {epoch} loss {mean_loss:.4f} over {used} tuples ({skipped} queries without a "
             f"margin-violating negative) val R@5 {recall[5]:.3f}")
+        if recall[5] > result.best_trained_recall5:  # the best trained epoch, whether or not it beats the start
+            result.best_trained_recall5, result.best_trained_epoch = recall[5], epoch
+            best_trained = copy.deepcopy(model.state_dict())
         if recall[5] > best:
             best, stale = recall[5], 0
-            result.state_dict, result.best_recall5, result.best_epoch = copy.deepcopy(model.state_dict()), best, epoch
+            result.state_dict, result.best_recall5, result.best_epoch = best_trained, best, epoch
         else:
             stale += 1
             if cfg.patience and stale > cfg.patience:  # the references: `not_improved > patience`
                 log(f"{cfg.model}: early stop after {epoch} epochs")
                 break
+    if result.best_epoch == 0 and result.best_trained_epoch:
+        result.trained_state_dict = best_trained
     return result
