@@ -17,7 +17,7 @@ from seqvpr.atomic import atomic_write_text
 from seqvpr.benchmarks import BENCHMARKS
 from seqvpr.embed.embed import pick_device
 from seqvpr.embed.frame_descriptors import with_frame_descriptors
-from seqvpr.evaluate import PublishedFeatures, evaluate_models, results_markdown, training_gain
+from seqvpr.evaluate import GAIN_LENGTH, PublishedFeatures, evaluate_models, results_markdown, training_gain
 from seqvpr.metrics import chance_recall, queries_without_positives
 from seqvpr.models import MODEL_BACKBONE, MODELS, REGISTRY, TABLE_MODELS, model_spec
 from seqvpr.train import TrainConfig, load_checkpoint, load_split_data, save_checkpoint, train
@@ -265,7 +265,7 @@ def build_results_asset(benchmark: str):
             "queries_without_positive": queries_without_positives(data.positives),
             "random_ranking_recall": MetadataValue.json({str(k): v for k, v in chance_recall(data.positives, len(data.db_tokens)).items()}),
             "best_at_L5": f"{best['model']} ({best['trained']}): R@5 {best['recall']['5']:.3f}" if best else "",
-            "trained_vs_untrained_R@5_L5": MetadataValue.json(training_gain(rows, 5, chance_recall(data.positives, len(data.db_tokens))[5])),
+            "trained_vs_untrained_R@5_L5": MetadataValue.json(training_gain(rows, GAIN_LENGTH, chance_recall(data.positives, len(data.db_tokens))[5])),
         })
 
     return results_asset

@@ -167,6 +167,9 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     return rows
 
 
+GAIN_LENGTH = 5  # the papers' sequence length, at which the results compare trained and untrained rows
+
+
 def training_gain(rows: list[dict], length: int, chance: float | None = None) -> dict:
     """Per trained model: the R@5 at `length` (fixed-length models: their own length) of its trained
     row (its best trained epoch where the start was kept, else its checkpoint), that of the same
@@ -208,4 +211,16 @@ def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: l
         lines.append(f"| {r['model']} | {r['trained']} | {r['features']} | {r['length']} | {rec['1']:.3f} | {rec['5']:.3f} "
                      f"| {rec['10']:.3f} | {rec['20']:.3f} | {r['peak_memory_mb']:.1f} | {r['parameters']:,} "
                      f"| {r['seconds_per_sequence']:.4f} |")
+    gains = training_gain(rows, GAIN_LENGTH, chance_recall(data.positives, len(data.db_tokens))[5])
+    if gains:
+        lines += ["", f"What training gave, R@5 at L = {GAIN_LENGTH} (fixed-length models at their length): the "
+                  "trained row against the same model untrained, its start and a random ranking.", "",
+                  "| model | L | trained | start | untrained | random | trained - max(untrained, random) | at least 0.10 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for model, g in gains.items():
+            start = "-" if g["start"] is None else f"{g['start']:.3f}"
+            untrained = "-" if g["untrained"] is None else f"{g['untrained']:.3f}"
+            margin = g["trained"] - max(g["random"], g["untrained"] if g["untrained"] is not None else g["random"])
+            lines.append(f"| {model} | {g['length']} | {g['trained']:.3f} | {start} | {untrained} | {g['random']:.3f} "
+                         f"| {margin:+.3f} | {'yes' if g['beats_untrained_and_random_by_0.10'] else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -168,6 +168,11 @@ def test_results_show_the_best_trained_epoch_beside_a_kept_start(home):
     assert rows[0]["recall"] != rows[1]["recall"]
     gain = result.asset_materializations_for_node(f"{BENCHMARK}_results")[0].metadata["trained_vs_untrained_R@5_L5"].value
     assert (gain["seqvlad"]["trained"], gain["seqvlad"]["start"]) == (rows[0]["recall"]["5"], rows[1]["recall"]["5"])
+    table = (home / "data" / "results" / f"{BENCHMARK}.md").read_text()
+    trained, start, random = rows[0]["recall"]["5"], rows[1]["recall"]["5"], gain["seqvlad"]["random"]
+    margin = trained - max(start, random)  # the kept start is also the untrained row here
+    assert (f"| seqvlad | 5 | {trained:.3f} | {start:.3f} | {start:.3f} | {random:.3f} | {margin:+.3f} "
+            f"| {'yes' if margin >= 0.10 else 'no'} |") in table.splitlines()
 
 
 def test_other_weights_invalidate_the_descriptors(home):
