@@ -7,7 +7,8 @@ only margin-violating ones are kept; batches of such tuples; summed triplet loss
 seqNet's sqrt(0.1)) divided by the number of negatives; the weights with the best validation
 Recall@5 are kept, the starting weights among them where the authors' code evaluates them
 (svpr_main.py evaluates before each epoch's training; seqNet's main.py, and so SeqNet and
-OptiCorNet, only after: `Recipe.start_is_candidate`); early stop when `not_improved > patience`. Each
+OptiCorNet, only after: `Recipe.start_is_candidate`; where the start is kept, the best trained
+epoch's weights are returned too, `TrainResult.trained_state_dict`); early stop when `not_improved > patience`. Each
 model's optimiser, schedule, batch size, loss and budget come from its registry entry
 (`seqvpr.models.REGISTRY`, `TrainConfig.for_model`): Adam lr 1e-5 and batches of 4 for the
 Adapt-STformer code base's models, seqNet's SGD with StepLR for SeqNet, OptiCorNet's SGD with its

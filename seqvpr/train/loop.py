@@ -54,7 +54,9 @@ def make_optimiser(cfg: TrainConfig, model: nn.Module):
 
 def train(cfg: TrainConfig, train_data: SplitData, val_data: SplitData, tail: CCTTail | None = None, log=print,
           published_features: bool = False) -> TrainResult:
-    """tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
+    """Train `cfg.model` on `train_data`, choosing the kept weights by Recall@5 on `val_data`; the
+    result also holds the starting weights and, where those are kept, the best trained epoch's.
+    tail: the CCT blocks after the embedding cut with their starting weights (None: frozen backbone).
     published_features: the splits hold the model's published frame descriptors in place of tokens.
     Raises ValueError, before any work, when no validation query has a positive (no epoch could be chosen)."""
     if not any(len(p) for p in val_data.positives):
