@@ -119,6 +119,35 @@ def usable_lengths(name: str, model, seq_len: int, lengths: list[int]) -> list[i
     return [length for length in lengths if length >= width] or [seq_len]
 
 
+def training_loss(meta: dict) -> dict | None:
+    """The mean training loss of the first epoch and of the epoch whose weights a checkpoint row
+    shows (its kept epoch, or its best trained epoch where meta["weights"] == "trained"), from the
+    checkpoint's history; None for training's start or a kept start."""
+    if meta.get("weights") == "start":
+        return None
+    epoch = meta["best_trained_epoch"] if meta.get("weights") == "trained" else meta["best_epoch"]
+    losses = {h["epoch"]: h["loss"] for h in meta.get("history", [])}
+    if not epoch or not np.isfinite([losses.get(1, np.nan), losses.get(epoch, np.nan)]).all():
+        return None  # no trained epoch shown, or an epoch without a tuple to learn from (loss nan)
+    return {"first": losses[1], "shown": losses[epoch], "epoch": epoch}
+
+
+@dataclass
+class _Candidate:
+    """One model to evaluate: its weights' kind (ROW_WEIGHTS), the row's `trained` note, CCT blocks
+    trained, published frame features read (None: tokens), head arguments and training loss."""
+
+    name: str
+    model: object
+    seq_len: int
+    weights: str
+    note: str
+    blocks: int
+    features: "PublishedFeatures | None"
+    kwargs: dict | None
+    loss: dict | None = None
+
+
 def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: list[int], pca_dim: int | None = None,
                     pca_train: SplitData | None = None, tail=None, log=print,
                     published: dict[str, PublishedFeatures] | None = None,
@@ -133,8 +162,9 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
     training does (ValueError without it when such a head is evaluated)."""
     published, model_kwargs = published or {}, model_kwargs or {}
     tail_blocks = len(tail.blocks) if tail is not None else 0
-    candidates = [(meta["name"], model, meta["seq_len"], meta.get("weights", "kept"), training_note(meta), meta["tail_blocks"],
-                   published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None, meta.get("model_kwargs"))
+    candidates = [_Candidate(meta["name"], model, meta["seq_len"], meta.get("weights", "kept"), training_note(meta),
+                             meta["tail_blocks"], published[MODEL_BACKBONE[meta["name"]]] if meta.get("frame_descriptors") else None,
+                             meta.get("model_kwargs"), training_loss(meta))
                   for model, meta in trained.values()]
     seq_len, fitted = TrainConfig.seq_len, {}  # fitted: the untrained pooled heads' whitening, per width
     for name in names:
@@ -151,21 +181,22 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
             else:
                 fit_pooling(model, train_data)
                 fitted[model.pooling.dim] = model.pooling.state_dict()
-        candidates.append((name, model, seq_len, "untrained", UNTRAINED, 0 if features else tail_blocks, features, kwargs))
-    candidates.sort(key=lambda c: (names.index(c[0]) if c[0] in names else len(names), c[0], ROW_WEIGHTS.index(c[3])))
+        candidates.append(_Candidate(name, model, seq_len, "untrained", UNTRAINED, 0 if features else tail_blocks,
+                                     features, kwargs))
+    candidates.sort(key=lambda c: (names.index(c.name) if c.name in names else len(names), c.name, ROW_WEIGHTS.index(c.weights)))
     rows = []
-    for name, model, seq_len, weights, note, blocks, features, kwargs in candidates:
-        split, train_split = (features.data, features.pca_train) if features else (data, pca_train)
-        for length in usable_lengths(name, model, seq_len, lengths):
-            for rerank in (False, True) if name == "opticornet" else (False,):
-                shown = f"{name} + SeqSLAM re-rank" if rerank else name
-                row = {"model": shown, "length": length, "weights": weights, "trained": note,
-                       "features": features_note(name, blocks, features.weights if features else None, kwargs),
-                       **evaluate_model(model, split, length, train_split, pca_dim, rerank)}
-                log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {note})")
+    for c in candidates:
+        split, train_split = (c.features.data, c.features.pca_train) if c.features else (data, pca_train)
+        for length in usable_lengths(c.name, c.model, c.seq_len, lengths):
+            for rerank in (False, True) if c.name == "opticornet" else (False,):
+                shown = f"{c.name} + SeqSLAM re-rank" if rerank else c.name
+                row = {"model": shown, "length": length, "weights": c.weights, "trained": c.note,
+                       "features": features_note(c.name, c.blocks, c.features.weights if c.features else None, c.kwargs),
+                       **({"training_loss": c.loss} if c.loss else {}),
+                       **evaluate_model(c.model, split, length, train_split, pca_dim, rerank)}
+                log(f"{shown} L={length}: R@1 {row['recall']['1']:.3f} R@5 {row['recall']['5']:.3f} (trained: {c.note})")
                 rows.append(row)
     return rows
-
 
 GAIN_LENGTH = 5  # the papers' sequence length, at which the results compare trained and untrained rows
 
@@ -187,7 +218,8 @@ def training_gain(rows: list[dict], length: int, chance: float | None = None) ->
         untrained = by_weights.get((model, "untrained"))
         gain = {"length": trained["length"], "trained": trained["recall"]["5"],
                 "untrained": untrained["recall"]["5"] if untrained else None,
-                "start": start["recall"]["5"] if start else None, "note": trained["trained"]}
+                "start": start["recall"]["5"] if start else None, "note": trained["trained"],
+                "training_loss": trained.get("training_loss")}
         if chance is not None:
             floor = max(chance, gain["untrained"] if gain["untrained"] is not None else chance)
             gain["random"] = chance
@@ -215,12 +247,15 @@ def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: l
     if gains:
         lines += ["", f"What training gave, R@5 at L = {GAIN_LENGTH} (fixed-length models at their length): the "
                   "trained row against the same model untrained, its start and a random ranking.", "",
-                  "| model | L | trained | start | untrained | random | trained - max(untrained, random) | at least 0.10 |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| model | L | trained | start | untrained | random | trained - max(untrained, random) | at least 0.10 "
+                  "| training loss, epoch 1 -> its epoch |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for model, g in gains.items():
             start = "-" if g["start"] is None else f"{g['start']:.3f}"
             untrained = "-" if g["untrained"] is None else f"{g['untrained']:.3f}"
             margin = g["trained"] - max(g["random"], g["untrained"] if g["untrained"] is not None else g["random"])
+            loss = g["training_loss"]
+            loss = "-" if loss is None else f"{loss['first']:.4f} -> {loss['shown']:.4f} (epoch {loss['epoch']})"
             lines.append(f"| {model} | {g['length']} | {g['trained']:.3f} | {start} | {untrained} | {g['random']:.3f} "
-                         f"| {margin:+.3f} | {'yes' if g['beats_untrained_and_random_by_0.10'] else 'no'} |")
+                         f"| {margin:+.3f} | {'yes' if g['beats_untrained_and_random_by_0.10'] else 'no'} | {loss} |")
     return "\n".join(lines) + "\n"

@@ -156,7 +156,7 @@ def test_results_show_the_best_trained_epoch_beside_a_kept_start(home):
     meta = {"name": "seqvlad", "seq_len": 5, "model_kwargs": {}, "tail_blocks": 0, "encoder_model_id": FrameEncoder().model_id(),
             "frame_descriptors": None, "kmeans_layers": 1, "best_epoch": 0, "epochs_run": 3, "benchmark": BENCHMARK,
             "val_split": "test", "initial_val_recall": {"5": 0.3}, "best_val_recall5": 0.3, "best_trained_epoch": 2,
-            "best_trained_val_recall5": 0.2}
+            "best_trained_val_recall5": 0.2, "history": [{"epoch": e, "loss": 0.5 / e} for e in (1, 2, 3)]}
     save_checkpoint(home / "data" / "models" / BENCHMARK / "seqvlad.pt", "seqvlad", start, meta, start, trained)
     config = {"ops": {f"{BENCHMARK}_results": {"config": {"models": ["seqvlad"], "lengths": [5]}}}}
     result = materialize(_assets("results"), resources=_resources(home, baseline_features="pooled_cct"), run_config=config)
@@ -172,7 +172,7 @@ def test_results_show_the_best_trained_epoch_beside_a_kept_start(home):
     trained, start, random = rows[0]["recall"]["5"], rows[1]["recall"]["5"], gain["seqvlad"]["random"]
     margin = trained - max(start, random)  # the kept start is also the untrained row here
     assert (f"| seqvlad | 5 | {trained:.3f} | {start:.3f} | {start:.3f} | {random:.3f} | {margin:+.3f} "
-            f"| {'yes' if margin >= 0.10 else 'no'} |") in table.splitlines()
+            f"| {'yes' if margin >= 0.10 else 'no'} | 0.5000 -> 0.2500 (epoch 2) |") in table.splitlines()
 
 
 def test_other_weights_invalidate_the_descriptors(home):

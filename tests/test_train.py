@@ -76,7 +76,8 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
     rows = [{"model": "m", "length": 5, "weights": "kept", "trained": improved, "recall": {"5": 0.7}},
             {"model": "m", "length": 5, "weights": "untrained", "trained": UNTRAINED, "recall": {"5": 0.5}},
             {"model": "m", "length": 3, "weights": "untrained", "trained": UNTRAINED, "recall": {"5": 0.9}}]
-    assert training_gain(rows, 5) == {"m": {"length": 5, "trained": 0.7, "untrained": 0.5, "start": None, "note": improved}}
+    assert training_gain(rows, 5) == {"m": {"length": 5, "trained": 0.7, "untrained": 0.5, "start": None, "note": improved,
+                                            "training_loss": None}}
     assert training_gain(rows, 5, chance=0.55)["m"]["beats_untrained_and_random_by_0.10"] is True
     assert training_gain(rows, 5, chance=0.65)["m"]["beats_untrained_and_random_by_0.10"] is False
     assert training_note({**meta, "weights": "start"}) == START
@@ -93,6 +94,19 @@ def test_results_say_when_a_checkpoint_never_beat_its_start():
     assert (gain["trained"], gain["start"], gain["untrained"], gain["note"]) == (0.45, 0.8, 0.3, best_trained)
     assert gain["beats_untrained_and_random_by_0.10"] is True
     assert training_gain(kept_start, 5, chance=0.4)["m"]["beats_untrained_and_random_by_0.10"] is False
+
+
+def test_a_checkpoint_row_carries_the_training_loss_of_the_epoch_it_shows():
+    from seqvpr.evaluate import training_loss
+
+    history = [{"epoch": 1, "loss": 0.3}, {"epoch": 2, "loss": 0.2}, {"epoch": 3, "loss": float("nan")}]
+    meta = {"best_epoch": 2, "best_trained_epoch": 2, "history": history}
+    assert training_loss(meta) == {"first": 0.3, "shown": 0.2, "epoch": 2}
+    assert training_loss({**meta, "best_epoch": 0, "best_trained_epoch": 1, "weights": "trained"}) == {
+        "first": 0.3, "shown": 0.3, "epoch": 1}
+    assert training_loss({**meta, "best_epoch": 0}) is None  # a kept start: no trained epoch shown
+    assert training_loss({**meta, "weights": "start"}) is None
+    assert training_loss({**meta, "best_epoch": 3}) is None  # an epoch without a tuple: no loss to show
 
 
 def test_checkpoint_with_a_trained_tail_round_trips(tmp_path):
