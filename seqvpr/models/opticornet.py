@@ -4,7 +4,9 @@ retrieval (Eqs. 10-12: shortlist by sequence descriptor, re-rank by the learned 
 descriptors S1 along the aligned window).
 
 Not stated in the paper, chosen here: encoder width C = 512 and LSTM width d = 512 (so R = D, the
-"otherwise" case of Eq. 5), no activation after the encoder, margin m = 0.1 and gamma1 = gamma2 = 1.
+"otherwise" case of Eq. 5), no activation after the encoder, margin m = 0.1 (seqNet's margin value;
+on squared distances between unit vectors it is small, and larger ones trained further on Oxford-easy:
+see the README) and gamma1 = gamma2 = 1.
 w in Eq. 1 has one entry per frame, so the model is tied to its sequence length (paper: l = 5).
 """
 import numpy as np
