@@ -153,6 +153,8 @@ def train_one(context, benchmark: str, name: str, config: TrainingConfig, home: 
         "untrained_val_recall5": result.initial_recall[5],
         "best_val_recall5": result.best_recall5,
         "best_epoch": result.best_epoch,
+        "best_trained_epoch": result.best_trained_epoch,  # differs from best_epoch (0) where the start was kept
+        "best_trained_val_recall5": result.best_trained_recall5,
         "epochs_run": len(result.history),
         "loss_curve": MetadataValue.md(_loss_plot(result.losses, result.history)),
         "history": MetadataValue.json(history),

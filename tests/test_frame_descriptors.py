@@ -143,6 +143,24 @@ def test_results_show_a_checkpoint_its_start_and_the_untrained_model(home):
     assert gain["seqvlad"]["start"] == gain["seqvlad"]["untrained"] == rows[2]["recall"]["5"]
 
 
+def test_a_checkpoint_that_keeps_its_start_saves_its_best_trained_epoch(home):
+    """At a learning rate too small to move the weights no epoch beats the start, which the authors'
+    rule keeps (best_epoch 0); the checkpoint also holds epoch 1's weights and the asset says so."""
+    from seqvpr.train import load_checkpoint
+
+    config = {"ops": {f"{BENCHMARK}_checkpoint": {"config": {"epochs": 1, "queries_per_epoch": 4, "lr": 1e-30}}}}
+    result = materialize(_assets("frame_descriptors", "checkpoint"), resources=_resources(home, baseline_features="pooled_cct"),
+                         run_config=config, partition_key="jist")
+    assert result.success
+    metadata = result.asset_materializations_for_node(f"{BENCHMARK}_checkpoint")[0].metadata
+    assert (metadata["best_epoch"].value, metadata["best_trained_epoch"].value) == (0, 1)
+    path = home / "data" / "models" / BENCHMARK / "jist.pt"
+    kept, meta = load_checkpoint(path)
+    trained, _ = load_checkpoint(path, weights="trained")
+    assert meta["best_trained_epoch"] == 1 and trained is not None
+    assert all(torch.allclose(v, kept.state_dict()[k]) for k, v in trained.state_dict().items())  # lr 1e-30
+
+
 def test_results_show_the_best_trained_epoch_beside_a_kept_start(home):
     """A checkpoint whose training never beat its start keeps the start (the authors' rule) and saves
     its best trained epoch: the table shows that epoch's row first, then the kept start, then the
