@@ -205,8 +205,8 @@ def training_gain(rows: list[dict], length: int, chance: float | None = None) ->
     """Per trained model: the R@5 at `length` (fixed-length models: their own length) of its trained
     row (its best trained epoch where the start was kept, else its checkpoint), that of the same
     model untrained and, where the results show it, that of training's start (plain rows only);
-    with `chance` (a random ranking's R@5), whether it beats both the untrained row and chance by
-    at least 0.10."""
+    with `chance` (a random ranking's R@5), its margin over the better of the untrained row and
+    chance, and whether that margin is at least 0.10."""
     plain = [r for r in rows if not r["model"].endswith("re-rank")]
     at = {r["model"]: length if any(p["model"] == r["model"] and p["length"] == length for p in plain) else r["length"]
           for r in plain}
@@ -223,6 +223,7 @@ def training_gain(rows: list[dict], length: int, chance: float | None = None) ->
         if chance is not None:
             floor = max(chance, gain["untrained"] if gain["untrained"] is not None else chance)
             gain["random"] = chance
+            gain["over_untrained_and_random"] = gain["trained"] - floor
             gain["beats_untrained_and_random_by_0.10"] = bool(gain["trained"] >= floor + 0.10)
         gains[model] = gain
     return gains
@@ -253,9 +254,8 @@ def results_markdown(benchmark: str, rows: list[dict], data: SplitData, notes: l
         for model, g in gains.items():
             start = "-" if g["start"] is None else f"{g['start']:.3f}"
             untrained = "-" if g["untrained"] is None else f"{g['untrained']:.3f}"
-            margin = g["trained"] - max(g["random"], g["untrained"] if g["untrained"] is not None else g["random"])
             loss = g["training_loss"]
             loss = "-" if loss is None else f"{loss['first']:.4f} -> {loss['shown']:.4f} (epoch {loss['epoch']})"
             lines.append(f"| {model} | {g['length']} | {g['trained']:.3f} | {start} | {untrained} | {g['random']:.3f} "
-                         f"| {margin:+.3f} | {'yes' if g['beats_untrained_and_random_by_0.10'] else 'no'} | {loss} |")
+                         f"| {g['over_untrained_and_random']:+.3f} | {'yes' if g['beats_untrained_and_random_by_0.10'] else 'no'} | {loss} |")
     return "\n".join(lines) + "\n"
