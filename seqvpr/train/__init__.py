@@ -30,7 +30,7 @@ Oxford-easy test split at chance (R@5 0.348 against a random 0.404), the grid me
 Modules: `split_data` (a split as training reads it), `pooling` (the pooled frame descriptor),
 `model` (the model, sequence descriptors, Recall@K), `config` (a run's settings and result),
 `start` (whitening and k-means starting weights), `mining` (tuples and loss), `loop` (`train`),
-`checkpoints`.
+`checkpoints`, `folds` (route folds of a training split, to choose settings without the test split).
 """
 from seqvpr.train.checkpoints import load_checkpoint, save_checkpoint
 from seqvpr.train.config import TrainConfig, TrainResult
