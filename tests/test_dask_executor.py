@@ -6,6 +6,7 @@ collapse: dagster-dask keyed every run's step alike, and Dask ran one of the fou
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,13 +45,13 @@ def _free_port() -> int:
 def cluster():
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLUSTER), str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("ready tcp://127.0.0.1:"), line
         yield f"tcp://127.0.0.1:{port}"
-    finally:
-        proc.kill()
+    finally:  # the whole session: the workers and what they started (Dagster's compute-log `tail -F`s) go too
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
 
