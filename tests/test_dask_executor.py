@@ -24,13 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SEASONS = ("spring", "summer", "fall", "winter")
 TINY = {"ops": {"nordland_raw": {"config": {"scale": {"frames": 3, "width": 32, "height": 24}}},
                 "nordland_frames": {"config": {"size": 32}}}}
-# SIGTERM back to its default first: a cluster started from a shell has it, and Dagster ends each step's
-# compute-log `tail -F` with SIGTERM (then waits 30 s for it). In a full test session the cluster process
-# was seen starting with SIGTERM ignored (/proc/<pid>/status SigIgn), so every step ended about a minute
-# late and the test took 145-204 s instead of about 25 s.
 CLUSTER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
+import sys, time
 from distributed import LocalCluster
 cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                        scheduler_port=int(sys.argv[1]), dashboard_address=None)
