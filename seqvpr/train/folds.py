@@ -13,22 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from seqvpr.data import take_rows
+from seqvpr.seqbounds import run_bounds
 from seqvpr.train.split_data import SplitData
 
 
 def subset_bounds(bounds: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The [start, end) runs (N, 2) of the kept `rows` (sorted, unique) renumbered to their new
     positions, each run cut where the kept rows stop being consecutive (a window never joins frames
-    that were not neighbours). Returns (len(rows), 2) int64."""
+    that were not neighbours): `run_bounds` keyed by each row's old run, a skipped row a step over 1.
+    Returns (len(rows), 2) int64."""
     rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    block_first = np.repeat(rows[np.r_[0, breaks]], np.diff(np.r_[0, breaks, len(rows)]))
-    block_last = np.repeat(rows[np.r_[breaks - 1, len(rows) - 1]], np.diff(np.r_[0, breaks, len(rows)]))
-    start = np.maximum(bounds[rows, 0], block_first)
-    end = np.minimum(bounds[rows, 1], block_last + 1)
-    return np.stack([np.searchsorted(rows, start), np.searchsorted(rows, end)], axis=1).astype(np.int64)
+    return run_bounds(bounds[rows, 0].tolist(), np.r_[0, np.diff(rows)], max_step=1)
 
 
 def _renumber(indices, new_index: np.ndarray) -> np.ndarray:
