@@ -198,6 +198,7 @@ def evaluate_models(data: SplitData, names: list[str], trained: dict, lengths: l
                 rows.append(row)
     return rows
 
+
 GAIN_LENGTH = 5  # the papers' sequence length, at which the results compare trained and untrained rows
 
 
